@@ -1,0 +1,1 @@
+//! libvirt XML object models (domain, snapshot, storage, capabilities) with parse and format

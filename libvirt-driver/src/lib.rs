@@ -1,0 +1,1 @@
+//! A virtxend-compatible daemon speaking libvirt's remote protocol for xen-hv

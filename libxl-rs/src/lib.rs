@@ -1,0 +1,1 @@
+//! Toolstack library equivalent to Xen's libxl: domain configuration, domain builder, lifecycle, xl

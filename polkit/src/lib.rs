@@ -1,0 +1,1 @@
+//! polkit authorization for the daemon's sockets over the system D-Bus

@@ -1,0 +1,11 @@
+//! The Xen public ABI as one `no_std` crate.
+//!
+//! Hypercall numbers, sub-operation codes, error numbers and the `#[repr(C)]` structures that cross the
+//! guest/hypervisor and toolstack/hypervisor boundaries. Both sides of every boundary (xen-hv and libxl-rs)
+//! use these definitions, so a layout can only change in one place. Every structure carries compile-time size
+//! and offset checks taken from the Xen public headers (`xen/include/public`).
+#![cfg_attr(target_os = "none", no_std)]
+
+pub mod errno;
+pub mod hypercall;
+pub mod start_info;

@@ -1,0 +1,6 @@
+//! Architecture-specific code behind one neutral facade.
+
+#[cfg(target_arch = "x86_64")]
+pub mod x86_64;
+#[cfg(target_arch = "x86_64")]
+pub use self::x86_64::{exit, phys_slice};

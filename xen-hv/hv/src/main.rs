@@ -1,0 +1,106 @@
+//! The xen-hv bare-metal image. On the host this binary only explains how to build it.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+#[cfg(target_os = "none")]
+mod arch;
+#[cfg(target_os = "none")]
+mod console;
+
+#[cfg(target_os = "none")]
+use core::fmt::Write as _;
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("xen-hv is a bare-metal image: build it with `cargo xtask build-hv` and boot it with `scripts/hv-boot`");
+    std::process::exit(2);
+}
+
+/// Reads physical memory through the boot identity map.
+#[cfg(target_os = "none")]
+struct BootMem;
+
+#[cfg(target_os = "none")]
+impl xen_hv::bootinfo::PhysRead for BootMem {
+    fn read(&self, paddr: u64, buf: &mut [u8]) -> Result<(), xen_hv::bootinfo::BootError> {
+        let end = paddr
+            .checked_add(buf.len() as u64)
+            .ok_or(xen_hv::bootinfo::BootError::BadAddress(paddr))?;
+        if end > 1 << 32 {
+            return Err(xen_hv::bootinfo::BootError::BadAddress(paddr));
+        }
+        // SAFETY: the range was checked to lie in the first 4 GiB, which the boot page tables identity-map, and
+        // the boot information is not written by anyone while it is parsed.
+        buf.copy_from_slice(unsafe { arch::phys_slice(paddr, buf.len()) });
+        Ok(())
+    }
+}
+
+/// The Rust entry point, called by the boot stub in long mode with the boot protocol and its information address.
+#[cfg(target_os = "none")]
+#[no_mangle]
+pub extern "C" fn hv_main(protocol: u32, info_paddr: u64) -> ! {
+    use xen_hv::bootinfo::BootInfo;
+    let mut con = console::init();
+    let (major, minor) = xen_hv::VERSION;
+    let _ = writeln!(con, "xen-hv {major}.{minor} (x86_64) starting");
+    let info = match protocol {
+        arch::x86_64::boot::PROTOCOL_PVH => BootInfo::from_pvh(&BootMem, info_paddr),
+        arch::x86_64::boot::PROTOCOL_MULTIBOOT2 => BootInfo::from_multiboot2(&BootMem, info_paddr),
+        other => {
+            let _ = writeln!(con, "(XEN) panic: unknown boot protocol {other}");
+            arch::exit(0x11);
+        }
+    };
+    let info = match info {
+        Ok(info) => info,
+        Err(e) => {
+            let _ = writeln!(con, "(XEN) panic: {e}");
+            arch::exit(0x11);
+        }
+    };
+    let proto = if protocol == arch::x86_64::boot::PROTOCOL_PVH {
+        "PVH"
+    } else {
+        "multiboot2"
+    };
+    let _ = writeln!(con, "(XEN) boot protocol: {proto}");
+    let _ = writeln!(con, "(XEN) command line: {}", info.cmdline());
+    let opts = xen_hv::cmdline::Options::parse(info.cmdline());
+    if opts.unknown > 0 {
+        let _ = writeln!(
+            con,
+            "(XEN) {} unrecognised command line option(s) ignored",
+            opts.unknown
+        );
+    }
+    let _ = writeln!(con, "(XEN) physical memory map:");
+    for r in info.memmap() {
+        let _ = writeln!(
+            con,
+            "(XEN)  {:016x} - {:016x} type {}",
+            r.base,
+            r.base + r.len,
+            r.kind
+        );
+    }
+    let _ = writeln!(
+        con,
+        "(XEN) {} MiB RAM, {} boot module(s)",
+        info.ram_bytes() >> 20,
+        info.modules().len()
+    );
+    for (i, m) in info.modules().iter().enumerate() {
+        let _ = writeln!(con, "(XEN)  module {i}: {:#x} +{:#x}", m.base, m.len);
+    }
+    let _ = writeln!(con, "(XEN) no guest domains to run; halting");
+    arch::exit(0x10);
+}
+
+#[cfg(target_os = "none")]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let mut con = console::init();
+    let _ = writeln!(con, "(XEN) PANIC: {info}");
+    arch::exit(0x11);
+}
