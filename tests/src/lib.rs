@@ -7,6 +7,8 @@ use std::time::Duration;
 
 pub use xtask::{qemu, Arch};
 
+pub mod system_bus;
+
 /// Builds (once per test process) and returns the hypervisor image for `arch`.
 pub fn hv_image(arch: Arch) -> PathBuf {
     static X86: OnceLock<PathBuf> = OnceLock::new();
