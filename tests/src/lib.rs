@@ -7,6 +7,7 @@ use std::time::Duration;
 
 pub use xtask::{qemu, Arch};
 
+pub mod console;
 pub mod system_bus;
 
 /// Builds (once per test process) and returns the hypervisor image for `arch`.
@@ -28,4 +29,22 @@ pub fn boot_hv(arch: Arch, append: &str, timeout: Duration) -> qemu::BootOutcome
     let mut m = qemu::Machine::new(arch, hv_image(arch));
     m.append = append.to_string();
     qemu::run(&m, timeout, false).unwrap_or_else(|e| panic!("running QEMU: {e}"))
+}
+
+/// The Debian guest kernel (vmlinux ELF) and the test initramfs, prepared once by `scripts/guest-kernel` from
+/// Debian's linux-image-amd64 package.
+pub fn guest_kernel() -> (PathBuf, PathBuf) {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let out = std::process::Command::new(xtask::workspace_root().join("scripts/guest-kernel"))
+            .output()
+            .expect("running scripts/guest-kernel");
+        assert!(
+            out.status.success(),
+            "scripts/guest-kernel failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    });
+    (dir.join("vmlinux"), dir.join("initramfs.cpio.gz"))
 }
