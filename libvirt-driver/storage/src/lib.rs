@@ -1,0 +1,53 @@
+//! The storage backend of virtxend: `dir` and `fs` storage pools and their volumes, served by the daemon itself
+//! (clients of virtxend talk to no other daemon). The behaviour follows libvirt's storage driver
+//! (`storage_driver.c`, `storage_backend_fs.c`, `storage_util.c`); volumes are made and inspected with
+//! `qemu-img`, as libvirt does.
+//!
+//! # Entry point
+//!
+//! [`StorageDriver::open`]`(config_dir, state_dir)` loads persistent pools from `<config_dir>/storage/*.xml`
+//! (autostart links in `<config_dir>/storage/autostart/`), restores the pools that were active
+//! (`<state_dir>/storage/*.xml`), and starts autostart pools. The driver is `Clone + Send + Sync`.
+//!
+//! # API map (libvirt call → method)
+//!
+//! | libvirt | method |
+//! |---|---|
+//! | `virStoragePoolDefineXML` / `CreateXML` | [`StorageDriver::define_pool`] / [`StorageDriver::create_pool`] |
+//! | `virStoragePoolCreate` / `Build` / `Refresh` | [`StorageDriver::start_pool`] / [`StorageDriver::build_pool`] / [`StorageDriver::refresh_pool`] |
+//! | `virStoragePoolDestroy` / `Delete` / `Undefine` | [`StorageDriver::destroy_pool`] / [`StorageDriver::delete_pool`] / [`StorageDriver::undefine_pool`] |
+//! | `virStoragePoolGet/SetAutostart` | [`StorageDriver::autostart_of`] / [`StorageDriver::set_autostart`] |
+//! | `virStoragePoolGetInfo` / `GetXMLDesc` | [`StorageDriver::pool_info`] / [`StorageDriver::pool_xml`] ([`StorageDriver::pool_def`] for the model) |
+//! | `virStoragePoolIsActive` / `IsPersistent` | [`StorageDriver::is_active`] / [`StorageDriver::is_persistent`] |
+//! | `virConnectListAllStoragePools` | [`StorageDriver::list_pools`] (flags as on the wire) |
+//! | `virConnect(Num|List)(Defined)StoragePools` | [`StorageDriver::pool_names`] |
+//! | `virStoragePoolLookupBy(Name|UUID|Volume)` | [`StorageDriver::lookup_pool_by_name`], `_by_uuid`, `_by_volume` |
+//! | `virStoragePoolListAllVolumes` / legacy list | [`StorageDriver::list_volumes`] / [`StorageDriver::volume_names`] |
+//! | `virStorageVolCreateXML` / `CreateXMLFrom` | [`StorageDriver::create_volume`] / [`StorageDriver::create_volume_from`] |
+//! | `virStorageVolDelete` / `Wipe(Pattern)` / `Resize` | [`StorageDriver::delete_volume`] / [`StorageDriver::wipe_volume`] / [`StorageDriver::resize_volume`] |
+//! | `virStorageVolGetInfo` / `GetXMLDesc` / `GetPath` | [`StorageDriver::volume_info`] / [`StorageDriver::volume_xml`] / [`StorageDriver::volume_path`] |
+//! | `virStorageVolLookupBy(Name|Key|Path)` | [`StorageDriver::lookup_volume_by_name`], `_by_key`, `_by_path` |
+//! | `virStorageVolUpload` / `Download` | [`StorageDriver::upload`] → [`UploadSink`] / [`StorageDriver::download`] → [`DownloadSource`] |
+//! | `virConnectStoragePoolEventRegisterAny` | [`StorageDriver::subscribe`] → [`PoolEvent`]s |
+//!
+//! Errors are [`Error`]: [`Error::code`] and [`Error::domain`] give the libvirt error number and domain
+//! (`VIR_FROM_STORAGE`, 18) and [`Error::libvirt_message`] the message to send.
+//!
+//! Client XML is parsed by the daemon's XML layer into [`PoolDef`] and [`VolumeDef`]; [`xml`] formats the
+//! driver's own pool and volume XML and reads the pool files it persists.
+
+mod driver;
+mod error;
+mod events;
+pub mod flags;
+mod model;
+pub mod qemu_img;
+mod stream;
+mod sys;
+pub mod xml;
+
+pub use driver::{sanitize_path, StorageDriver};
+pub use error::{code, Error, Result, VIR_FROM_STORAGE};
+pub use events::{Lifecycle, PoolEvent, PoolEventKind, EVENT_ID_LIFECYCLE, EVENT_ID_REFRESH};
+pub use model::*;
+pub use stream::{Chunk, DownloadSource, UploadSink};
