@@ -1,6 +1,6 @@
 //! The storage driver: pool objects, their persistence, and the volume operations of the dir and fs backends.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -35,6 +35,10 @@ pub(crate) struct Pool {
     /// Mode/owner/group of the target directory as found at the last refresh.
     target_perms: Option<Permissions>,
     volumes: BTreeMap<String, Volume>,
+    /// Operations running with the driver lock released (libvirt's `asyncjobs`).
+    asyncjobs: u32,
+    /// Volumes being created, or read as a clone source, by such an operation.
+    building: BTreeSet<String>,
 }
 
 impl Pool {
@@ -50,7 +54,28 @@ impl Pool {
             available: 0,
             target_perms: None,
             volumes: BTreeMap::new(),
+            asyncjobs: 0,
+            building: BTreeSet::new(),
         }
+    }
+
+    fn check_no_jobs(&self) -> Result<()> {
+        if self.asyncjobs > 0 {
+            return Err(Error::Internal(format!(
+                "pool '{}' has asynchronous jobs running.",
+                self.def.name
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_not_building(&self, name: &str) -> Result<()> {
+        if self.building.contains(name) {
+            return Err(Error::OperationInvalid(format!(
+                "volume '{name}' is still being allocated."
+            )));
+        }
+        Ok(())
     }
 
     fn uuid(&self) -> Uuid {
@@ -87,6 +112,26 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Marks volumes busy (and their pools as running a job) before the lock is released.
+    fn begin_job(&mut self, marks: &[(Uuid, String)]) {
+        for (uuid, name) in marks {
+            if let Some(pool) = self.pools.iter_mut().find(|p| p.uuid() == *uuid) {
+                pool.asyncjobs += 1;
+                pool.building.insert(name.clone());
+            }
+        }
+    }
+
+    /// Releases the marks of [`State::begin_job`] once the lock is held again.
+    fn end_job(&mut self, marks: &[(Uuid, String)]) {
+        for (uuid, name) in marks {
+            if let Some(pool) = self.pools.iter_mut().find(|p| p.uuid() == *uuid) {
+                pool.asyncjobs = pool.asyncjobs.saturating_sub(1);
+                pool.building.remove(name);
+            }
+        }
+    }
+
     pub(crate) fn pool_mut(&mut self, name: &str) -> Option<&mut Pool> {
         self.pools
             .iter_mut()
@@ -710,6 +755,7 @@ impl StorageDriver {
         let mut state = self.inner.lock();
         let index = state.index_by_uuid(pool)?;
         state.pools[index].require_active()?;
+        state.pools[index].check_no_jobs()?;
         let r = state.pools[index].pool_ref();
         let mut obj = state.pools[index].clone();
         match self.inner.refresh(&mut obj) {
@@ -753,6 +799,7 @@ impl StorageDriver {
         let index = state.index_by_uuid(pool)?;
         let obj = &state.pools[index];
         obj.require_active()?;
+        obj.check_no_jobs()?;
         stop_backend(&obj.def)?;
         let r = obj.pool_ref();
         self.stop_locked(&mut state, index);
@@ -1122,7 +1169,10 @@ impl StorageDriver {
     fn check_new_volume(pool: &Pool, name: &str) -> Result<PathBuf> {
         validate_volume_name(name)?;
         let path = pool.def.target.join(name);
-        if pool.volumes.contains_key(name) || fs::symlink_metadata(&path).is_ok() {
+        if pool.volumes.contains_key(name)
+            || pool.building.contains(name)
+            || fs::symlink_metadata(&path).is_ok()
+        {
             return Err(Error::VolumeExists(name.to_string()));
         }
         Ok(path)
@@ -1137,23 +1187,44 @@ impl StorageDriver {
             flags::VOL_CREATE_PREALLOC_METADATA | flags::VOL_CREATE_VALIDATE,
             "storageVolCreateXML",
         )?;
-        let mut state = self.inner.lock();
-        let index = state.index_by_uuid(pool)?;
-        let p = &mut state.pools[index];
-        p.require_active()?;
-        let path = Self::check_new_volume(p, &def.name)?;
+        let (path, marks) = {
+            let mut state = self.inner.lock();
+            let index = state.index_by_uuid(pool)?;
+            let p = &state.pools[index];
+            p.require_active()?;
+            let path = Self::check_new_volume(p, &def.name)?;
+            let marks = [(p.uuid(), def.name.clone())];
+            state.begin_job(&marks);
+            (path, marks)
+        };
+        // The file is written with the lock released, as libvirt's buildVol does.
         let made = match def.format {
             VolFormat::Raw => create_raw(&path, def, flags),
             VolFormat::Qcow2 => create_qcow2(&path, def, flags),
         }
-        .and_then(|()| apply_permissions(&path, &def.permissions, DEFAULT_VOL_MODE))
-        .and_then(|()| self.inner.refresh_volume(p, &def.name));
-        if let Err(err) = made {
-            let _ = fs::remove_file(&path);
-            p.volumes.remove(&def.name);
+        .and_then(|()| apply_permissions(&path, &def.permissions, DEFAULT_VOL_MODE));
+        self.finish_new_volume(pool, &def.name, &path, &marks, made)
+    }
+
+    /// Ends a create or clone job: releases the marks and records the new volume, or removes what was made.
+    fn finish_new_volume(
+        &self,
+        pool: &PoolRef,
+        name: &str,
+        path: &Path,
+        marks: &[(Uuid, String)],
+        made: Result<()>,
+    ) -> Result<VolRef> {
+        let mut state = self.inner.lock();
+        state.end_job(marks);
+        let index = state.index_by_uuid(pool)?;
+        let p = &mut state.pools[index];
+        if let Err(err) = made.and_then(|()| self.inner.refresh_volume(p, name)) {
+            let _ = fs::remove_file(path);
+            p.volumes.remove(name);
             return Err(err);
         }
-        p.volume(&def.name).map(|v| v.vol_ref(&p.def.name))
+        p.volume(name).map(|v| v.vol_ref(&p.def.name))
     }
 
     /// `virStorageVolCreateXMLFrom` (clone): `qemu-img convert` from the source volume (any pool) into a new
@@ -1182,15 +1253,23 @@ impl StorageDriver {
                 "a volume created from another cannot have a backing store".into(),
             ));
         }
-        let mut state = self.inner.lock();
-        let src = self
-            .active_pool_by_name(&mut state, &source.pool)?
-            .volume(&source.name)?
-            .clone();
-        let index = state.index_by_uuid(pool)?;
-        let p = &mut state.pools[index];
-        p.require_active()?;
-        let path = Self::check_new_volume(p, &def.name)?;
+        let (src, path, marks) = {
+            let mut state = self.inner.lock();
+            let src_pool = self.active_pool_by_name(&mut state, &source.pool)?;
+            let src = src_pool.volume(&source.name)?.clone();
+            src_pool.check_not_building(&source.name)?;
+            let src_uuid = src_pool.uuid();
+            let index = state.index_by_uuid(pool)?;
+            let p = &state.pools[index];
+            p.require_active()?;
+            let path = Self::check_new_volume(p, &def.name)?;
+            let marks = [
+                (src_uuid, source.name.clone()),
+                (p.uuid(), def.name.clone()),
+            ];
+            state.begin_job(&marks);
+            (src, path, marks)
+        };
         let capacity = def.capacity.max(src.capacity);
         let opts = Qcow2Options {
             compat: def.compat.as_deref(),
@@ -1198,16 +1277,39 @@ impl StorageDriver {
             prealloc_metadata: flags & flags::VOL_CREATE_PREALLOC_METADATA != 0,
             backing: None,
         };
+        // The copy runs with the lock released; the source is marked busy so it cannot change meanwhile.
         let made = qemu_img::convert(&src.path, &src.format, &path, def.format, &opts)
             .and_then(|()| grow_after_clone(&path, def, src.capacity, capacity))
-            .and_then(|()| apply_permissions(&path, &def.permissions, DEFAULT_VOL_MODE))
-            .and_then(|()| self.inner.refresh_volume(p, &def.name));
-        if let Err(err) = made {
-            let _ = fs::remove_file(&path);
-            p.volumes.remove(&def.name);
-            return Err(err);
-        }
-        p.volume(&def.name).map(|v| v.vol_ref(&p.def.name))
+            .and_then(|()| apply_permissions(&path, &def.permissions, DEFAULT_VOL_MODE));
+        self.finish_new_volume(pool, &def.name, &path, &marks, made)
+    }
+
+    /// Runs `work` on a volume with the lock released and the volume marked busy, after `check` (under the
+    /// lock) has validated the request; then re-reads the volume.
+    fn volume_job<T>(
+        &self,
+        vol: &VolRef,
+        check: impl FnOnce(&Pool, &Volume) -> Result<T>,
+        work: impl FnOnce(&Volume, T) -> Result<()>,
+    ) -> Result<()> {
+        let (v, value, marks) = {
+            let mut state = self.inner.lock();
+            let pool = self.active_pool_by_name(&mut state, &vol.pool)?;
+            let v = pool.volume(&vol.name)?.clone();
+            pool.check_not_building(&vol.name)?;
+            let value = check(pool, &v)?;
+            let marks = [(pool.uuid(), vol.name.clone())];
+            state.begin_job(&marks);
+            (v, value, marks)
+        };
+        let result = work(&v, value);
+        let mut state = self.inner.lock();
+        state.end_job(&marks);
+        let index = state.index_by_name(&vol.pool)?;
+        let refreshed = self
+            .inner
+            .refresh_volume(&mut state.pools[index], &vol.name);
+        result.and(refreshed)
     }
 
     /// `virStorageVolDelete`: unlinks the volume's file.
@@ -1216,6 +1318,7 @@ impl StorageDriver {
         let mut state = self.inner.lock();
         let pool = self.active_pool_by_name(&mut state, &vol.pool)?;
         let path = pool.volume(&vol.name)?.path.clone();
+        pool.check_not_building(&vol.name)?;
         fs::remove_file(&path)
             .map_err(|e| Error::system(format!("cannot unlink file '{}'", path.display()), e))?;
         pool.volumes.remove(&vol.name);
@@ -1238,14 +1341,14 @@ impl StorageDriver {
                 "wiping algorithm {algorithm} needs the scrub program, which this backend does not use"
             )));
         }
-        let mut state = self.inner.lock();
-        let pool = self.active_pool_by_name(&mut state, &vol.pool)?;
-        let v = pool.volume(&vol.name)?.clone();
-        match v.format.as_str() {
-            "qcow2" => recreate_qcow2(&v)?,
-            _ => zero_data(&v.path)?,
-        }
-        self.inner.refresh_volume(pool, &vol.name)
+        self.volume_job(
+            vol,
+            |_, _| Ok(()),
+            |v, ()| match v.format.as_str() {
+                "qcow2" => recreate_qcow2(v),
+                _ => zero_data(&v.path),
+            },
+        )
     }
 
     /// `virStorageVolResize`. Flags: `VOL_RESIZE_ALLOCATE` (fallocate the new range), `VOL_RESIZE_DELTA`
@@ -1256,83 +1359,70 @@ impl StorageDriver {
             flags::VOL_RESIZE_ALLOCATE | flags::VOL_RESIZE_DELTA | flags::VOL_RESIZE_SHRINK,
             "storageVolResize",
         )?;
-        let mut state = self.inner.lock();
-        let pool = self.active_pool_by_name(&mut state, &vol.pool)?;
-        let v = pool.volume(&vol.name)?.clone();
         let shrink = flags & flags::VOL_RESIZE_SHRINK != 0;
-        let new_capacity = if flags & flags::VOL_RESIZE_DELTA != 0 {
-            if shrink {
-                v.capacity
-                    .checked_sub(capacity)
-                    .ok_or_else(|| Error::InvalidArg("can't shrink capacity below size 0".into()))?
-            } else {
-                v.capacity
-                    .checked_add(capacity)
-                    .ok_or_else(|| Error::InvalidArg("capacity overflows".into()))?
-            }
-        } else {
-            capacity
-        };
-        if new_capacity < v.capacity && !shrink {
-            return Err(Error::InvalidArg(
-                "Can't shrink capacity below current capacity unless shrink flag explicitly specified".into(),
-            ));
-        }
-        if new_capacity < v.allocation
-            && v.format == "raw"
-            && v.kind == VolType::File
-            && new_capacity < v.capacity
-        {
-            return Err(Error::InvalidArg(
-                "Can't shrink capacity below existing allocation".into(),
-            ));
-        }
         let allocate = flags & flags::VOL_RESIZE_ALLOCATE != 0;
-        if allocate && new_capacity.saturating_sub(v.allocation) > pool.available {
-            return Err(Error::InvalidArg(
-                "Not enough space left in storage pool".into(),
-            ));
-        }
-        match (v.kind, v.format.as_str()) {
-            (VolType::File, "raw") => {
-                let file = OpenOptions::new().write(true).open(&v.path).map_err(|e| {
-                    Error::system(format!("cannot open volume '{}'", v.path.display()), e)
-                })?;
-                file.set_len(new_capacity).map_err(|e| {
-                    Error::system(
-                        format!("Failed to truncate volume with path '{}'", v.path.display()),
-                        e,
-                    )
-                })?;
-                if allocate && new_capacity > v.capacity {
-                    sys::allocate(&file, v.capacity, new_capacity - v.capacity).map_err(|e| {
-                        Error::system(
-                            format!(
-                                "Failed to pre-allocate space for file '{}'",
-                                v.path.display()
-                            ),
-                            e,
-                        )
-                    })?;
+        let check = |pool: &Pool, v: &Volume| -> Result<u64> {
+            let new_capacity = if flags & flags::VOL_RESIZE_DELTA != 0 {
+                if shrink {
+                    v.capacity.checked_sub(capacity).ok_or_else(|| {
+                        Error::InvalidArg("can't shrink capacity below size 0".into())
+                    })?
+                } else {
+                    v.capacity
+                        .checked_add(capacity)
+                        .ok_or_else(|| Error::InvalidArg("capacity overflows".into()))?
                 }
-                file.sync_all()
-                    .map_err(|e| Error::system(format!("cannot sync '{}'", v.path.display()), e))?;
+            } else {
+                capacity
+            };
+            if new_capacity < v.capacity && !shrink {
+                return Err(Error::InvalidArg(
+                    "Can't shrink capacity below current capacity unless shrink flag explicitly specified".into(),
+                ));
             }
-            (VolType::File, "qcow2") => {
-                if allocate {
-                    return Err(Error::NoSupport(
-                        "preallocating a qcow2 resize is not supported".into(),
-                    ));
-                }
-                qemu_img::resize(&v.path, new_capacity, new_capacity < v.capacity)?;
+            if new_capacity < v.capacity
+                && new_capacity < v.allocation
+                && v.format == "raw"
+                && v.kind == VolType::File
+            {
+                return Err(Error::InvalidArg(
+                    "Can't shrink capacity below existing allocation".into(),
+                ));
             }
-            (_, format) => {
-                return Err(Error::NoSupport(format!(
+            if allocate && new_capacity.saturating_sub(v.allocation) > pool.available {
+                return Err(Error::InvalidArg(
+                    "Not enough space left in storage pool".into(),
+                ));
+            }
+            match (v.kind, v.format.as_str()) {
+                (VolType::File, "raw") => Ok(new_capacity),
+                (VolType::File, "qcow2") if !allocate => Ok(new_capacity),
+                (VolType::File, "qcow2") => Err(Error::NoSupport(
+                    "preallocating a qcow2 resize is not supported".into(),
+                )),
+                (_, format) => Err(Error::NoSupport(format!(
                     "resizing a volume of format '{format}' is not supported"
-                )));
+                ))),
             }
-        }
-        self.inner.refresh_volume(pool, &vol.name)
+        };
+        let work = |v: &Volume, new_capacity: u64| -> Result<()> {
+            if v.format == "qcow2" {
+                return qemu_img::resize(&v.path, new_capacity, new_capacity < v.capacity);
+            }
+            let err = |what: &str, e| Error::system(format!("{what} '{}'", v.path.display()), e);
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&v.path)
+                .map_err(|e| err("cannot open volume", e))?;
+            file.set_len(new_capacity)
+                .map_err(|e| err("Failed to truncate volume with path", e))?;
+            if allocate && new_capacity > v.capacity {
+                sys::allocate(&file, v.capacity, new_capacity - v.capacity)
+                    .map_err(|e| err("Failed to pre-allocate space for file", e))?;
+            }
+            file.sync_all().map_err(|e| err("cannot sync", e))
+        };
+        self.volume_job(vol, check, work)
     }
 
     /// `virStorageVolUpload`: a sink writing the volume's bytes from `offset`; `length` 0 means up to the
@@ -1344,6 +1434,7 @@ impl StorageDriver {
         let pool = self.active_pool_by_name(&mut state, &vol.pool)?;
         let pool_ref = pool.pool_ref();
         let v = pool.volume(&vol.name)?;
+        pool.check_not_building(&vol.name)?;
         if offset > v.capacity {
             return Err(Error::InvalidArg(format!(
                 "offset {offset} is past the capacity {} of volume '{}'",
@@ -1387,6 +1478,7 @@ impl StorageDriver {
         let mut state = self.inner.lock();
         let pool = self.active_pool_by_name(&mut state, &vol.pool)?;
         let v = pool.volume(&vol.name)?;
+        pool.check_not_building(&vol.name)?;
         let file = File::open(&v.path)
             .map_err(|e| Error::system(format!("Unable to open '{}'", v.path.display()), e))?;
         let size = file
