@@ -843,8 +843,8 @@ impl StorageDriver {
             )));
         }
         if !obj.persistent {
-            return Err(Error::OperationInvalid(format!(
-                "storage pool '{}' is transient",
+            return Err(Error::Internal(format!(
+                "no config file for {}",
                 obj.def.name
             )));
         }
@@ -882,7 +882,7 @@ impl StorageDriver {
         let index = state.index_by_uuid(pool)?;
         let obj = &mut state.pools[index];
         if !obj.persistent {
-            return Err(Error::InvalidArg("pool has no config file".into()));
+            return Err(Error::Internal("pool has no config file".into()));
         }
         if obj.autostart == autostart {
             return Ok(());

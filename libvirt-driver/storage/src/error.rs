@@ -57,10 +57,10 @@ pub enum Error {
     #[error("this function is not supported by the connection driver: {0}")]
     NoSupport(String),
     /// A volume with that name exists already (`VIR_ERR_STORAGE_VOL_EXIST`).
-    #[error("storage volume already exists: '{0}'")]
+    #[error("storage volume '{0}' exists already")]
     VolumeExists(String),
     /// The pool's device already holds a file system (`VIR_ERR_STORAGE_POOL_BUILT`).
-    #[error("storage pool already built: {0}")]
+    #[error("Storage pool already built: {0}")]
     PoolBuilt(String),
     /// Probing the pool's device failed (`VIR_ERR_STORAGE_PROBE_FAILED`).
     #[error("Storage pool probe failed: {0}")]

@@ -215,7 +215,7 @@ fn transient_pools_and_list_filters() {
             .set_autostart(&c, true)
             .expect_err("transient")
             .code(),
-        code::INVALID_ARG
+        code::INTERNAL_ERROR
     );
     assert_eq!(driver.lookup_pool_by_uuid(&c.uuid).expect("by uuid"), c);
     driver.destroy_pool(&c).expect("destroy transient");
@@ -678,6 +678,7 @@ fn bad_input_gives_libvirt_errors_and_loses_nothing() {
         .create_volume(&pool, &VolumeDef::new("keep.raw", VolFormat::Qcow2, MIB), 0)
         .expect_err("dup");
     assert_eq!(err.code(), code::STORAGE_VOL_EXIST);
+    assert_eq!(err.to_string(), "storage volume 'keep.raw' exists already");
     assert_eq!(
         fs::read(&path).expect("read")[..16],
         [0x42; 16],
