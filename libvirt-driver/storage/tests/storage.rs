@@ -16,6 +16,23 @@ use xen_storage::{
 
 const MIB: u64 = 1024 * 1024;
 
+/// Checks a document against libvirt's RelaxNG schema with `virt-xml-validate` (libvirt-clients).
+fn assert_schema_valid(scratch: &Scratch, xml: &str, schema: &str) {
+    let file = scratch.path(&format!("check-{schema}.xml"));
+    fs::write(&file, xml).expect("writing the document");
+    let out = Command::new("virt-xml-validate")
+        .arg(&file)
+        .arg(schema)
+        .output()
+        .expect("running virt-xml-validate");
+    assert!(
+        out.status.success(),
+        "{schema} XML rejected by libvirt's schema: {}{}\n{xml}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn drain(rx: &Receiver<PoolEvent>) -> Vec<(String, PoolEventKind)> {
     rx.try_iter().map(|e| (e.pool.name, e.kind)).collect()
 }
@@ -101,6 +118,7 @@ fn dir_pool_whole_lifecycle_with_events() {
         "{xml}"
     );
     assert!(xml.contains("<mode>0711</mode>"), "{xml}");
+    assert_schema_valid(&s, &xml, "storagepool");
 
     fs::write(target.join("dropped-in.img"), vec![1u8; 4096]).expect("file outside the API");
     driver.refresh_pool(&pool, 0).expect("refresh");
@@ -355,6 +373,10 @@ fn raw_and_qcow2_volumes_with_capacity_allocation_and_xml() {
     ] {
         assert!(xml.contains(needle), "missing {needle} in\n{xml}");
     }
+
+    assert_schema_valid(&s, &xml, "storagevol");
+    assert_schema_valid(&s, &driver.volume_xml(&raw).expect("raw xml"), "storagevol");
+    assert_schema_valid(&s, &driver.volume_xml(&q).expect("qcow2 xml"), "storagevol");
 
     // Lookups by name, key and path; list calls.
     assert_eq!(
@@ -899,6 +921,11 @@ fn fs_pool_build_and_mount() {
         },
     };
     let pool = driver.define_pool(def).expect("define fs pool");
+    assert_schema_valid(
+        &s,
+        &driver.pool_xml(&pool, 0).expect("fs xml"),
+        "storagepool",
+    );
     assert!(driver
         .pool_xml(&pool, 0)
         .expect("xml")
