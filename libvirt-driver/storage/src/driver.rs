@@ -1147,6 +1147,17 @@ impl StorageDriver {
         Ok(self.volume(vol)?.info())
     }
 
+    /// `virStorageVolGetInfoFlags`: with `VOL_GET_PHYSICAL` the allocation field carries the physical size.
+    pub fn volume_info_flags(&self, vol: &VolRef, flags: u32) -> Result<VolInfo> {
+        check_flags(flags, flags::VOL_GET_PHYSICAL, "storageVolGetInfoFlags")?;
+        let v = self.volume(vol)?;
+        let mut info = v.info();
+        if flags & flags::VOL_GET_PHYSICAL != 0 {
+            info.allocation = v.physical;
+        }
+        Ok(info)
+    }
+
     /// `virStorageVolGetPath`.
     pub fn volume_path(&self, vol: &VolRef) -> Result<String> {
         Ok(self.volume(vol)?.path.to_string_lossy().into_owned())

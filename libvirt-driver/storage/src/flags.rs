@@ -62,3 +62,6 @@ pub const VOL_WIPE_ALG_ZERO: u32 = 0;
 pub const VOL_DOWNLOAD_SPARSE_STREAM: u32 = 1 << 0;
 /// `VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM`.
 pub const VOL_UPLOAD_SPARSE_STREAM: u32 = 1 << 0;
+
+/// `VIR_STORAGE_VOL_GET_PHYSICAL`: `virStorageVolGetInfoFlags` reports the physical size as allocation.
+pub const VOL_GET_PHYSICAL: u32 = 1 << 0;

@@ -25,7 +25,8 @@
 //! | `virStoragePoolListAllVolumes` / legacy list | [`StorageDriver::list_volumes`] / [`StorageDriver::volume_names`] |
 //! | `virStorageVolCreateXML` / `CreateXMLFrom` | [`StorageDriver::create_volume`] / [`StorageDriver::create_volume_from`] |
 //! | `virStorageVolDelete` / `Wipe(Pattern)` / `Resize` | [`StorageDriver::delete_volume`] / [`StorageDriver::wipe_volume`] / [`StorageDriver::resize_volume`] |
-//! | `virStorageVolGetInfo` / `GetXMLDesc` / `GetPath` | [`StorageDriver::volume_info`] / [`StorageDriver::volume_xml`] / [`StorageDriver::volume_path`] |
+//! | `virStorageVolGetInfo(Flags)` / `GetXMLDesc` / `GetPath` | [`StorageDriver::volume_info`], [`StorageDriver::volume_info_flags`] / [`StorageDriver::volume_xml`] / [`StorageDriver::volume_path`] |
+//! | `virConnectGetStoragePoolCapabilities` | [`xml::pool_capabilities`] |
 //! | `virStorageVolLookupBy(Name|Key|Path)` | [`StorageDriver::lookup_volume_by_name`], `_by_key`, `_by_path` |
 //! | `virStorageVolUpload` / `Download` | [`StorageDriver::upload`] → [`UploadSink`] / [`StorageDriver::download`] → [`DownloadSource`] |
 //! | `virConnectStoragePoolEventRegisterAny` | [`StorageDriver::subscribe`] → [`PoolEvent`]s |
@@ -33,8 +34,9 @@
 //! Errors are [`Error`]: [`Error::code`] and [`Error::domain`] give the libvirt error number and domain
 //! (`VIR_FROM_STORAGE`, 18) and [`Error::libvirt_message`] the message to send.
 //!
-//! Client XML is parsed by the daemon's XML layer into [`PoolDef`] and [`VolumeDef`]; [`xml`] formats the
-//! driver's own pool and volume XML and reads the pool files it persists.
+//! Client XML becomes a [`PoolDef`] or [`VolumeDef`] through [`xml::parse_pool`] and [`xml::parse_volume`] (or
+//! through the daemon's `domain_xml::storage` models, converted field by field); [`xml`] also formats the
+//! driver's pool and volume XML.
 
 mod driver;
 mod error;

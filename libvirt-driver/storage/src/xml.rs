@@ -150,6 +150,56 @@ pub fn format_volume(vol: &Volume, backing_perms: Option<Permissions>) -> String
     out
 }
 
+/// libvirt's storage pool types in `virStoragePoolType` order; this backend serves `dir` and `fs`.
+const POOL_TYPES: [&str; 14] = [
+    "dir",
+    "fs",
+    "netfs",
+    "logical",
+    "disk",
+    "iscsi",
+    "iscsi-direct",
+    "scsi",
+    "mpath",
+    "rbd",
+    "sheepdog",
+    "gluster",
+    "zfs",
+    "vstorage",
+];
+
+/// File systems an fs pool can be built with (`mkfs -t`) or mount; `auto` lets mount probe.
+const FS_FORMATS: [&str; 6] = ["auto", "ext2", "ext3", "ext4", "vfat", "xfs"];
+
+/// `virConnectGetStoragePoolCapabilities`: every libvirt pool type, `supported='yes'` for dir and fs, with the
+/// volume formats this backend creates.
+pub fn pool_capabilities() -> String {
+    let mut out = String::from("<storagepoolCapabilities>\n");
+    for kind in POOL_TYPES {
+        if !matches!(kind, "dir" | "fs") {
+            let _ = writeln!(out, "  <pool type='{kind}' supported='no'/>");
+            continue;
+        }
+        let _ = writeln!(out, "  <pool type='{kind}' supported='yes'>");
+        if kind == "fs" {
+            out.push_str("    <poolOptions>\n      <defaultFormat type='auto'/>\n");
+            out.push_str("      <enum name='sourceFormatType'>\n");
+            for format in FS_FORMATS {
+                let _ = writeln!(out, "        <value>{format}</value>");
+            }
+            out.push_str("      </enum>\n    </poolOptions>\n");
+        }
+        out.push_str("    <volOptions>\n      <defaultFormat type='raw'/>\n");
+        out.push_str("      <enum name='targetFormatType'>\n");
+        for format in [VolFormat::Raw, VolFormat::Qcow2] {
+            let _ = writeln!(out, "        <value>{}</value>", format.as_str());
+        }
+        out.push_str("      </enum>\n    </volOptions>\n  </pool>\n");
+    }
+    out.push_str("</storagepoolCapabilities>\n");
+    out
+}
+
 fn xml_err(err: impl std::fmt::Display) -> Error {
     Error::Xml(err.to_string())
 }

@@ -303,6 +303,15 @@ fn raw_and_qcow2_volumes_with_capacity_allocation_and_xml() {
         (VolType::File, 16 * MIB, allocated(&path))
     );
 
+    let physical = driver
+        .volume_info_flags(&raw, flags::VOL_GET_PHYSICAL)
+        .expect("physical");
+    assert_eq!(
+        physical.allocation,
+        16 * MIB,
+        "physical size of the raw file"
+    );
+
     // Sparse raw.
     let sparse = driver
         .create_volume(
@@ -376,6 +385,12 @@ fn raw_and_qcow2_volumes_with_capacity_allocation_and_xml() {
 
     assert_schema_valid(&s, &xml, "storagevol");
     assert_schema_valid(&s, &driver.volume_xml(&raw).expect("raw xml"), "storagevol");
+    let caps = xen_storage::xml::pool_capabilities();
+    assert!(
+        caps.contains("<pool type='dir' supported='yes'>")
+            && caps.contains("<pool type='rbd' supported='no'/>")
+    );
+    assert_schema_valid(&s, &caps, "storagepoolcaps");
     assert_schema_valid(&s, &driver.volume_xml(&q).expect("qcow2 xml"), "storagevol");
 
     // Lookups by name, key and path; list calls.
