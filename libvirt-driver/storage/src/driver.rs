@@ -265,6 +265,14 @@ impl Inner {
             let Some(name) = entry.file_name().to_str().map(str::to_string) else {
                 continue;
             };
+            // Files a running job is writing are not volumes yet.
+            if pool
+                .building
+                .iter()
+                .any(|b| *b == name || wipe_temp_name(b) == name)
+            {
+                continue;
+            }
             // A file that vanished, a dangling link or an image qemu-img cannot read is skipped, as libvirt
             // skips volumes it cannot open.
             if let Ok(Some(vol)) = probe_volume(&target, &name) {
@@ -279,13 +287,24 @@ impl Inner {
             owner: Some(meta.uid()),
             group: Some(meta.gid()),
         });
+        // Clone sources being read stay listed.
+        for name in &pool.building {
+            if let Some(vol) = pool.volumes.get(name) {
+                volumes.entry(name.clone()).or_insert_with(|| vol.clone());
+            }
+        }
         pool.volumes = volumes;
         Ok(())
     }
 
-    /// Rescans an active pool (after an upload).
-    pub(crate) fn refresh_pool_obj(&self, pool: &mut Pool) -> Result<()> {
-        self.refresh(pool)
+    /// Refreshes a pool after an upload into `volume`: the whole pool as libvirt does, or only that volume
+    /// while jobs run in the pool.
+    pub(crate) fn refresh_pool_obj(&self, pool: &mut Pool, volume: &str) -> Result<()> {
+        if pool.asyncjobs > 0 {
+            self.refresh_volume(pool, volume)
+        } else {
+            self.refresh(pool)
+        }
     }
 
     /// Re-reads one volume after an operation changed it.
@@ -1770,6 +1789,11 @@ fn grow_after_clone(path: &Path, def: &VolumeDef, src_capacity: u64, capacity: u
     Ok(())
 }
 
+/// The file a qcow2 wipe builds before it replaces the volume.
+fn wipe_temp_name(volume: &str) -> String {
+    format!(".{volume}.wipe")
+}
+
 fn recreate_qcow2(v: &Volume) -> Result<()> {
     let backing = match &v.backing_store {
         None => None,
@@ -1787,7 +1811,7 @@ fn recreate_qcow2(v: &Volume) -> Result<()> {
             Some((PathBuf::from(&b.path), format))
         }
     };
-    let tmp = v.path.with_file_name(format!(".{}.wipe", v.name));
+    let tmp = v.path.with_file_name(wipe_temp_name(&v.name));
     let opts = Qcow2Options {
         compat: v.compat.as_deref(),
         lazy_refcounts: v.lazy_refcounts,

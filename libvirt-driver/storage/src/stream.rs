@@ -117,7 +117,7 @@ impl UploadSink {
         let refreshed = {
             let mut state = self.inner.lock();
             match state.pool_mut(&self.pool.name) {
-                Some(pool) => self.inner.refresh_pool_obj(pool).is_ok(),
+                Some(pool) => self.inner.refresh_pool_obj(pool, &self.volume).is_ok(),
                 None => false,
             }
         };

@@ -56,6 +56,13 @@ fn clone_runs_without_the_driver_lock_and_guards_its_volumes() {
         )
         .expect("src");
     fs::write(s.path("p/src.raw"), vec![0x5A; 4 << 20]).expect("content");
+    let other = driver
+        .create_volume(
+            &pool,
+            &VolumeDef::new("other.raw", VolFormat::Raw, 1 << 20),
+            0,
+        )
+        .expect("other");
 
     let cloner = {
         let (driver, pool, src) = (driver.clone(), pool.clone(), src.clone());
@@ -75,10 +82,21 @@ fn clone_runs_without_the_driver_lock_and_guards_its_volumes() {
         waited += 1;
     }
 
-    // The driver answers while the copy runs; the new volume is not listed yet.
+    // The driver answers while the copy runs; the new volume is not listed yet, even after an upload into
+    // another volume refreshes the pool.
+    let o = other.clone();
+    call(&driver, move |d| -> xen_storage::Result<()> {
+        let mut sink = d.upload(&o, 0, 0, 0)?;
+        sink.write(b"during the clone")?;
+        sink.finish()
+    })
+    .expect("upload during the clone");
     let p = pool.clone();
     let names = call(&driver, move |d| d.volume_names(&p)).expect("list during the clone");
-    assert_eq!(names, ["src.raw"]);
+    assert_eq!(names, ["other.raw", "src.raw"]);
+    let v = src.clone();
+    let err = call(&driver, move |d| d.upload(&v, 0, 0, 0).map(drop)).expect_err("source busy");
+    assert_eq!(err.code(), code::OPERATION_INVALID);
     let p = pool.clone();
     assert!(call(&driver, move |d| d.pool_info(&p)).is_ok());
     // The source cannot be deleted, the name cannot be taken, the pool cannot be stopped or refreshed.
@@ -112,7 +130,7 @@ fn clone_runs_without_the_driver_lock_and_guards_its_volumes() {
     let copy = cloner.join().expect("clone thread").expect("clone");
     assert_eq!(
         driver.volume_names(&pool).expect("names"),
-        ["copy.qcow2", "src.raw"]
+        ["copy.qcow2", "other.raw", "src.raw"]
     );
     assert_eq!(driver.volume(&copy).expect("copy").format, "qcow2");
     driver.delete_volume(&src, 0).expect("source free again");
