@@ -6,6 +6,11 @@
 
 pub mod bootinfo;
 pub mod cmdline;
+pub mod frames;
+pub mod hypercall;
+pub mod modpack;
+pub mod paging;
+pub mod sched;
 
 /// The version xen-hv reports, as Xen's `XENVER_version` and `xl info` do.
 pub const VERSION: (u32, u32) = (4, 17);

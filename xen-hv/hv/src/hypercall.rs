@@ -1,0 +1,533 @@
+//! Architecture-neutral hypercall dispatch for HVM/PVH guests.
+//!
+//! The architecture code decodes the hypercall number and arguments from the vCPU's registers, calls
+//! [`dispatch`] with the domain and vCPU behind the [`Guest`] trait, writes [`Outcome::ret`] back and acts on
+//! [`Outcome::next`]. Pointer arguments are guest-virtual; [`Guest::copy_from`] / [`Guest::copy_to`] translate
+//! them and fail with `EFAULT`. Everything here is tested on the host with a fake guest.
+
+use xen_abi::errno::Errno;
+use xen_abi::hypercall::{consoleio, schedop, xenver};
+use xen_abi::plain::Plain;
+use xen_abi::xen::{
+    hvmop, vcpuop, xenmem, E820Entry, SchedShutdown, VcpuRegisterVcpuInfo, XenAddToPhysmap,
+    XenHvmParam, XenMemoryMap, DOMID_SELF,
+};
+
+/// Number of HVM parameters kept per domain.
+pub const NR_PARAMS: usize = hvmop::NR_PARAMS as usize;
+/// `XENVER_extraversion`, a 16-byte string.
+pub const EXTRAVERSION: &[u8; 16] = b"-xen-rs\0\0\0\0\0\0\0\0\0";
+/// `XENVER_capabilities` (1024-byte buffer, NUL-terminated).
+pub const CAPABILITIES: &str = "hvm-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p";
+/// `XENVER_get_features` submap 0 for a PVH domU: writable_page_tables, auto_translated_physmap,
+/// hvm_callback_vector, hvm_safe_pvclock.
+pub const FEATURES_SUBMAP0: u32 = (1 << 0) | (1 << 2) | (1 << 8) | (1 << 9);
+/// Largest console write accepted in one call.
+pub const CONSOLE_WRITE_MAX: u64 = 64 * 1024;
+
+/// What the dispatcher needs from the calling vCPU and its domain.
+pub trait Guest {
+    /// The calling domain's id.
+    fn domid(&self) -> u16;
+    /// The domain's vCPU count.
+    fn vcpu_count(&self) -> u32;
+    /// Copies guest-virtual memory at `gva` into `buf`.
+    fn copy_from(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), Errno>;
+    /// Copies `buf` to guest-virtual memory at `gva`.
+    fn copy_to(&mut self, gva: u64, buf: &[u8]) -> Result<(), Errno>;
+    /// Emits guest console output.
+    fn console_write(&mut self, bytes: &[u8]);
+    /// Takes pending console input; returns the bytes stored.
+    fn console_read(&mut self, buf: &mut [u8]) -> usize;
+    /// The domain's memory map, up to `out.len()` entries; returns how many were written.
+    fn memory_map(&self, out: &mut [E820Entry]) -> usize;
+    /// Maps the domain's shared_info frame at guest frame `gpfn`.
+    fn map_shared_info(&mut self, gpfn: u64) -> Result<(), Errno>;
+    /// Registers vCPU `vcpu`'s `vcpu_info` at guest frame `gfn`, byte `offset`.
+    fn register_vcpu_info(&mut self, vcpu: u32, gfn: u64, offset: u32) -> Result<(), Errno>;
+    /// The domain's HVM parameters.
+    fn hvm_params(&mut self) -> &mut [u64; NR_PARAMS];
+    /// Arms (or with 0 cancels) the calling vCPU's one-shot timer at system time `deadline_ns`.
+    fn set_timer(&mut self, deadline_ns: u64);
+}
+
+/// What the scheduler does after the hypercall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Return to the guest.
+    Resume,
+    /// Let other vCPUs run first.
+    Yield,
+    /// Sleep until an event (timer) arrives.
+    Block,
+    /// The domain asked to shut down with this `SHUTDOWN_*` reason.
+    Shutdown(u32),
+}
+
+/// The result of one hypercall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The value for the guest's `rax`.
+    pub ret: u64,
+    /// The scheduling consequence.
+    pub next: Next,
+}
+
+fn ok(v: u64) -> Outcome {
+    Outcome {
+        ret: v,
+        next: Next::Resume,
+    }
+}
+
+fn err(e: Errno) -> Outcome {
+    ok(e.to_ret())
+}
+
+fn read<T: Plain, G: Guest>(g: &mut G, gva: u64) -> Result<T, Errno> {
+    let mut buf = [0u8; 64];
+    let n = core::mem::size_of::<T>();
+    g.copy_from(gva, &mut buf[..n])?;
+    T::read_from(&buf[..n]).ok_or(Errno::Efault)
+}
+
+fn check_domid<G: Guest>(g: &G, domid: u16) -> Result<(), Errno> {
+    if domid == DOMID_SELF || domid == g.domid() {
+        Ok(())
+    } else {
+        Err(Errno::Esrch)
+    }
+}
+
+/// Runs hypercall `nr` with the 64-bit ABI arguments `a` (rdi, rsi, rdx, r10, r8).
+pub fn dispatch<G: Guest>(g: &mut G, nr: u64, a: [u64; 5]) -> Outcome {
+    let r = match nr {
+        xen_abi::hypercall::XEN_VERSION => xen_version(g, a),
+        xen_abi::hypercall::CONSOLE_IO => console_io(g, a),
+        xen_abi::hypercall::SCHED_OP => return sched_op(g, a),
+        xen_abi::hypercall::MEMORY_OP => memory_op(g, a),
+        xen_abi::hypercall::HVM_OP => hvm_op(g, a),
+        xen_abi::hypercall::VCPU_OP => vcpu_op(g, a),
+        xen_abi::hypercall::SET_TIMER_OP => {
+            g.set_timer(a[0]);
+            Ok(0)
+        }
+        _ => Err(Errno::Enosys),
+    };
+    match r {
+        Ok(v) => ok(v),
+        Err(e) => err(e),
+    }
+}
+
+fn xen_version<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
+    match a[0] {
+        xenver::VERSION => Ok(u64::from(crate::VERSION.0 << 16 | crate::VERSION.1)),
+        xenver::EXTRAVERSION => g.copy_to(a[1], EXTRAVERSION).map(|()| 0),
+        xenver::CAPABILITIES => {
+            let mut buf = [0u8; 1024];
+            buf[..CAPABILITIES.len()].copy_from_slice(CAPABILITIES.as_bytes());
+            g.copy_to(a[1], &buf).map(|()| 0)
+        }
+        xenver::GET_FEATURES => {
+            let mut fi = [0u8; 8];
+            g.copy_from(a[1], &mut fi)?;
+            let idx = u32::from_le_bytes([fi[0], fi[1], fi[2], fi[3]]);
+            let map = if idx == 0 { FEATURES_SUBMAP0 } else { 0 };
+            fi[4..].copy_from_slice(&map.to_le_bytes());
+            g.copy_to(a[1], &fi).map(|()| 0)
+        }
+        xenver::PAGESIZE => Ok(4096),
+        _ => Err(Errno::Enosys),
+    }
+}
+
+fn console_io<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
+    let (count, mut ptr) = (a[1], a[2]);
+    match a[0] {
+        consoleio::WRITE => {
+            if count > CONSOLE_WRITE_MAX {
+                return Err(Errno::Einval);
+            }
+            let mut left = count;
+            let mut buf = [0u8; 128];
+            while left > 0 {
+                let n = left.min(buf.len() as u64) as usize;
+                g.copy_from(ptr, &mut buf[..n])?;
+                g.console_write(&buf[..n]);
+                ptr += n as u64;
+                left -= n as u64;
+            }
+            Ok(0)
+        }
+        consoleio::READ => {
+            let mut buf = [0u8; 128];
+            let n = (count.min(buf.len() as u64)) as usize;
+            let got = g.console_read(&mut buf[..n]);
+            g.copy_to(ptr, &buf[..got])?;
+            Ok(got as u64)
+        }
+        _ => Err(Errno::Enosys),
+    }
+}
+
+fn sched_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Outcome {
+    match a[0] {
+        schedop::YIELD => Outcome {
+            ret: 0,
+            next: Next::Yield,
+        },
+        schedop::BLOCK => Outcome {
+            ret: 0,
+            next: Next::Block,
+        },
+        schedop::SHUTDOWN => match read::<SchedShutdown, G>(g, a[1]) {
+            Ok(s) if s.reason <= 5 => Outcome {
+                ret: 0,
+                next: Next::Shutdown(s.reason),
+            },
+            Ok(_) => err(Errno::Einval),
+            Err(e) => err(e),
+        },
+        _ => err(Errno::Enosys),
+    }
+}
+
+fn memory_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
+    match a[0] & 0x3f {
+        xenmem::ADD_TO_PHYSMAP => {
+            let x: XenAddToPhysmap = read(g, a[1])?;
+            check_domid(g, x.domid)?;
+            match (x.space, x.idx) {
+                (xenmem::MAPSPACE_SHARED_INFO, 0) => g.map_shared_info(x.gpfn).map(|()| 0),
+                (xenmem::MAPSPACE_SHARED_INFO, _) => Err(Errno::Einval),
+                _ => Err(Errno::Eopnotsupp),
+            }
+        }
+        xenmem::MEMORY_MAP => {
+            let mut m: XenMemoryMap = read(g, a[1])?;
+            let mut entries = [E820Entry::default(); 16];
+            let cap = (m.nr_entries as usize).min(entries.len());
+            let n = g.memory_map(&mut entries[..cap]);
+            for (i, e) in entries[..n].iter().enumerate() {
+                g.copy_to(m.buffer + (i * 20) as u64, e.as_bytes())?;
+            }
+            m.nr_entries = n as u32;
+            g.copy_to(a[1], m.as_bytes()).map(|()| 0)
+        }
+        _ => Err(Errno::Enosys),
+    }
+}
+
+fn hvm_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
+    match a[0] {
+        hvmop::SET_PARAM | hvmop::GET_PARAM => {
+            let mut p: XenHvmParam = read(g, a[1])?;
+            check_domid(g, p.domid)?;
+            let idx = p.index as usize;
+            if idx >= NR_PARAMS {
+                return Err(Errno::Einval);
+            }
+            if a[0] == hvmop::SET_PARAM {
+                g.hvm_params()[idx] = p.value;
+                Ok(0)
+            } else {
+                p.value = g.hvm_params()[idx];
+                g.copy_to(a[1], p.as_bytes()).map(|()| 0)
+            }
+        }
+        _ => Err(Errno::Enosys),
+    }
+}
+
+fn vcpu_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
+    let vcpu = u32::try_from(a[1]).map_err(|_| Errno::Enoent)?;
+    if vcpu >= g.vcpu_count() {
+        return Err(Errno::Enoent);
+    }
+    match a[0] {
+        vcpuop::REGISTER_VCPU_INFO => {
+            let r: VcpuRegisterVcpuInfo = read(g, a[2])?;
+            if u64::from(r.offset) + 64 > 4096 {
+                return Err(Errno::Einval);
+            }
+            g.register_vcpu_info(vcpu, r.mfn, r.offset).map(|()| 0)
+        }
+        vcpuop::IS_UP => Ok(1),
+        _ => Err(Errno::Enosys),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xen_abi::hypercall::*;
+
+    /// A guest whose virtual memory is one flat buffer at 0x1000.
+    struct Fake {
+        mem: Vec<u8>,
+        out: Vec<u8>,
+        params: [u64; NR_PARAMS],
+        shared: Option<u64>,
+        vcpu_info: Option<(u32, u64, u32)>,
+        timer: u64,
+    }
+
+    const BASE: u64 = 0x1000;
+
+    impl Fake {
+        fn new() -> Self {
+            Self {
+                mem: vec![0; 0x2000],
+                out: Vec::new(),
+                params: [0; NR_PARAMS],
+                shared: None,
+                vcpu_info: None,
+                timer: 0,
+            }
+        }
+        fn range(&self, gva: u64, len: usize) -> Result<core::ops::Range<usize>, Errno> {
+            let off = gva.checked_sub(BASE).ok_or(Errno::Efault)? as usize;
+            let end = off.checked_add(len).ok_or(Errno::Efault)?;
+            if end > self.mem.len() {
+                return Err(Errno::Efault);
+            }
+            Ok(off..end)
+        }
+        fn put(&mut self, gva: u64, b: &[u8]) {
+            let r = self.range(gva, b.len()).expect("in range");
+            self.mem[r].copy_from_slice(b);
+        }
+    }
+
+    impl Guest for Fake {
+        fn domid(&self) -> u16 {
+            3
+        }
+        fn vcpu_count(&self) -> u32 {
+            2
+        }
+        fn copy_from(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), Errno> {
+            let r = self.range(gva, buf.len())?;
+            buf.copy_from_slice(&self.mem[r]);
+            Ok(())
+        }
+        fn copy_to(&mut self, gva: u64, buf: &[u8]) -> Result<(), Errno> {
+            let r = self.range(gva, buf.len())?;
+            self.mem[r].copy_from_slice(buf);
+            Ok(())
+        }
+        fn console_write(&mut self, bytes: &[u8]) {
+            self.out.extend_from_slice(bytes);
+        }
+        fn console_read(&mut self, _buf: &mut [u8]) -> usize {
+            0
+        }
+        fn memory_map(&self, out: &mut [E820Entry]) -> usize {
+            let map = [
+                E820Entry {
+                    addr: 0,
+                    size: 0x80_0000,
+                    kind: 1,
+                },
+                E820Entry {
+                    addr: 0xfc00_0000,
+                    size: 0x1000,
+                    kind: 2,
+                },
+            ];
+            let n = out.len().min(map.len());
+            out[..n].copy_from_slice(&map[..n]);
+            n
+        }
+        fn map_shared_info(&mut self, gpfn: u64) -> Result<(), Errno> {
+            self.shared = Some(gpfn);
+            Ok(())
+        }
+        fn register_vcpu_info(&mut self, vcpu: u32, gfn: u64, offset: u32) -> Result<(), Errno> {
+            self.vcpu_info = Some((vcpu, gfn, offset));
+            Ok(())
+        }
+        fn hvm_params(&mut self) -> &mut [u64; NR_PARAMS] {
+            &mut self.params
+        }
+        fn set_timer(&mut self, deadline_ns: u64) {
+            self.timer = deadline_ns;
+        }
+    }
+
+    fn errno(o: Outcome) -> Option<Errno> {
+        Errno::from_ret(o.ret as i64)
+    }
+
+    #[test]
+    fn version_and_features() {
+        let mut g = Fake::new();
+        assert_eq!(dispatch(&mut g, XEN_VERSION, [0; 5]).ret, 0x4_0011);
+        assert_eq!(dispatch(&mut g, XEN_VERSION, [1, BASE, 0, 0, 0]).ret, 0);
+        assert_eq!(&g.mem[..8], b"-xen-rs\0");
+        g.put(BASE + 0x100, &[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            dispatch(&mut g, XEN_VERSION, [6, BASE + 0x100, 0, 0, 0]).ret,
+            0
+        );
+        assert_eq!(g.mem[0x104..0x108], FEATURES_SUBMAP0.to_le_bytes());
+        assert_eq!(
+            errno(dispatch(&mut g, XEN_VERSION, [1, 0x10, 0, 0, 0])),
+            Some(Errno::Efault)
+        );
+        assert_eq!(
+            errno(dispatch(&mut g, XEN_VERSION, [77, 0, 0, 0, 0])),
+            Some(Errno::Enosys)
+        );
+    }
+
+    #[test]
+    fn console_write_and_read() {
+        let mut g = Fake::new();
+        let text = vec![b'x'; 300];
+        g.put(BASE + 0x200, &text);
+        assert_eq!(
+            dispatch(&mut g, CONSOLE_IO, [0, 300, BASE + 0x200, 0, 0]).ret,
+            0
+        );
+        assert_eq!(g.out, text);
+        assert_eq!(
+            errno(dispatch(&mut g, CONSOLE_IO, [0, 10, 0xdead_0000, 0, 0])),
+            Some(Errno::Efault)
+        );
+        assert_eq!(
+            errno(dispatch(&mut g, CONSOLE_IO, [0, u64::MAX, BASE, 0, 0])),
+            Some(Errno::Einval)
+        );
+        assert_eq!(dispatch(&mut g, CONSOLE_IO, [1, 16, BASE, 0, 0]).ret, 0);
+        assert_eq!(
+            errno(dispatch(&mut g, CONSOLE_IO, [9, 0, 0, 0, 0])),
+            Some(Errno::Enosys)
+        );
+    }
+
+    #[test]
+    fn sched_op_outcomes() {
+        let mut g = Fake::new();
+        assert_eq!(dispatch(&mut g, SCHED_OP, [0; 5]).next, Next::Yield);
+        assert_eq!(
+            dispatch(&mut g, SCHED_OP, [1, 0, 0, 0, 0]).next,
+            Next::Block
+        );
+        g.put(BASE, &3u32.to_le_bytes());
+        assert_eq!(
+            dispatch(&mut g, SCHED_OP, [2, BASE, 0, 0, 0]).next,
+            Next::Shutdown(3)
+        );
+        g.put(BASE, &99u32.to_le_bytes());
+        let o = dispatch(&mut g, SCHED_OP, [2, BASE, 0, 0, 0]);
+        assert_eq!((errno(o), o.next), (Some(Errno::Einval), Next::Resume));
+        assert_eq!(
+            errno(dispatch(&mut g, SCHED_OP, [2, 8, 0, 0, 0])),
+            Some(Errno::Efault)
+        );
+    }
+
+    #[test]
+    fn memory_op_physmap_and_map() {
+        let mut g = Fake::new();
+        let x = XenAddToPhysmap {
+            domid: DOMID_SELF,
+            size: 0,
+            space: 0,
+            idx: 0,
+            gpfn: 0x7ff,
+        };
+        g.put(BASE, x.as_bytes());
+        assert_eq!(dispatch(&mut g, MEMORY_OP, [7, BASE, 0, 0, 0]).ret, 0);
+        assert_eq!(g.shared, Some(0x7ff));
+        g.put(BASE, XenAddToPhysmap { domid: 9, ..x }.as_bytes());
+        assert_eq!(
+            errno(dispatch(&mut g, MEMORY_OP, [7, BASE, 0, 0, 0])),
+            Some(Errno::Esrch)
+        );
+        g.put(BASE, XenAddToPhysmap { space: 1, ..x }.as_bytes());
+        assert_eq!(
+            errno(dispatch(&mut g, MEMORY_OP, [7, BASE, 0, 0, 0])),
+            Some(Errno::Eopnotsupp)
+        );
+        let m = XenMemoryMap {
+            nr_entries: 8,
+            pad: 0,
+            buffer: BASE + 0x100,
+        };
+        g.put(BASE, m.as_bytes());
+        assert_eq!(dispatch(&mut g, MEMORY_OP, [9, BASE, 0, 0, 0]).ret, 0);
+        assert_eq!(g.mem[..4], 2u32.to_le_bytes());
+        let e = E820Entry::read_from(&g.mem[0x100 + 20..]).expect("entry");
+        assert_eq!({ e.addr }, 0xfc00_0000);
+        assert_eq!({ e.kind }, 2);
+        // A one-entry buffer gets one entry.
+        g.put(BASE, XenMemoryMap { nr_entries: 1, ..m }.as_bytes());
+        assert_eq!(dispatch(&mut g, MEMORY_OP, [9, BASE, 0, 0, 0]).ret, 0);
+        assert_eq!(g.mem[..4], 1u32.to_le_bytes());
+        g.put(BASE, XenMemoryMap { buffer: 0x10, ..m }.as_bytes());
+        assert_eq!(
+            errno(dispatch(&mut g, MEMORY_OP, [9, BASE, 0, 0, 0])),
+            Some(Errno::Efault)
+        );
+    }
+
+    #[test]
+    fn hvm_params_round_trip() {
+        let mut g = Fake::new();
+        let p = XenHvmParam {
+            domid: DOMID_SELF,
+            pad: 0,
+            index: 17,
+            value: 0x1234,
+        };
+        g.put(BASE, p.as_bytes());
+        assert_eq!(dispatch(&mut g, HVM_OP, [0, BASE, 0, 0, 0]).ret, 0);
+        g.put(BASE, XenHvmParam { value: 0, ..p }.as_bytes());
+        assert_eq!(dispatch(&mut g, HVM_OP, [1, BASE, 0, 0, 0]).ret, 0);
+        assert_eq!(
+            XenHvmParam::read_from(&g.mem).map(|p| p.value),
+            Some(0x1234)
+        );
+        g.put(BASE, XenHvmParam { index: 500, ..p }.as_bytes());
+        assert_eq!(
+            errno(dispatch(&mut g, HVM_OP, [1, BASE, 0, 0, 0])),
+            Some(Errno::Einval)
+        );
+    }
+
+    #[test]
+    fn vcpu_op_and_timer_and_unknown() {
+        let mut g = Fake::new();
+        let r = VcpuRegisterVcpuInfo {
+            mfn: 0x300,
+            offset: 64,
+            rsvd: 0,
+        };
+        g.put(BASE, r.as_bytes());
+        assert_eq!(dispatch(&mut g, VCPU_OP, [10, 1, BASE, 0, 0]).ret, 0);
+        assert_eq!(g.vcpu_info, Some((1, 0x300, 64)));
+        assert_eq!(
+            errno(dispatch(&mut g, VCPU_OP, [10, 2, BASE, 0, 0])),
+            Some(Errno::Enoent)
+        );
+        g.put(BASE, VcpuRegisterVcpuInfo { offset: 4090, ..r }.as_bytes());
+        assert_eq!(
+            errno(dispatch(&mut g, VCPU_OP, [10, 0, BASE, 0, 0])),
+            Some(Errno::Einval)
+        );
+        assert_eq!(
+            dispatch(&mut g, SET_TIMER_OP, [5_000_000, 0, 0, 0, 0]).ret,
+            0
+        );
+        assert_eq!(g.timer, 5_000_000);
+        for nr in [0, 1, 11, 40, 1000, u64::MAX] {
+            assert_eq!(
+                errno(dispatch(&mut g, nr, [u64::MAX; 5])),
+                Some(Errno::Enosys)
+            );
+        }
+    }
+}
