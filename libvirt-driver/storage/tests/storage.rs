@@ -274,6 +274,46 @@ fn transient_pools_and_list_filters() {
 }
 
 #[test]
+fn redefining_an_active_pool_applies_at_the_next_start() {
+    let s = Scratch::new("redefine");
+    let driver = s.driver();
+    let pool = running_dir_pool(&driver, &s, "r");
+    let mut def = PoolDef::dir("r", s.path("r"));
+    def.uuid = Some(pool.uuid);
+    def.permissions.mode = Some(0o750);
+    assert_eq!(driver.define_pool(def).expect("redefine"), pool);
+    let config = fs::read_to_string(s.config().join("storage/r.xml")).expect("config");
+    assert!(config.contains("<mode>0750</mode>"), "{config}");
+    assert!(driver
+        .pool_xml(&pool, flags::XML_INACTIVE)
+        .expect("inactive xml")
+        .contains("<mode>0750</mode>"));
+    assert!(
+        driver
+            .pool_xml(&pool, 0)
+            .expect("live xml")
+            .contains("<mode>0711</mode>"),
+        "live: the directory"
+    );
+    driver.destroy_pool(&pool).expect("destroy");
+    assert_eq!(
+        driver.pool_def(&pool, 0).expect("def").permissions.mode,
+        Some(0o750)
+    );
+    driver
+        .build_pool(&pool, 0)
+        .expect("build applies the new mode");
+    assert_eq!(
+        fs::metadata(s.path("r"))
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o750
+    );
+}
+
+#[test]
 fn raw_and_qcow2_volumes_with_capacity_allocation_and_xml() {
     let s = Scratch::new("volumes");
     let driver = s.driver();
