@@ -126,6 +126,24 @@ fn dir_pool_whole_lifecycle_with_events() {
         driver.volume_names(&pool).expect("vols"),
         vec!["dropped-in.img".to_string()]
     );
+    // Changed behind the driver's back: the next refresh probes it again.
+    let dropped = target.join("dropped-in.img");
+    let ok = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&dropped)
+        .arg("8M")
+        .status()
+        .expect("qemu-img create");
+    assert!(ok.success());
+    driver.refresh_pool(&pool, 0).expect("refresh");
+    let v = driver
+        .volume(
+            &driver
+                .lookup_volume_by_name(&pool, "dropped-in.img")
+                .expect("vol"),
+        )
+        .expect("vol");
+    assert_eq!((v.format.as_str(), v.capacity), ("qcow2", 8 * MIB));
     fs::remove_file(target.join("dropped-in.img")).expect("rm");
     driver.refresh_pool(&pool, 0).expect("refresh");
     assert!(driver.list_volumes(&pool).expect("vols").is_empty());
@@ -172,6 +190,7 @@ fn dir_pool_whole_lifecycle_with_events() {
         PoolEventKind::Lifecycle(Lifecycle::Defined),
         PoolEventKind::Lifecycle(Lifecycle::Created),
         PoolEventKind::Lifecycle(Lifecycle::Started),
+        PoolEventKind::Refresh,
         PoolEventKind::Refresh,
         PoolEventKind::Refresh,
         PoolEventKind::Lifecycle(Lifecycle::Stopped),
