@@ -1391,7 +1391,7 @@ impl StorageDriver {
             |_, _| Ok(()),
             |v, ()| match v.format.as_str() {
                 "qcow2" => recreate_qcow2(v),
-                _ => zero_data(&v.path),
+                _ => zero_data(&v.path, (v.kind == VolType::Block).then_some(v.capacity)),
             },
         )
     }
@@ -1845,15 +1845,16 @@ fn recreate_qcow2(v: &Volume) -> Result<()> {
     result
 }
 
-/// Overwrites every data extent of a file with zeros (holes already read as zeros).
-fn zero_data(path: &Path) -> Result<()> {
+/// Overwrites every data extent of a file with zeros (holes already read as zeros). Block devices, whose
+/// `st_size` is 0, pass their size.
+fn zero_data(path: &Path, device_size: Option<u64>) -> Result<()> {
     let err = |e| Error::system(format!("cannot wipe volume '{}'", path.display()), e);
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
         .map_err(err)?;
-    let size = file.metadata().map_err(err)?.len();
+    let size = device_size.unwrap_or(file.metadata().map_err(err)?.len());
     let zeros = vec![0u8; 1 << 20];
     let mut pos = 0;
     while pos < size {

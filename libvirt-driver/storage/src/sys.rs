@@ -60,27 +60,35 @@ pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
     Ok(())
 }
 
-fn seek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
+/// `lseek` with SEEK_DATA/SEEK_HOLE. `Ok(Err(errno))` for the two answers that are not failures: ENXIO (no
+/// more data) and EINVAL (the file, e.g. a block device, does not report holes).
+fn seek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<Result<u64, i32>> {
     // SAFETY: lseek only reads its integer arguments; the descriptor is owned by `file` and open.
     let rc = unsafe { libc::lseek(file.as_raw_fd(), to_off(offset)?, whence) };
     if rc < 0 {
         let err = io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::ENXIO) {
-            return Ok(None);
-        }
-        return Err(err);
+        return match err.raw_os_error() {
+            Some(errno @ (libc::ENXIO | libc::EINVAL)) => Ok(Err(errno)),
+            _ => Err(err),
+        };
     }
-    Ok(Some(rc.unsigned_abs()))
+    Ok(Ok(rc.unsigned_abs()))
 }
 
-/// The first offset at or after `offset` that holds data, or `None` when only a hole follows.
+/// The first offset at or after `offset` that holds data, or `None` when only a hole follows. Files that do
+/// not report holes are all data.
 pub fn next_data(file: &File, offset: u64) -> io::Result<Option<u64>> {
-    seek(file, offset, libc::SEEK_DATA)
+    Ok(match seek(file, offset, libc::SEEK_DATA)? {
+        Ok(data) => Some(data),
+        Err(libc::EINVAL) => Some(offset),
+        Err(_) => None,
+    })
 }
 
-/// The first offset at or after `offset` that starts a hole (the end of the file counts as one).
+/// The first offset at or after `offset` that starts a hole (the end of the file counts as one); `None` when
+/// the file does not report holes.
 pub fn next_hole(file: &File, offset: u64) -> io::Result<Option<u64>> {
-    seek(file, offset, libc::SEEK_HOLE)
+    Ok(seek(file, offset, libc::SEEK_HOLE)?.ok())
 }
 
 /// Writes `contents` to `path` atomically: a temporary file in the same directory, fsync, rename, fsync of the

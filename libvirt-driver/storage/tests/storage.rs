@@ -4,7 +4,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 use std::sync::mpsc::Receiver;
 
@@ -1069,4 +1069,95 @@ fn fs_pool_build_and_mount() {
         v
     );
     driver.destroy_pool(&pool).expect("unmount");
+}
+
+/// A loop device bound to a file, detached on drop.
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+#[test]
+fn block_device_volumes() {
+    if !is_root() {
+        eprintln!("SKIP: loop devices need root");
+        return;
+    }
+    let s = Scratch::new("block");
+    let backing = s.path("disk.img");
+    fs::write(&backing, vec![0x3C; 2 * MIB as usize]).expect("backing file");
+    let out = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&backing)
+        .output()
+        .expect("losetup");
+    if !out.status.success() {
+        eprintln!(
+            "SKIP: no loop device: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let dev = Loop(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    let driver = s.driver();
+    let pool = running_dir_pool(&driver, &s, "p");
+    let rdev = fs::metadata(&dev.0).expect("stat loop device").rdev();
+    let node = s.path("p/blk");
+    let made = Command::new("mknod")
+        .arg(&node)
+        .arg("b")
+        .arg(libc::major(rdev).to_string())
+        .arg(libc::minor(rdev).to_string())
+        .status()
+        .expect("mknod");
+    assert!(made.success());
+    driver.refresh_pool(&pool, 0).expect("refresh");
+    let vol = driver
+        .lookup_volume_by_name(&pool, "blk")
+        .expect("block device is a volume");
+    let info = driver.volume_info(&vol).expect("info");
+    assert_eq!((info.kind, info.capacity), (VolType::Block, 2 * MIB));
+    assert!(driver
+        .volume_xml(&vol)
+        .expect("xml")
+        .starts_with("<volume type='block'>"));
+
+    let mut src = driver.download(&vol, 0, 0, 0).expect("download");
+    let mut total = 0u64;
+    while let Some(chunk) = src.next_chunk(1 << 20).expect("chunk") {
+        let Chunk::Data(d) = chunk else {
+            panic!("hole from a non-sparse stream")
+        };
+        assert!(d.iter().all(|b| *b == 0x3C));
+        total += d.len() as u64;
+    }
+    assert_eq!(total, 2 * MIB, "the whole device is read");
+    let mut src = driver
+        .download(&vol, 0, 0, flags::VOL_DOWNLOAD_SPARSE_STREAM)
+        .expect("sparse download");
+    let mut total = 0u64;
+    while let Some(chunk) = src.next_chunk(1 << 20).expect("chunk") {
+        let Chunk::Data(d) = chunk else {
+            panic!("a block device reports no holes")
+        };
+        total += d.len() as u64;
+    }
+    assert_eq!(total, 2 * MIB);
+    driver
+        .wipe_volume(&vol, flags::VOL_WIPE_ALG_ZERO, 0)
+        .expect("wipe");
+    let _ = Command::new("sync").status();
+    let data = fs::read(&dev.0).expect("read device");
+    assert_eq!(data.len() as u64, 2 * MIB);
+    assert!(data.iter().all(|b| *b == 0), "device zeroed");
+    assert_eq!(
+        driver
+            .resize_volume(&vol, 4 * MIB, 0)
+            .expect_err("no resize")
+            .code(),
+        code::NO_SUPPORT
+    );
 }
