@@ -1371,25 +1371,36 @@ impl StorageDriver {
         Ok(())
     }
 
-    /// `virStorageVolWipePattern` with `VOL_WIPE_ALG_ZERO` (the only algorithm that needs no `scrub`): raw
-    /// volumes have every data extent overwritten with zeros; qcow2 volumes are recreated empty with the same
-    /// capacity, compat level and backing store.
+    /// `virStorageVolWipe` / `virStorageVolWipePattern`. `VOL_WIPE_ALG_ZERO`: raw volumes have every data extent
+    /// overwritten with zeros; qcow2 volumes are recreated empty with the same capacity, compat level and backing
+    /// store. `VOL_WIPE_ALG_TRIM`: regular raw files are deallocated (holes read as zeros). The other algorithms
+    /// need libvirt's `scrub` helper and are refused.
     pub fn wipe_volume(&self, vol: &VolRef, algorithm: u32, flags: u32) -> Result<()> {
         check_flags(flags, 0, "storageVolWipePattern")?;
-        if algorithm > 9 {
+        if algorithm > flags::VOL_WIPE_ALG_TRIM {
             return Err(Error::InvalidArg(format!(
                 "wiping algorithm {algorithm} not supported"
             )));
         }
-        if algorithm != flags::VOL_WIPE_ALG_ZERO {
+        if algorithm != flags::VOL_WIPE_ALG_ZERO && algorithm != flags::VOL_WIPE_ALG_TRIM {
             return Err(Error::NoSupport(format!(
                 "wiping algorithm {algorithm} needs the scrub program, which this backend does not use"
             )));
         }
+        let trim = algorithm == flags::VOL_WIPE_ALG_TRIM;
         self.volume_job(
             vol,
-            |_, _| Ok(()),
+            |_, v| {
+                if trim && (v.kind != VolType::File || v.format == "qcow2") {
+                    return Err(Error::NoSupport(format!(
+                        "trim wiping is supported for raw files only, not '{}'",
+                        v.name
+                    )));
+                }
+                Ok(())
+            },
             |v, ()| match v.format.as_str() {
+                _ if trim => trim_file(&v.path),
                 "qcow2" => recreate_qcow2(v),
                 _ => zero_data(&v.path, (v.kind == VolType::Block).then_some(v.capacity)),
             },
@@ -1843,6 +1854,15 @@ fn recreate_qcow2(v: &Volume) -> Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Deallocates a whole raw file (`VOL_WIPE_ALG_TRIM`): its size stays, every byte reads as zero.
+fn trim_file(path: &Path) -> Result<()> {
+    let err = |e| Error::system(format!("cannot trim volume '{}'", path.display()), e);
+    let file = OpenOptions::new().write(true).open(path).map_err(err)?;
+    let size = file.metadata().map_err(err)?.len();
+    sys::punch_hole(&file, 0, size).map_err(err)?;
+    file.sync_all().map_err(err)
 }
 
 /// Overwrites every data extent of a file with zeros (holes already read as zeros). Block devices, whose

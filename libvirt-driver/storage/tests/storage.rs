@@ -633,6 +633,33 @@ fn clone_resize_and_wipe() {
         driver.wipe_volume(&q, 3, 0).expect_err("scrub alg").code(),
         code::NO_SUPPORT
     );
+    assert_eq!(
+        driver
+            .wipe_volume(&q, 10, 0)
+            .expect_err("unknown alg")
+            .code(),
+        code::INVALID_ARG
+    );
+    assert_eq!(
+        driver
+            .wipe_volume(&q, flags::VOL_WIPE_ALG_TRIM, 0)
+            .expect_err("trim qcow2")
+            .code(),
+        code::NO_SUPPORT
+    );
+    write_pattern(&src_path, 0, 3 * MIB as usize, 0x99);
+    assert!(allocated(&src_path) >= 3 * MIB);
+    driver
+        .wipe_volume(&src, flags::VOL_WIPE_ALG_TRIM, 0)
+        .expect("trim raw");
+    let data = fs::read(&src_path).expect("read");
+    assert_eq!(data.len() as u64, 8 * MIB, "size kept");
+    assert!(data.iter().all(|b| *b == 0), "trimmed to zeros");
+    assert!(allocated(&src_path) < MIB, "deallocated");
+    assert!(
+        driver.volume_info(&src).expect("info").allocation < MIB,
+        "info refreshed"
+    );
 }
 
 #[test]
