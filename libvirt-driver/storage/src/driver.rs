@@ -513,8 +513,10 @@ fn probe_fs(device: &Path) -> Result<Option<String>> {
 /// The storage driver. Cheap to clone (shared state); `Send + Sync`. Pools are addressed with [`PoolRef`] (looked
 /// up by UUID, as libvirt does) and volumes with [`VolRef`] (pool name, then volume name).
 ///
-/// One mutex guards all pools; long operations (qemu-img convert of a large image) hold it. Streams
-/// ([`UploadSink`], [`DownloadSource`]) do not hold it while data moves.
+/// One mutex guards all pools. Volume create, clone, wipe and resize run their file work (qemu-img, fallocate,
+/// zeroing) with it released, the volumes involved marked busy and the pool's job count raised, as libvirt's
+/// `asyncjobs` do; pool operations and refreshes hold it (a refresh runs qemu-img only for volumes that changed).
+/// Streams ([`UploadSink`], [`DownloadSource`]) do not hold it while data moves.
 #[derive(Clone)]
 pub struct StorageDriver {
     pub(crate) inner: Arc<Inner>,
@@ -639,7 +641,8 @@ impl StorageDriver {
     }
 
     /// Subscribes to pool events; returns the subscription id (for [`StorageDriver::unsubscribe`]) and the
-    /// receiving end. Events are delivered in the order the operations completed.
+    /// receiving end. Events are sent while the operation still holds the driver lock, so they arrive in the order
+    /// the operations took effect.
     pub fn subscribe(&self) -> (u64, Receiver<PoolEvent>) {
         self.inner.events.subscribe()
     }
@@ -681,8 +684,8 @@ impl StorageDriver {
                 r
             }
         };
-        drop(state);
         self.emit(&pool, PoolEventKind::Lifecycle(Lifecycle::Defined));
+        drop(state);
         Ok(pool)
     }
 
@@ -719,8 +722,8 @@ impl StorageDriver {
             return Err(err);
         }
         let pool = state.pools[index].pool_ref();
-        drop(state);
         self.emit(&pool, PoolEventKind::Lifecycle(Lifecycle::Started));
+        drop(state);
         Ok(pool)
     }
 
@@ -758,8 +761,8 @@ impl StorageDriver {
         }
         self.start_locked(obj, build_flags)?;
         let r = obj.pool_ref();
-        drop(state);
         self.emit(&r, PoolEventKind::Lifecycle(Lifecycle::Started));
+        drop(state);
         Ok(())
     }
 
@@ -778,8 +781,8 @@ impl StorageDriver {
         }
         build(&obj.def, flags)?;
         let r = obj.pool_ref();
-        drop(state);
         self.emit(&r, PoolEventKind::Lifecycle(Lifecycle::Created));
+        drop(state);
         Ok(())
     }
 
@@ -795,14 +798,14 @@ impl StorageDriver {
         match self.inner.refresh(&mut obj) {
             Ok(()) => {
                 state.pools[index] = obj;
-                drop(state);
                 self.emit(&r, PoolEventKind::Refresh);
+                drop(state);
                 Ok(())
             }
             Err(err) => {
                 self.stop_locked(&mut state, index);
-                drop(state);
                 self.emit(&r, PoolEventKind::Lifecycle(Lifecycle::Stopped));
+                drop(state);
                 Err(err)
             }
         }
@@ -837,8 +840,8 @@ impl StorageDriver {
         stop_backend(&obj.def)?;
         let r = obj.pool_ref();
         self.stop_locked(&mut state, index);
-        drop(state);
         self.emit(&r, PoolEventKind::Lifecycle(Lifecycle::Stopped));
+        drop(state);
         Ok(())
     }
 
@@ -860,8 +863,8 @@ impl StorageDriver {
             Error::system(format!("failed to remove pool '{}'", target.display()), e)
         })?;
         let r = obj.pool_ref();
-        drop(state);
         self.emit(&r, PoolEventKind::Lifecycle(Lifecycle::Deleted));
+        drop(state);
         Ok(())
     }
 
@@ -905,8 +908,8 @@ impl StorageDriver {
         let _ = sys::sync_dir(&self.inner.config_dir);
         let r = obj.pool_ref();
         state.pools.remove(index);
-        drop(state);
         self.emit(&r, PoolEventKind::Lifecycle(Lifecycle::Undefined));
+        drop(state);
         Ok(())
     }
 

@@ -114,15 +114,11 @@ impl UploadSink {
         self.file
             .sync_all()
             .map_err(|e| Error::system(format!("cannot sync volume '{}'", self.volume), e))?;
-        let refreshed = {
-            let mut state = self.inner.lock();
-            match state.pool_mut(&self.pool.name) {
-                Some(pool) => self.inner.refresh_pool_obj(pool, &self.volume).is_ok(),
-                None => false,
+        let mut state = self.inner.lock();
+        if let Some(pool) = state.pool_mut(&self.pool.name) {
+            if self.inner.refresh_pool_obj(pool, &self.volume).is_ok() {
+                self.inner.events.emit(&self.pool, PoolEventKind::Refresh);
             }
-        };
-        if refreshed {
-            self.inner.events.emit(&self.pool, PoolEventKind::Refresh);
         }
         Ok(())
     }
