@@ -1100,6 +1100,22 @@ impl StorageDriver {
             })
     }
 
+    /// `virStoragePoolLookupByTargetPath`: the pool whose target directory is `path` (sanitized first).
+    pub fn lookup_pool_by_target_path(&self, path: &str) -> Result<PoolRef> {
+        let clean = sanitize_path(Path::new(path));
+        let state = self.inner.lock();
+        state
+            .pools
+            .iter()
+            .find(|p| p.def.target == clean)
+            .map(Pool::pool_ref)
+            .ok_or_else(|| {
+                Error::NoPool(format!(
+                    "no storage pool with matching target path '{path}'"
+                ))
+            })
+    }
+
     /// `virStoragePoolLookupByVolume`.
     pub fn lookup_pool_by_volume(&self, vol: &VolRef) -> Result<PoolRef> {
         self.lookup_pool_by_name(&vol.pool)

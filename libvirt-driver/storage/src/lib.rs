@@ -21,7 +21,7 @@
 //! | `virStoragePoolIsActive` / `IsPersistent` | [`StorageDriver::is_active`] / [`StorageDriver::is_persistent`] |
 //! | `virConnectListAllStoragePools` | [`StorageDriver::list_pools`] (flags as on the wire) |
 //! | `virConnect(Num|List)(Defined)StoragePools` | [`StorageDriver::pool_names`] |
-//! | `virStoragePoolLookupBy(Name|UUID|Volume)` | [`StorageDriver::lookup_pool_by_name`], `_by_uuid`, `_by_volume` |
+//! | `virStoragePoolLookupBy(Name|UUID|Volume|TargetPath)` | [`StorageDriver::lookup_pool_by_name`], `_by_uuid`, `_by_volume`, `_by_target_path` |
 //! | `virStoragePoolListAllVolumes` / legacy list | [`StorageDriver::list_volumes`] / [`StorageDriver::volume_names`] |
 //! | `virStorageVolCreateXML` / `CreateXMLFrom` | [`StorageDriver::create_volume`] / [`StorageDriver::create_volume_from`] |
 //! | `virStorageVolDelete` / `Wipe(Pattern)` / `Resize` | [`StorageDriver::delete_volume`] / [`StorageDriver::wipe_volume`] / [`StorageDriver::resize_volume`] |

@@ -255,6 +255,20 @@ fn transient_pools_and_list_filters() {
         code::INTERNAL_ERROR
     );
     assert_eq!(driver.lookup_pool_by_uuid(&c.uuid).expect("by uuid"), c);
+    let messy = format!("{}//c/", s.root.display());
+    assert_eq!(
+        driver
+            .lookup_pool_by_target_path(&messy)
+            .expect("by target path"),
+        c
+    );
+    assert_eq!(
+        driver
+            .lookup_pool_by_target_path("/nowhere")
+            .expect_err("no pool")
+            .code(),
+        code::NO_STORAGE_POOL
+    );
     driver.destroy_pool(&c).expect("destroy transient");
     assert_eq!(
         driver
