@@ -659,4 +659,50 @@ mod tests {
         }
         assert!(seen > 40, "corpus too small: {seen}");
     }
+
+    /// Mangled documents (truncations and byte substitutions of every corpus file, from a fixed seed) give
+    /// `Ok` or an error, never a panic.
+    #[test]
+    fn mangled_documents_never_panic() {
+        let base =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpora/libvirt-9.9.0");
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        const NASTY: &[u8] = b"<>&'\"/ \n\0\xff=-9";
+        let mut runs = 0;
+        for dir in ["storagepoolxml2xmlin", "storagevolxml2xmlin"] {
+            for entry in std::fs::read_dir(base.join(dir)).expect("corpus directory") {
+                let bytes = std::fs::read(entry.expect("entry").path()).expect("corpus file");
+                for _ in 0..40 {
+                    let mut doc = bytes.clone();
+                    let len = doc.len() as u64;
+                    match next() % 3 {
+                        0 => doc.truncate((next() % len) as usize),
+                        1 => {
+                            for _ in 0..4 {
+                                let at = (next() % len) as usize;
+                                doc[at] = NASTY[(next() % NASTY.len() as u64) as usize];
+                            }
+                        }
+                        _ => {
+                            let at = (next() % len) as usize;
+                            let cut = (next() % (len - at as u64)) as usize;
+                            doc.drain(at..at + cut);
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&doc);
+                    let _ = parse_pool(&text);
+                    let _ = parse_volume(&text, true);
+                    let _ = parse_volume(&text, false);
+                    runs += 1;
+                }
+            }
+        }
+        assert!(runs > 1000, "only {runs} mangled documents");
+    }
 }
