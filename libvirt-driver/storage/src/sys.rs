@@ -6,6 +6,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// File system totals in bytes: (capacity, allocation, available), as libvirt computes them for a pool.
@@ -33,15 +34,31 @@ fn to_off(value: u64) -> io::Result<libc::off_t> {
     libc::off_t::try_from(value).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))
 }
 
-/// Allocates `[offset, offset + len)` of `file` (`fallocate` mode 0), which keeps existing data.
+/// Allocates `[offset, offset + len)` of `file` (`fallocate` mode 0), which keeps existing data. On file
+/// systems without fallocate the range is written with zeros, as libvirt's `safezero` does; callers only pass
+/// ranges that hold no data (a new file, or the space a resize adds).
 pub fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     if len == 0 {
         return Ok(());
     }
     // SAFETY: fallocate only reads its integer arguments; the descriptor is owned by `file` and open.
     let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, to_off(offset)?, to_off(len)?) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
+        return Err(err);
+    }
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = offset;
+    let end = offset
+        .checked_add(len)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EFBIG))?;
+    while at < end {
+        let n = usize::try_from(end - at).map_or(zeros.len(), |left| left.min(zeros.len()));
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
     }
     Ok(())
 }
