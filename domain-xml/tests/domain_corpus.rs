@@ -1,0 +1,157 @@
+//! Round trips of libvirt's own domain XML test data and negative cases.
+
+use std::path::PathBuf;
+
+use domain_xml::domain::Domain;
+use domain_xml::{Error, FormatFlags};
+
+fn corpus() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpora/libvirt-9.9.0")
+}
+
+fn xml_files(dir: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(corpus().join(dir))
+        .unwrap_or_else(|e| panic!("corpus {dir}: {e}"))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "xml"))
+        .collect();
+    v.sort();
+    v
+}
+
+const FLAGS: FormatFlags = FormatFlags::INACTIVE.union(FormatFlags::SECURE);
+
+/// libvirt's xlconfigdata XML files are libvirt's own output: parse then format must give them back exactly.
+#[test]
+fn xlconfigdata_round_trip_is_exact() {
+    let files = xml_files("xlconfigdata");
+    let mut failed = Vec::new();
+    for f in &files {
+        let input = std::fs::read_to_string(f).unwrap();
+        match Domain::parse(&input) {
+            Ok(d) => {
+                let out = d.to_xml(FLAGS);
+                if out != input {
+                    failed.push(format!("{}: output differs:\n{out}", f.display()));
+                }
+            }
+            Err(e) => failed.push(format!("{}: {e}", f.display())),
+        }
+    }
+    println!(
+        "xlconfigdata round trip: {}/{} exact",
+        files.len() - failed.len(),
+        files.len()
+    );
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// libxlxml2domconfigdata XML files are hand-written inputs (not libvirt's canonical output): they must parse,
+/// and format must be a fixed point (format, parse, format gives the same text).
+#[test]
+fn libxlxml2domconfigdata_parses_and_formats_stably() {
+    let files = xml_files("libxlxml2domconfigdata");
+    assert!(files.len() >= 10);
+    for f in &files {
+        let input = std::fs::read_to_string(f).unwrap();
+        let d = Domain::parse(&input).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let once = d.to_xml(FLAGS);
+        let again = Domain::parse(&once)
+            .unwrap_or_else(|e| panic!("{}: reparse: {e}\n{once}", f.display()))
+            .to_xml(FLAGS);
+        assert_eq!(once, again, "{}", f.display());
+        assert_eq!(
+            Domain::parse(&once).unwrap(),
+            d,
+            "{}: model changed",
+            f.display()
+        );
+    }
+}
+
+const MINIMAL: &str = "<domain type='xen'>\n  <name>g</name>\n  <memory unit='MiB'>64</memory>\n  <os>\n    <type>xen</type>\n  </os>\n  <devices>\n    <disk type='file' device='disk'>\n      <source file='/a'/>\n      <target dev='xvda' bus='xen'/>\n    </disk>\n    <disk type='file' device='disk'>\n      <source file='/b'/>\n      <target dev='xvdb' bus='xen'/>\n    </disk>\n  </devices>\n</domain>\n";
+
+#[test]
+fn minimal_gets_libvirt_defaults() {
+    let d = Domain::parse(MINIMAL).unwrap();
+    assert_eq!(d.memory_kib, 65536);
+    assert_eq!(d.current_memory_kib, 65536);
+    let out = d.to_xml(FLAGS);
+    assert!(out.contains("  <memory unit='KiB'>65536</memory>\n  <currentMemory unit='KiB'>65536</currentMemory>\n  <vcpu placement='static'>1</vcpu>\n"), "{out}");
+}
+
+#[test]
+fn unknown_element_names_its_path() {
+    let xml = MINIMAL.replace("<name>g</name>", "<name>g</name>\n  <bogus/>");
+    let e = Domain::parse(&xml).unwrap_err();
+    assert_eq!(e.to_string(), "unknown element /domain/bogus");
+    let xml = MINIMAL.replace("<source file='/b'/>", "<source file='/b'/><frob/>");
+    let e = Domain::parse(&xml).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "unknown element /domain/devices/disk[2]/frob"
+    );
+}
+
+#[test]
+fn unknown_attribute_names_its_path() {
+    let xml = MINIMAL.replace("dev='xvdb' bus='xen'", "dev='xvdb' bus='xen' speed='9'");
+    let e = Domain::parse(&xml).unwrap_err();
+    assert_eq!(
+        e,
+        Error::UnknownAttribute {
+            path: "/domain/devices/disk[2]/target/@speed".into()
+        }
+    );
+}
+
+#[test]
+fn invalid_attribute_value_names_its_path() {
+    let xml = MINIMAL.replace("dev='xvdb' bus='xen'", "dev='xvdb' bus='carrier-pigeon'");
+    let e = Domain::parse(&xml).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("invalid value 'carrier-pigeon' at /domain/devices/disk[2]/target/@bus"),
+        "{e}"
+    );
+}
+
+#[test]
+fn malformed_xml_is_rejected() {
+    let e = Domain::parse("<domain type='xen'><name>x</domain>").unwrap_err();
+    assert!(matches!(e, Error::Malformed { .. }), "{e}");
+    let e = Domain::parse("not xml at all").unwrap_err();
+    assert!(matches!(e, Error::Malformed { .. }), "{e}");
+}
+
+#[test]
+fn bad_memory_unit_is_rejected() {
+    let xml = MINIMAL.replace("unit='MiB'", "unit='parsecs'");
+    let e = Domain::parse(&xml).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("invalid value 'parsecs' at /domain/memory/@unit"),
+        "{e}"
+    );
+}
+
+#[test]
+fn secure_flag_controls_passwords() {
+    let f = corpus().join("xlconfigdata/test-spice-features.xml");
+    let d = Domain::parse(&std::fs::read_to_string(f).unwrap()).unwrap();
+    assert!(d.to_xml(FLAGS).contains("passwd='thebeast'"));
+    assert!(!d.to_xml(FormatFlags::INACTIVE).contains("passwd"));
+}
+
+#[test]
+fn escaping_matches_libvirt() {
+    let xml = MINIMAL.replace(
+        "<name>g</name>",
+        "<name>g</name>\n  <description>a &lt;b&gt; &amp; 'c' \"d\"</description>",
+    );
+    let d = Domain::parse(&xml).unwrap();
+    assert_eq!(d.description.as_deref(), Some("a <b> & 'c' \"d\""));
+    assert!(d
+        .to_xml(FLAGS)
+        .contains("<description>a &lt;b&gt; &amp; &apos;c&apos; &quot;d&quot;</description>"));
+}
