@@ -38,6 +38,48 @@
 //! through the daemon's `domain_xml::storage` models, converted field by field); [`xml`] also formats the
 //! driver's pool and volume XML.
 
+//! # Example
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use xen_storage::{flags, xml, Chunk, StorageDriver};
+//!
+//! # fn main() -> xen_storage::Result<()> {
+//! let driver = StorageDriver::open(Path::new("/etc/libvirt"), Path::new("/run/libvirt"))?;
+//! let (_id, events) = driver.subscribe(); // forward as REMOTE_PROC_STORAGE_POOL_EVENT_* messages
+//!
+//! // POOL_DEFINE_XML, POOL_BUILD, POOL_CREATE
+//! let pool = driver.define_pool(xml::parse_pool(
+//!     "<pool type='dir'><name>default</name><target><path>/var/lib/libvirt/images</path></target></pool>",
+//! )?)?;
+//! driver.build_pool(&pool, 0)?;
+//! driver.start_pool(&pool, 0)?;
+//!
+//! // STORAGE_VOL_CREATE_XML
+//! let vol = driver.create_volume(
+//!     &pool,
+//!     &xml::parse_volume("<volume><name>a.qcow2</name><capacity unit='G'>1</capacity>\
+//!                         <target><format type='qcow2'/></target></volume>", true)?,
+//!     0,
+//! )?;
+//!
+//! // STORAGE_VOL_DOWNLOAD with VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM
+//! let mut source = driver.download(&vol, 0, 0, flags::VOL_DOWNLOAD_SPARSE_STREAM)?;
+//! while let Some(chunk) = source.next_chunk(262_120)? {
+//!     match chunk {
+//!         Chunk::Data(bytes) => { /* STREAM packet, status CONTINUE */ let _ = bytes; }
+//!         Chunk::Hole(len) => { /* STREAM_HOLE packet */ let _ = len; }
+//!     }
+//! }
+//! // then an empty STREAM packet (EOF)
+//! # drop(events);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! An error goes on the wire as `remote_error { code: err.code(), domain: err.domain(), message:
+//! err.libvirt_message(), level: 2 }`.
+
 mod driver;
 mod error;
 mod events;
