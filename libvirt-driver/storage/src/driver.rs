@@ -1338,6 +1338,7 @@ impl StorageDriver {
         let opts = Qcow2Options {
             compat: def.compat.as_deref(),
             lazy_refcounts: def.lazy_refcounts,
+            cluster_size: def.cluster_size,
             prealloc_metadata: flags & flags::VOL_CREATE_PREALLOC_METADATA != 0,
             backing: None,
         };
@@ -1799,6 +1800,7 @@ fn create_qcow2(path: &Path, def: &VolumeDef, flags: u32) -> Result<()> {
     let opts = Qcow2Options {
         compat: def.compat.as_deref(),
         lazy_refcounts: def.lazy_refcounts,
+        cluster_size: def.cluster_size,
         prealloc_metadata: flags & flags::VOL_CREATE_PREALLOC_METADATA != 0,
         backing,
     };
@@ -1860,6 +1862,7 @@ fn recreate_qcow2(v: &Volume) -> Result<()> {
     let opts = Qcow2Options {
         compat: v.compat.as_deref(),
         lazy_refcounts: v.lazy_refcounts,
+        cluster_size: v.cluster_size,
         prealloc_metadata: false,
         backing: backing.as_ref().map(|(p, f)| (p.as_path(), *f)),
     };

@@ -202,6 +202,8 @@ pub struct VolumeDef {
     pub compat: Option<String>,
     /// qcow2 `<features><lazy_refcounts/>`.
     pub lazy_refcounts: bool,
+    /// qcow2 `<clusterSize>` in bytes (`cluster_size=` for qemu-img).
+    pub cluster_size: Option<u64>,
 }
 
 impl VolumeDef {
@@ -216,6 +218,7 @@ impl VolumeDef {
             permissions: Permissions::default(),
             compat: None,
             lazy_refcounts: false,
+            cluster_size: None,
         }
     }
 }

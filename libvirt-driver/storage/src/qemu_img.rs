@@ -106,6 +106,8 @@ pub struct Qcow2Options<'a> {
     pub compat: Option<&'a str>,
     /// `lazy_refcounts`.
     pub lazy_refcounts: bool,
+    /// `cluster_size=` in bytes.
+    pub cluster_size: Option<u64>,
     /// `preallocation=metadata`.
     pub prealloc_metadata: bool,
     /// Backing file and its format (`-b`, `-F`).
@@ -120,6 +122,9 @@ fn qcow2_o_option(opts: &Qcow2Options<'_>) -> String {
     o.push(format!("compat={}", opts.compat.unwrap_or("1.1")));
     if opts.lazy_refcounts {
         o.push("lazy_refcounts".to_string());
+    }
+    if let Some(cluster) = opts.cluster_size {
+        o.push(format!("cluster_size={cluster}"));
     }
     o.join(",")
 }
@@ -225,12 +230,13 @@ mod tests {
         let opts = Qcow2Options {
             compat: Some("0.10"),
             lazy_refcounts: true,
+            cluster_size: Some(131_072),
             prealloc_metadata: true,
             backing: None,
         };
         assert_eq!(
             qcow2_o_option(&opts),
-            "preallocation=metadata,compat=0.10,lazy_refcounts"
+            "preallocation=metadata,compat=0.10,lazy_refcounts,cluster_size=131072"
         );
     }
 }

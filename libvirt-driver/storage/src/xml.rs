@@ -442,6 +442,15 @@ pub fn parse_volume(xml: &str, capacity_required: bool) -> Result<VolumeDef> {
     };
     let format =
         parse_vol_format(find(&nodes, "volume/target/format").and_then(|n| n.attr("type")))?;
+    if find(&nodes, "volume/target/encryption").is_some() {
+        return Err(Error::NoSupport(
+            "volume encryption is not supported by this backend".into(),
+        ));
+    }
+    let cluster_size = match find(&nodes, "volume/target/clusterSize") {
+        Some(node) => Some(parse_size(&node.text, node.attr("unit"))?),
+        None => None,
+    };
     Ok(VolumeDef {
         name: name.to_string(),
         capacity,
@@ -451,6 +460,7 @@ pub fn parse_volume(xml: &str, capacity_required: bool) -> Result<VolumeDef> {
         permissions: parse_permissions(&nodes, "volume/target")?,
         compat: text(&nodes, "volume/target/compat").map(str::to_string),
         lazy_refcounts: find(&nodes, "volume/target/features/lazy_refcounts").is_some(),
+        cluster_size,
     })
 }
 
@@ -557,6 +567,16 @@ mod tests {
             (b.path, b.format),
             (PathBuf::from("/dev/null"), Some(VolFormat::Raw))
         );
+
+        let v = parse_volume(
+            &corpus("storagevolxml2xmlin", "vol-qcow2-clusterSize.xml"),
+            true,
+        )
+        .expect("cluster");
+        assert_eq!(v.cluster_size, Some(128 * 1024));
+        let err =
+            parse_volume(&corpus("storagevolxml2xmlin", "vol-luks.xml"), true).expect_err("luks");
+        assert_eq!(err.code(), crate::code::NO_SUPPORT);
 
         let v =
             parse_volume(&corpus("storagevolxml2xmlin", "vol-file.xml"), true).expect("vol-file");

@@ -417,6 +417,7 @@ fn raw_and_qcow2_volumes_with_capacity_allocation_and_xml() {
         format: None,
     });
     over.lazy_refcounts = true;
+    over.cluster_size = Some(128 * 1024);
     over.permissions.mode = Some(0o640);
     let o = driver.create_volume(&pool, &over, 0).expect("overlay");
     let oi = qemu_img_info(&s.path("p/overlay.qcow2"));
@@ -428,6 +429,7 @@ fn raw_and_qcow2_volumes_with_capacity_allocation_and_xml() {
         "capacity taken from the backing file"
     );
     assert_eq!(oi["format-specific"]["data"]["lazy-refcounts"], true);
+    assert_eq!(oi["cluster-size"], 128 * 1024);
     assert_eq!(
         fs::metadata(s.path("p/overlay.qcow2"))
             .expect("stat")
