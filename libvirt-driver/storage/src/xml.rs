@@ -364,8 +364,15 @@ pub fn parse_pool(xml: &str) -> Result<PoolDef> {
     let type_name = root
         .attr("type")
         .ok_or_else(|| Error::Xml("storage pool missing type attribute".into()))?;
-    let kind = PoolType::from_name(type_name)
-        .ok_or_else(|| Error::Xml(format!("unsupported storage pool type '{type_name}'")))?;
+    let kind = match PoolType::from_name(type_name) {
+        Some(kind) => kind,
+        None if POOL_TYPES.contains(&type_name) => {
+            return Err(Error::NoSupport(format!(
+                "storage pool type '{type_name}' is not supported by this backend"
+            )))
+        }
+        None => return Err(Error::Xml(format!("unknown storage pool type {type_name}"))),
+    };
     let name = text(&nodes, "pool/name")
         .filter(|n| !n.is_empty())
         .ok_or_else(|| Error::Xml("missing pool source name element".into()))?;
@@ -637,6 +644,13 @@ mod tests {
     fn corpus_fs_and_netfs_pools() {
         // netfs is not served: refused clearly.
         let err = parse_pool(&corpus("storagepoolxml2xmlin", "pool-netfs.xml")).expect_err("netfs");
+        assert_eq!(err.code(), crate::code::NO_SUPPORT);
+        assert_eq!(
+            err.to_string(),
+            "this function is not supported by the connection driver: \
+             storage pool type 'netfs' is not supported by this backend"
+        );
+        let err = parse_pool("<pool type='bogus'><name>x</name></pool>").expect_err("unknown type");
         assert_eq!(err.code(), crate::code::XML_ERROR);
         let def = parse_pool(&corpus("storagepoolxml2xmlin", "pool-dir.xml")).expect("dir");
         assert_eq!(
