@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::events::{EventBus, Lifecycle, PoolEvent, PoolEventKind};
 use crate::flags;
 use crate::model::*;
-use crate::qemu_img::{self, Qcow2Options};
+use crate::qemu_img::{self, Preallocation, Qcow2Options};
 use crate::stream::{DownloadSource, UploadSink};
 use crate::sys;
 use crate::xml;
@@ -1339,7 +1339,7 @@ impl StorageDriver {
             compat: def.compat.as_deref(),
             lazy_refcounts: def.lazy_refcounts,
             cluster_size: def.cluster_size,
-            prealloc_metadata: flags & flags::VOL_CREATE_PREALLOC_METADATA != 0,
+            preallocation: Preallocation::for_flags(flags, def.capacity, def.allocation),
             backing: None,
         };
         // The copy runs with the lock released; the source is marked busy so it cannot change meanwhile.
@@ -1801,7 +1801,7 @@ fn create_qcow2(path: &Path, def: &VolumeDef, flags: u32) -> Result<()> {
         compat: def.compat.as_deref(),
         lazy_refcounts: def.lazy_refcounts,
         cluster_size: def.cluster_size,
-        prealloc_metadata: flags & flags::VOL_CREATE_PREALLOC_METADATA != 0,
+        preallocation: Preallocation::for_flags(flags, def.capacity, def.allocation),
         backing,
     };
     qemu_img::create_qcow2(path, def.capacity, &opts)
@@ -1863,7 +1863,7 @@ fn recreate_qcow2(v: &Volume) -> Result<()> {
         compat: v.compat.as_deref(),
         lazy_refcounts: v.lazy_refcounts,
         cluster_size: v.cluster_size,
-        prealloc_metadata: false,
+        preallocation: None,
         backing: backing.as_ref().map(|(p, f)| (p.as_path(), *f)),
     };
     let _ = fs::remove_file(&tmp);

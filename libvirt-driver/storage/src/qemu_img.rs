@@ -99,6 +99,30 @@ pub(crate) fn parse_info(json: &str) -> Option<ImageInfo> {
     })
 }
 
+/// qcow2 preallocation modes libvirt uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preallocation {
+    /// Only the image metadata.
+    Metadata,
+    /// Metadata and data clusters, with fallocate.
+    Falloc,
+}
+
+impl Preallocation {
+    /// libvirt's choice under `VIR_STORAGE_VOL_CREATE_PREALLOC_METADATA`: `falloc` when the requested allocation
+    /// covers the capacity, `metadata` otherwise; none without the flag.
+    pub fn for_flags(flags: u32, capacity: u64, allocation: Option<u64>) -> Option<Self> {
+        if flags & crate::flags::VOL_CREATE_PREALLOC_METADATA == 0 {
+            return None;
+        }
+        Some(if allocation.unwrap_or(0) >= capacity {
+            Preallocation::Falloc
+        } else {
+            Preallocation::Metadata
+        })
+    }
+}
+
 /// Options of a new qcow2 image.
 #[derive(Debug, Clone, Default)]
 pub struct Qcow2Options<'a> {
@@ -108,16 +132,19 @@ pub struct Qcow2Options<'a> {
     pub lazy_refcounts: bool,
     /// `cluster_size=` in bytes.
     pub cluster_size: Option<u64>,
-    /// `preallocation=metadata`.
-    pub prealloc_metadata: bool,
+    /// `preallocation=`: `metadata`, or `falloc` when the whole capacity is to be allocated, as libvirt
+    /// chooses under `VIR_STORAGE_VOL_CREATE_PREALLOC_METADATA`.
+    pub preallocation: Option<Preallocation>,
     /// Backing file and its format (`-b`, `-F`).
     pub backing: Option<(&'a Path, VolFormat)>,
 }
 
 fn qcow2_o_option(opts: &Qcow2Options<'_>) -> String {
     let mut o = Vec::new();
-    if opts.prealloc_metadata {
-        o.push("preallocation=metadata".to_string());
+    match opts.preallocation {
+        Some(Preallocation::Metadata) => o.push("preallocation=metadata".to_string()),
+        Some(Preallocation::Falloc) => o.push("preallocation=falloc".to_string()),
+        None => {}
     }
     o.push(format!("compat={}", opts.compat.unwrap_or("1.1")));
     if opts.lazy_refcounts {
@@ -227,11 +254,21 @@ mod tests {
     #[test]
     fn qcow2_options_default_to_compat_1_1() {
         assert_eq!(qcow2_o_option(&Qcow2Options::default()), "compat=1.1");
+        let flag = crate::flags::VOL_CREATE_PREALLOC_METADATA;
+        assert_eq!(Preallocation::for_flags(0, 10, Some(10)), None);
+        assert_eq!(
+            Preallocation::for_flags(flag, 10, Some(10)),
+            Some(Preallocation::Falloc)
+        );
+        assert_eq!(
+            Preallocation::for_flags(flag, 10, Some(0)),
+            Some(Preallocation::Metadata)
+        );
         let opts = Qcow2Options {
             compat: Some("0.10"),
             lazy_refcounts: true,
             cluster_size: Some(131_072),
-            prealloc_metadata: true,
+            preallocation: Some(Preallocation::Metadata),
             backing: None,
         };
         assert_eq!(

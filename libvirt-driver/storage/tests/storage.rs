@@ -411,6 +411,16 @@ fn raw_and_qcow2_volumes_with_capacity_allocation_and_xml() {
     assert_eq!(qi["format"], "qcow2");
     assert_eq!(qi["virtual-size"], 1u64 << 30);
     assert_eq!(qi["format-specific"]["data"]["compat"], "1.1");
+    let mut full = VolumeDef::new("full.qcow2", VolFormat::Qcow2, 16 * MIB);
+    full.allocation = Some(16 * MIB);
+    let f = driver
+        .create_volume(&pool, &full, flags::VOL_CREATE_PREALLOC_METADATA)
+        .expect("preallocated qcow2");
+    assert!(
+        driver.volume_info(&f).expect("info").allocation >= 16 * MIB,
+        "falloc preallocation"
+    );
+    driver.delete_volume(&f, 0).expect("delete");
     let mut over = VolumeDef::new("overlay.qcow2", VolFormat::Qcow2, 0);
     over.backing_store = Some(BackingStore {
         path: path.clone(),
