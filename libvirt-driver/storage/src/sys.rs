@@ -6,7 +6,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// File system totals in bytes: (capacity, allocation, available), as libvirt computes them for a pool.
@@ -108,8 +108,8 @@ pub fn next_hole(file: &File, offset: u64) -> io::Result<Option<u64>> {
     Ok(seek(file, offset, libc::SEEK_HOLE)?.ok())
 }
 
-/// Writes `contents` to `path` atomically: a temporary file in the same directory, fsync, rename, fsync of the
-/// directory.
+/// Writes `contents` to `path` atomically: a temporary file (mode 0600, as libvirt saves its XML) in the same
+/// directory, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
@@ -118,7 +118,12 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     tmp_name.push(".new");
     let tmp = dir.join(tmp_name);
     {
-        let mut file = File::create(&tmp)?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         file.write_all(contents)?;
         file.sync_all()?;
     }

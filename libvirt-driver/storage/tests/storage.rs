@@ -51,6 +51,11 @@ fn dir_pool_whole_lifecycle_with_events() {
         s.config().join("storage/images.xml").is_file(),
         "config file written"
     );
+    let config_mode = fs::metadata(s.config().join("storage/images.xml"))
+        .expect("config")
+        .permissions()
+        .mode();
+    assert_eq!(config_mode & 0o777, 0o600, "config readable by root only");
     assert!(!driver.is_active(&pool).expect("is_active"));
     assert!(driver.is_persistent(&pool).expect("is_persistent"));
     assert_eq!(
