@@ -1100,6 +1100,25 @@ impl StorageDriver {
             })
     }
 
+    /// `virConnectFindStoragePoolSources`: the dir and fs backends have no source discovery (as in libvirt);
+    /// unknown types are an error too.
+    pub fn find_pool_sources(
+        &self,
+        pool_type: &str,
+        _spec: Option<&str>,
+        flags: u32,
+    ) -> Result<String> {
+        check_flags(flags, 0, "storageConnectFindStoragePoolSources")?;
+        if PoolType::from_name(pool_type).is_none() && !xml::is_libvirt_pool_type(pool_type) {
+            return Err(Error::Internal(format!(
+                "unknown storage pool type {pool_type}"
+            )));
+        }
+        Err(Error::NoSupport(format!(
+            "pool type '{pool_type}' does not support source discovery"
+        )))
+    }
+
     /// `virStoragePoolLookupByTargetPath`: the pool whose target directory is `path` (sanitized first).
     pub fn lookup_pool_by_target_path(&self, path: &str) -> Result<PoolRef> {
         let clean = sanitize_path(Path::new(path));

@@ -27,6 +27,7 @@
 //! | `virStorageVolDelete` / `Wipe(Pattern)` / `Resize` | [`StorageDriver::delete_volume`] / [`StorageDriver::wipe_volume`] / [`StorageDriver::resize_volume`] |
 //! | `virStorageVolGetInfo(Flags)` / `GetXMLDesc` / `GetPath` | [`StorageDriver::volume_info`], [`StorageDriver::volume_info_flags`] / [`StorageDriver::volume_xml`] / [`StorageDriver::volume_path`] |
 //! | `virConnectGetStoragePoolCapabilities` | [`xml::pool_capabilities`] |
+//! | `virConnectFindStoragePoolSources` | [`StorageDriver::find_pool_sources`] (always libvirt's "does not support source discovery") |
 //! | `virStorageVolLookupBy(Name|Key|Path)` | [`StorageDriver::lookup_volume_by_name`], `_by_key`, `_by_path` |
 //! | `virStorageVolUpload` / `Download` | [`StorageDriver::upload`] → [`UploadSink`] / [`StorageDriver::download`] → [`DownloadSource`] |
 //! | `virConnectStoragePoolEventRegisterAny` | [`StorageDriver::subscribe`] → [`PoolEvent`]s |

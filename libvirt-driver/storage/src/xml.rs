@@ -168,6 +168,11 @@ const POOL_TYPES: [&str; 14] = [
     "vstorage",
 ];
 
+/// Whether `name` is one of libvirt's storage pool types (served here or not).
+pub fn is_libvirt_pool_type(name: &str) -> bool {
+    POOL_TYPES.contains(&name)
+}
+
 /// File systems an fs pool can be built with (`mkfs -t`) or mount; `auto` lets mount probe.
 const FS_FORMATS: [&str; 6] = ["auto", "ext2", "ext3", "ext4", "vfat", "xfs"];
 

@@ -250,6 +250,17 @@ fn transient_pools_and_list_filters() {
         code::INVALID_ARG
     );
     assert_eq!(driver.pool_names(true), ["a", "c"]);
+    let err = driver
+        .find_pool_sources("fs", None, 0)
+        .expect_err("no discovery");
+    assert_eq!(err.to_string(), "this function is not supported by the connection driver: pool type 'fs' does not support source discovery");
+    assert_eq!(
+        driver
+            .find_pool_sources("nope", None, 0)
+            .expect_err("unknown")
+            .code(),
+        code::INTERNAL_ERROR
+    );
     assert_eq!(driver.pool_names(false), ["b"]);
 
     assert_eq!(
