@@ -744,4 +744,20 @@ mod tests {
         }
         assert!(runs > 1000, "only {runs} mangled documents");
     }
+
+    #[test]
+    fn dir_pool_formats_like_libvirt() {
+        let mut def = parse_pool(&corpus("storagepoolxml2xmlin", "pool-dir.xml")).expect("parse");
+        def.target = crate::sanitize_path(&def.target);
+        let expected: String = corpus("storagepoolxml2xmlout", "pool-dir.xml")
+            .lines()
+            .filter(|line| !line.contains("<label>"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_eq!(
+            format_pool(&def, 0, 0, 0),
+            expected,
+            "labels are not modelled; everything else matches"
+        );
+    }
 }
