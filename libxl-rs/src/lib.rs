@@ -1,1 +1,3 @@
 //! Toolstack library equivalent to Xen's libxl: domain configuration, domain builder, lifecycle, xl
+
+pub mod xlcfg;
