@@ -49,3 +49,91 @@ fn x86_64_reports_unknown_options() {
         out.log
     );
 }
+
+/// Builds the guest pack once and boots xen-hv with it.
+fn boot_with_guests(guests: &[&str]) -> e2e::qemu::BootOutcome {
+    let names: Vec<String> = guests.iter().map(|s| s.to_string()).collect();
+    let (pack, _) = xtask::build::build_guest_pack(&names)
+        .unwrap_or_else(|e| panic!("building the guest pack: {e}"));
+    let mut m = e2e::qemu::Machine::new(Arch::X86_64, e2e::hv_image(Arch::X86_64));
+    m.initrd = Some(pack);
+    e2e::qemu::run(&m, Duration::from_secs(120), false)
+        .unwrap_or_else(|e| panic!("running QEMU: {e}"))
+}
+
+#[test]
+fn x86_64_runs_every_test_guest_under_svm() {
+    let out = boot_with_guests(&[]);
+    let log = &out.log;
+    assert!(out.passed(), "status {:?}, expected 33:\n{log}", out.status);
+    assert!(
+        log.contains("(XEN) SVM with nested paging enabled"),
+        "{log}"
+    );
+    // Each guest's own report, prefixed with its domain id by the hypervisor.
+    assert!(log.contains("(d1) PASS hypercalls (34 checks)"), "{log}");
+    assert!(!log.contains(") FAIL "), "{log}");
+    for d in ["d2", "d3"] {
+        assert!(log.contains(&format!("({d}) PASS counter")), "{log}");
+        assert!(
+            log.contains(&format!("({d}) counter: ok   xmm5 survived preemption")),
+            "{log}"
+        );
+    }
+    // The two CPU-bound counters were interleaved: d3 finished a round before d2 finished all of them.
+    let d2_done = log
+        .find("(d2) counter: round 8 of 8 done")
+        .expect("d2 finished");
+    let d3_first = log
+        .find("(d3) counter: round 1 of 8 done")
+        .expect("d3 started");
+    assert!(
+        d3_first < d2_done,
+        "counters did not run concurrently:\n{log}"
+    );
+    // The hostile guests were contained and the others kept running after them.
+    assert!(
+        log.contains("(XEN) d4v0: access to unmapped guest-physical address 0x30000000"),
+        "{log}"
+    );
+    assert!(log.contains("(XEN) d5v0: triple fault at rip"), "{log}");
+    let crash = log
+        .find("(XEN) d4 (hostile) destroyed after a crash")
+        .expect("d4 destroyed");
+    let last_pass = log.rfind("PASS counter").expect("counter passed");
+    assert!(crash < last_pass, "{log}");
+    for line in [
+        "(XEN) d1 (hypercalls) shut down (poweroff)",
+        "(XEN) result d1 hypercalls: PASS",
+        "(XEN) result d4 hostile: PASS (contained)",
+        "(XEN) result d5 triplefault: PASS (contained)",
+        "(XEN) all guests passed",
+    ] {
+        assert!(log.contains(line), "missing {line:?}:\n{log}");
+    }
+}
+
+#[test]
+fn x86_64_verdict_fails_a_guest_that_reports_failure() {
+    // `failing` reports FAIL and powers off cleanly: the run must fail, naming it.
+    let out = boot_with_guests(&["failing", "triplefault"]);
+    assert_eq!(out.status, Some(xtask::qemu::EXIT_FAILURE), "{}", out.log);
+    assert!(out.log.contains("(XEN) running 2 domain(s)"), "{}", out.log);
+    assert!(
+        out.log.contains("(d1) FAIL failing: deliberately"),
+        "{}",
+        out.log
+    );
+    assert!(
+        out.log.contains("(XEN) result d1 failing: FAIL"),
+        "{}",
+        out.log
+    );
+    assert!(
+        out.log
+            .contains("(XEN) result d2 triplefault: PASS (contained)"),
+        "{}",
+        out.log
+    );
+    assert!(out.log.contains("(XEN) some guests failed"), "{}", out.log);
+}

@@ -55,3 +55,177 @@ pub fn target_dir() -> PathBuf {
 pub fn build_hv(arch: Arch) -> Result<PathBuf, Error> {
     build_bare_metal("xen-hv", arch)
 }
+
+/// The in-tree test guests: (binary, instances, MiB of memory). `counter` runs twice so two CPU-bound domains
+/// compete for the processor. All of them run when no guest is named.
+pub const TEST_GUESTS: &[(&str, u32, u32)] = &[
+    ("hypercalls", 1, 8),
+    ("counter", 2, 8),
+    ("hostile", 1, 8),
+    ("triplefault", 1, 8),
+];
+
+/// Guests that only run when named: `failing` reports FAIL on purpose, to check that a failure is detected.
+pub const EXTRA_GUESTS: &[(&str, u32, u32)] = &[("failing", 1, 8)];
+
+/// Builds the test guests (package `xen-test-guests`) for x86_64 and returns each binary's path.
+pub fn build_guests(names: &[&str]) -> Result<Vec<(String, PathBuf)>, Error> {
+    let root = workspace_root();
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(&root).args([
+        "build",
+        "--quiet",
+        "--release",
+        "--package",
+        "xen-test-guests",
+        "--target",
+        Arch::X86_64.triple(),
+    ]);
+    for n in names {
+        cmd.args(["--bin", n]);
+    }
+    let status = cmd.status().map_err(|source| Error::Spawn {
+        program: cargo(),
+        source,
+    })?;
+    if !status.success() {
+        return Err(Error::Failed("building the test guests".into()));
+    }
+    let dir = target_dir().join(Arch::X86_64.triple()).join("release");
+    Ok(names.iter().map(|n| (n.to_string(), dir.join(n))).collect())
+}
+
+/// One guest for [`pack`].
+#[derive(Debug, Clone)]
+pub struct PackGuest {
+    /// Domain name (also its command line).
+    pub name: String,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub mem_mib: u32,
+    /// The ELF image.
+    pub image: Vec<u8>,
+}
+
+/// Serialises guests into the pack format xen-hv reads from its boot module (see `xen-hv/hv/src/modpack.rs`):
+/// `"XHVPACK1"`, `count: u32`, `0: u32`, then 64-byte entries (name[40], vcpus u32, mem_mib u32, offset u64,
+/// size u64) and the images.
+pub fn pack(guests: &[PackGuest]) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"XHVPACK1");
+    out.extend_from_slice(&(guests.len() as u32).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let mut offset = 16 + 64 * guests.len();
+    for g in guests {
+        let name = g.name.as_bytes();
+        if name.is_empty() || name.len() >= 40 {
+            return Err(Error::Failed(format!("packing guest name {:?}", g.name)));
+        }
+        let mut field = [0u8; 40];
+        field[..name.len()].copy_from_slice(name);
+        out.extend_from_slice(&field);
+        out.extend_from_slice(&g.vcpus.to_le_bytes());
+        out.extend_from_slice(&g.mem_mib.to_le_bytes());
+        out.extend_from_slice(&(offset as u64).to_le_bytes());
+        out.extend_from_slice(&(g.image.len() as u64).to_le_bytes());
+        offset += g.image.len();
+    }
+    for g in guests {
+        out.extend_from_slice(&g.image);
+    }
+    Ok(out)
+}
+
+/// Builds the named test guests (all when `names` is empty) and writes their pack to the target directory;
+/// returns the pack's path and the domain names in it.
+pub fn build_guest_pack(names: &[String]) -> Result<(PathBuf, Vec<String>), Error> {
+    let selected: Vec<&(&str, u32, u32)> = if names.is_empty() {
+        TEST_GUESTS.iter().collect()
+    } else {
+        names
+            .iter()
+            .map(|n| {
+                TEST_GUESTS
+                    .iter()
+                    .chain(EXTRA_GUESTS)
+                    .find(|g| g.0 == n)
+                    .ok_or_else(|| {
+                        let known: Vec<_> = TEST_GUESTS
+                            .iter()
+                            .chain(EXTRA_GUESTS)
+                            .map(|g| g.0)
+                            .collect();
+                        Error::Failed(format!(
+                            "finding guest {n:?} (in-tree guests: {})",
+                            known.join(", ")
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let bins: Vec<&str> = selected.iter().map(|g| g.0).collect();
+    let built = build_guests(&bins)?;
+    let mut guests = Vec::new();
+    for ((bin, instances, mem), (_, path)) in selected.iter().zip(&built) {
+        let image = std::fs::read(path).map_err(|e| Error::Io(path.display().to_string(), e))?;
+        for i in 1..=*instances {
+            let name = if *instances > 1 {
+                format!("{bin}-{i}")
+            } else {
+                bin.to_string()
+            };
+            guests.push(PackGuest {
+                name,
+                vcpus: 1,
+                mem_mib: *mem,
+                image: image.clone(),
+            });
+        }
+    }
+    let names = guests.iter().map(|g| g.name.clone()).collect();
+    // One file per selection, so concurrent boots with different guests do not overwrite each other's pack.
+    let path = target_dir().join(format!("xen-hv-guests-{}.pack", bins.join("+")));
+    std::fs::write(&path, pack(&guests)?).map_err(|e| Error::Io(path.display().to_string(), e))?;
+    Ok((path, names))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_layout() {
+        let p = pack(&[
+            PackGuest {
+                name: "a".into(),
+                vcpus: 1,
+                mem_mib: 8,
+                image: b"xyz".to_vec(),
+            },
+            PackGuest {
+                name: "bb".into(),
+                vcpus: 2,
+                mem_mib: 16,
+                image: b"12".to_vec(),
+            },
+        ])
+        .expect("packs");
+        assert_eq!(&p[..8], b"XHVPACK1");
+        assert_eq!(p[8], 2);
+        assert_eq!(&p[16..17], b"a");
+        assert_eq!(p[16 + 40], 1);
+        assert_eq!(p[16 + 44], 8);
+        assert_eq!(p[16 + 48] as usize, 16 + 128);
+        assert_eq!(&p[144..147], b"xyz");
+        assert_eq!(p[80 + 48] as usize, 147);
+        assert_eq!(&p[147..], b"12");
+        let long = PackGuest {
+            name: "x".repeat(40),
+            vcpus: 1,
+            mem_mib: 8,
+            image: Vec::new(),
+        };
+        assert!(pack(&[long]).is_err());
+    }
+}

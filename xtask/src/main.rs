@@ -88,15 +88,23 @@ fn hv_boot(
     append: String,
     guests: &[String],
 ) -> Result<bool, Error> {
-    if let Some(g) = guests.first() {
+    let pack = if arch == Arch::X86_64 {
+        let (path, names) = build::build_guest_pack(guests)?;
+        eprintln!("hv-boot: guests: {}", names.join(" "));
+        Some(path)
+    } else if let Some(g) = guests.first() {
         return Err(Error::Failed(format!(
-            "no in-tree guest named {g:?} exists yet"
+            "finding guest {g:?}: no in-tree guests exist for {}",
+            arch.name()
         )));
-    }
+    } else {
+        None
+    };
     let image = build::build_hv(arch)?;
     let mut m = qemu::Machine::new(arch, image);
     m.smp = smp;
     m.append = append;
+    m.initrd = pack;
     let out = qemu::run(&m, Duration::from_secs(timeout), true)?;
     let passed = out.passed();
     match out.status {
@@ -168,6 +176,8 @@ fn ci() -> Result<bool, Error> {
                 "clippy",
                 "--package",
                 "xen-hv",
+                "--package",
+                "xen-test-guests",
                 "--target",
                 "x86_64-unknown-none",
                 "--locked",

@@ -6,6 +6,8 @@
 mod arch;
 #[cfg(target_os = "none")]
 mod console;
+#[cfg(target_os = "none")]
+mod vm;
 
 #[cfg(target_os = "none")]
 use core::fmt::Write as _;
@@ -93,8 +95,83 @@ pub extern "C" fn hv_main(protocol: u32, info_paddr: u64) -> ! {
     for (i, m) in info.modules().iter().enumerate() {
         let _ = writeln!(con, "(XEN)  module {i}: {:#x} +{:#x}", m.base, m.len);
     }
-    let _ = writeln!(con, "(XEN) no guest domains to run; halting");
-    arch::exit(0x10);
+    let mut frames = xen_hv::frames::FrameAllocator::new();
+    for r in info.memmap() {
+        if r.kind == xen_abi::start_info::memmap_type::RAM {
+            frames.add(r.base, r.len);
+        }
+    }
+    // Keep the first MiB (firmware, boot structures, a future AP trampoline), the image and the modules.
+    frames.remove(0, 1 << 20);
+    let (image_start, image_end) = arch::x86_64::image_range();
+    frames.remove(image_start, image_end - image_start);
+    frames.remove(info_paddr, 64 * 1024);
+    for m in info.modules() {
+        frames.remove(m.base, m.len);
+    }
+    let _ = writeln!(
+        con,
+        "(XEN) {} MiB free for domains",
+        frames.free_bytes() >> 20
+    );
+    arch::x86_64::cpu::init();
+    arch::x86_64::cpu::enable_fxsave();
+    arch::x86_64::lapic::init(
+        arch::x86_64::cpu::TIMER_VECTOR,
+        arch::x86_64::cpu::SPURIOUS_VECTOR,
+    );
+    let Some(module) = info.modules().first().copied() else {
+        let _ = writeln!(con, "(XEN) no guest domains to run; halting");
+        arch::exit(0x10);
+    };
+    let host = match arch::x86_64::svm::enable(|| {
+        let f = frames.alloc(4096, 4096)?;
+        // SAFETY: the frame was just allocated and is identity-mapped.
+        unsafe { core::ptr::write_bytes(f as usize as *mut u8, 0, 4096) };
+        Some(f)
+    }) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = writeln!(con, "(XEN) panic: {e}");
+            arch::exit(0x11);
+        }
+    };
+    let _ = writeln!(con, "(XEN) SVM with nested paging enabled");
+    // SAFETY: the module was reserved above and stays untouched for the hypervisor's lifetime.
+    let pack = unsafe { arch::phys_slice(module.base, module.len as usize) };
+    let entries = match xen_hv::modpack::parse(pack) {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = writeln!(con, "(XEN) panic: {e}");
+            arch::exit(0x11);
+        }
+    };
+    let mut machine = vm::Machine::new(frames, host);
+    let mut built = 0;
+    for e in entries {
+        if e.vcpus > 1 {
+            let _ = writeln!(
+                con,
+                "(XEN) {}: {} vCPUs asked, only vCPU 0 is brought up",
+                e.name, e.vcpus
+            );
+        }
+        match machine.create_domain(e.name, e.image, e.mem_mib) {
+            Ok(_) => built += 1,
+            Err(err) => {
+                let _ = writeln!(con, "(XEN) {}: cannot build the domain: {err}", e.name);
+            }
+        }
+    }
+    let _ = writeln!(con, "(XEN) running {built} domain(s)");
+    machine.run();
+    let _ = writeln!(con, "(XEN) all domains are gone");
+    if machine.report() {
+        let _ = writeln!(con, "(XEN) all guests passed");
+        arch::exit(0x10);
+    }
+    let _ = writeln!(con, "(XEN) some guests failed");
+    arch::exit(0x11);
 }
 
 #[cfg(target_os = "none")]

@@ -1,7 +1,10 @@
-//! x86_64 support: boot, console, and platform exit.
+//! x86_64 support: boot, console, descriptor tables, LAPIC timer, SVM, and platform exit.
 
 pub mod boot;
+pub mod cpu;
+pub mod lapic;
 pub mod serial;
+pub mod svm;
 
 use x86_64::instructions::port::Port;
 
@@ -26,4 +29,17 @@ pub fn exit(code: u8) -> ! {
 pub unsafe fn phys_slice(paddr: u64, len: usize) -> &'static [u8] {
     // SAFETY: the caller guarantees the range is identity-mapped, readable and not concurrently written.
     unsafe { core::slice::from_raw_parts(paddr as usize as *const u8, len) }
+}
+
+extern "C" {
+    static __image_start: u8;
+    static __image_end: u8;
+}
+
+/// The physical range the hypervisor image occupies (identity-mapped, so addresses are physical).
+pub fn image_range() -> (u64, u64) {
+    (
+        core::ptr::addr_of!(__image_start) as u64,
+        core::ptr::addr_of!(__image_end) as u64,
+    )
 }

@@ -1,0 +1,105 @@
+//! Test guest `hostile`: undefined hypercalls, random arguments to every hypercall, then a wild MMIO write. The
+//! hypervisor must answer the calls with errors, then stop the domain and keep the others running.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("hostile is a bare-metal PVH guest: run it with `scripts/hv-boot hostile`");
+    std::process::exit(2);
+}
+
+#[cfg(target_os = "none")]
+mod guest {
+    use xen_abi::hypercall::*;
+    use xen_test_guests::{hypercall_raw, is_error, println, Rng};
+
+    #[no_mangle]
+    extern "C" fn guest_main(_start_info: u64) -> ! {
+        let mut rng = Rng::new(0x5eed_1234_abcd_0001);
+        let mut bad = 0;
+        // Undefined hypercall numbers.
+        let mut undefined = 0;
+        for nr in (0..64).chain([128, 4096, u64::MAX]) {
+            if matches!(
+                nr,
+                MEMORY_OP | SET_TIMER_OP | XEN_VERSION | CONSOLE_IO | VCPU_OP | SCHED_OP | HVM_OP
+            ) {
+                continue;
+            }
+            undefined += 1;
+            let r = hypercall_raw(
+                nr,
+                [
+                    rng.next_u64(),
+                    rng.next_u64(),
+                    rng.next_u64(),
+                    rng.next_u64(),
+                    rng.next_u64(),
+                ],
+            );
+            if r != (-38i64) as u64 {
+                bad += 1;
+                println!("hostile: hypercall {nr} returned {r:#x}, not -ENOSYS");
+            }
+        }
+        // Random sub-operations and pointers for the implemented hypercalls (never SCHEDOP_block or shutdown,
+        // which would legitimately stop this vCPU).
+        let calls = [
+            MEMORY_OP,
+            XEN_VERSION,
+            CONSOLE_IO,
+            VCPU_OP,
+            SCHED_OP,
+            HVM_OP,
+        ];
+        let mut errors = 0;
+        let n = 400;
+        for i in 0..n {
+            let nr = calls[i % calls.len()];
+            let mut a = [
+                rng.next_u64(),
+                rng.next_u64(),
+                rng.next_u64(),
+                rng.next_u64(),
+                rng.next_u64(),
+            ];
+            if i % 2 == 0 {
+                // Small, valid-looking sub-op with a wild pointer.
+                a[0] %= 12;
+            }
+            if nr == CONSOLE_IO && a[0] == consoleio::READ {
+                // A read with no pending input legitimately returns 0 bytes; write from the wild pointer instead.
+                a[0] = consoleio::WRITE;
+            }
+            if nr == SCHED_OP && a[0] < 8 {
+                a[0] += 8;
+            }
+            if nr == XEN_VERSION && matches!(a[0], xenver::VERSION | xenver::PAGESIZE) {
+                a[0] = 1;
+            }
+            let r = hypercall_raw(nr, a);
+            if is_error(r) {
+                errors += 1;
+            } else {
+                println!("hostile: hypercall {nr} {a:x?} returned {r:#x}");
+            }
+        }
+        println!("hostile: {undefined} undefined hypercalls, {errors} of {n} random calls refused");
+        if bad == 0 && errors == n {
+            println!("PASS hostile: every undefined or malformed hypercall was refused");
+        } else {
+            println!(
+                "FAIL hostile: {bad} wrong answers, {} random calls accepted",
+                n - errors
+            );
+        }
+        println!(
+            "EXPECT-CRASH hostile: writing to unbacked guest-physical memory (wild MMIO) next"
+        );
+        // SAFETY: deliberately hostile: 0x3000_0000 is mapped by our own tables but has no memory behind it.
+        unsafe { core::ptr::write_volatile(0x3000_0000 as *mut u64, 0xdead) };
+        println!("FAIL hostile: the wild write returned");
+        xen_test_guests::halt_forever()
+    }
+}

@@ -1,0 +1,370 @@
+//! Test guest `hypercalls`: checks each hypercall the hypervisor offers a PVH guest and its results and errors.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("hypercalls is a bare-metal PVH guest: run it with `scripts/hv-boot hypercalls`");
+    std::process::exit(2);
+}
+
+#[cfg(target_os = "none")]
+mod guest {
+    use xen_abi::errno::Errno;
+    use xen_abi::hypercall::*;
+    use xen_abi::start_info::{HvmMemmapEntry, HvmStartInfo, HVM_START_MAGIC};
+    use xen_abi::xen::*;
+    use xen_test_guests::{hypercall, hypercall_raw, setup_hypercall_page, Checks};
+
+    #[repr(C, align(4096))]
+    struct Page([u8; 4096]);
+
+    /// Where shared_info gets mapped: the last page of the 8 MiB domain.
+    const SHARED_GPFN: u64 = 0x7ff;
+    /// Mapped by the guest's own tables (first GiB) but not by the nested tables.
+    const UNBACKED: u64 = 0x3000_0000;
+    static mut VCPU_INFO_PAGE: Page = Page([0; 4096]);
+
+    fn errno(r: u64) -> Option<Errno> {
+        Errno::from_ret(r as i64)
+    }
+
+    fn read<T: Copy>(pa: u64) -> T {
+        // SAFETY: callers pass addresses inside the guest's identity-mapped RAM holding a `T`.
+        unsafe { core::ptr::read_volatile(pa as usize as *const T) }
+    }
+
+    #[no_mangle]
+    extern "C" fn guest_main(start_info: u64) -> ! {
+        let mut c = Checks::new("hypercalls");
+
+        // Boot state from hvm_start_info.
+        let si: HvmStartInfo = read(start_info);
+        c.check(
+            "start_info magic and version",
+            si.magic == HVM_START_MAGIC && si.version == 1,
+            format_args!("magic {:#x} version {}", si.magic, si.version),
+        );
+        let mm: HvmMemmapEntry = read(si.memmap_paddr);
+        c.check(
+            "start_info memory map",
+            si.memmap_entries == 1 && mm.kind == 1 && mm.addr == 0 && mm.size == 8 << 20,
+            format_args!(
+                "{} entries, first {:#x}+{:#x} type {}",
+                si.memmap_entries, mm.addr, mm.size, mm.kind
+            ),
+        );
+        let cmd: [u8; 11] = read(si.cmdline_paddr);
+        c.check(
+            "start_info command line",
+            &cmd == b"hypercalls\0",
+            format_args!("{cmd:?}"),
+        );
+
+        // CPUID leaves.
+        let l0 = core::arch::x86_64::__cpuid(cpuid::BASE);
+        c.check(
+            "CPUID 0x40000000 signature XenVMMXenVMM",
+            [l0.ebx, l0.ecx, l0.edx] == cpuid::SIGNATURE && l0.eax >= cpuid::BASE + 4,
+            format_args!(
+                "eax {:#x} ebx {:#x} ecx {:#x} edx {:#x}",
+                l0.eax, l0.ebx, l0.ecx, l0.edx
+            ),
+        );
+        let l1 = core::arch::x86_64::__cpuid(cpuid::BASE + 1);
+        c.check(
+            "CPUID 0x40000001 version 4.17",
+            l1.eax == 0x4_0011,
+            format_args!("{:#x}", l1.eax),
+        );
+        let l4 = core::arch::x86_64::__cpuid(cpuid::BASE + 4);
+        c.check(
+            "CPUID 0x40000004 vCPU id 0",
+            l4.eax & cpuid::HVM_VCPU_ID_PRESENT != 0 && l4.ebx == 0,
+            format_args!("eax {:#x} ebx {}", l4.eax, l4.ebx),
+        );
+        let std1 = core::arch::x86_64::__cpuid(1);
+        c.check(
+            "CPUID 1 announces a hypervisor",
+            std1.ecx & (1 << 31) != 0,
+            format_args!("ecx {:#x}", std1.ecx),
+        );
+
+        // Raw vmmcall before the page exists.
+        let v = hypercall_raw(XEN_VERSION, [xenver::VERSION, 0, 0, 0, 0]);
+        c.check(
+            "raw vmmcall xen_version = 4.17",
+            v == 0x4_0011,
+            format_args!("{v:#x}"),
+        );
+
+        // Hypercall page.
+        let msr = setup_hypercall_page();
+        let page = xen_test_guests::hypercall_page();
+        let stub: [u8; 9] = read(page + 32 * XEN_VERSION);
+        c.check(
+            "hypercall page filled through the MSR from CPUID leaf 2",
+            msr == cpuid::HYPERCALL_MSR && stub == [0xb8, 17, 0, 0, 0, 0x0f, 0x01, 0xd9, 0xc3],
+            format_args!("msr {msr:#x} stub {stub:02x?}"),
+        );
+        let v = hypercall(XEN_VERSION, [xenver::VERSION, 0, 0, 0, 0]);
+        c.check(
+            "xen_version(XENVER_version) via the page",
+            v == 0x4_0011,
+            format_args!("{v:#x}"),
+        );
+        let mut extra = [0xffu8; 16];
+        let r = hypercall(
+            XEN_VERSION,
+            [xenver::EXTRAVERSION, extra.as_mut_ptr() as u64, 0, 0, 0],
+        );
+        c.check(
+            "xen_version(XENVER_extraversion)",
+            r == 0 && extra.starts_with(b"-xen-rs\0"),
+            format_args!("ret {r:#x} {extra:?}"),
+        );
+        let mut feat = [0u32; 2];
+        let r = hypercall(
+            XEN_VERSION,
+            [xenver::GET_FEATURES, feat.as_mut_ptr() as u64, 0, 0, 0],
+        );
+        c.check(
+            "xen_version(XENVER_get_features): auto-translated physmap",
+            r == 0 && feat[1] & (1 << 2) != 0,
+            format_args!("ret {r:#x} submap {:#x}", feat[1]),
+        );
+        let r = hypercall(XEN_VERSION, [xenver::EXTRAVERSION, UNBACKED, 0, 0, 0]);
+        c.check(
+            "bad pointer (no nested mapping) -> EFAULT",
+            errno(r) == Some(Errno::Efault),
+            format_args!("{r:#x}"),
+        );
+        let r = hypercall(
+            XEN_VERSION,
+            [xenver::EXTRAVERSION, 0x7000_0000_0000, 0, 0, 0],
+        );
+        c.check(
+            "bad pointer (no guest mapping) -> EFAULT",
+            errno(r) == Some(Errno::Efault),
+            format_args!("{r:#x}"),
+        );
+        let r = hypercall(
+            XEN_VERSION,
+            [xenver::EXTRAVERSION, 0x8000_0000_0000, 0, 0, 0],
+        );
+        c.check(
+            "bad pointer (non-canonical) -> EFAULT",
+            errno(r) == Some(Errno::Efault),
+            format_args!("{r:#x}"),
+        );
+
+        // console_io.
+        let msg = b"hypercalls: console_io write works\n";
+        let r = hypercall(
+            CONSOLE_IO,
+            [
+                consoleio::WRITE,
+                msg.len() as u64,
+                msg.as_ptr() as u64,
+                0,
+                0,
+            ],
+        );
+        c.check(
+            "console_io(CONSOLEIO_write) returns 0",
+            r == 0,
+            format_args!("{r:#x}"),
+        );
+        let mut inbuf = [0u8; 16];
+        let r = hypercall(
+            CONSOLE_IO,
+            [consoleio::READ, 16, inbuf.as_mut_ptr() as u64, 0, 0],
+        );
+        c.check(
+            "console_io(CONSOLEIO_read) with no input returns 0 bytes",
+            r == 0,
+            format_args!("{r:#x}"),
+        );
+        let r = hypercall(CONSOLE_IO, [consoleio::WRITE, 8, UNBACKED, 0, 0]);
+        c.check(
+            "console_io write from a bad pointer -> EFAULT",
+            errno(r) == Some(Errno::Efault),
+            format_args!("{r:#x}"),
+        );
+
+        // memory_op(XENMEM_memory_map).
+        let mut e820 = [E820Entry::default(); 4];
+        let mut map = XenMemoryMap {
+            nr_entries: 4,
+            pad: 0,
+            buffer: e820.as_mut_ptr() as u64,
+        };
+        let r = hypercall(
+            MEMORY_OP,
+            [xenmem::MEMORY_MAP, &mut map as *mut _ as u64, 0, 0, 0],
+        );
+        let (addr, size, kind) = (e820[0].addr, e820[0].size, e820[0].kind);
+        c.check(
+            "memory_op(XENMEM_memory_map)",
+            r == 0 && map.nr_entries == 1 && addr == 0 && size == 8 << 20 && kind == 1,
+            format_args!(
+                "ret {r:#x} n {} {addr:#x}+{size:#x} type {kind}",
+                map.nr_entries
+            ),
+        );
+
+        // memory_op(XENMEM_add_to_physmap, shared_info).
+        let shared = SHARED_GPFN << 12;
+        // SAFETY: the page at `shared` is RAM of this guest that nothing else uses.
+        unsafe { core::ptr::write_volatile(shared as usize as *mut u64, 0x5a5a_5a5a_5a5a_5a5a) };
+        let xatp = XenAddToPhysmap {
+            domid: DOMID_SELF,
+            size: 0,
+            space: xenmem::MAPSPACE_SHARED_INFO,
+            idx: 0,
+            gpfn: SHARED_GPFN,
+        };
+        let r = hypercall(
+            MEMORY_OP,
+            [xenmem::ADD_TO_PHYSMAP, &xatp as *const _ as u64, 0, 0, 0],
+        );
+        let first: u64 = read(shared);
+        c.check(
+            "add_to_physmap(shared_info) replaces the frame",
+            r == 0 && first == 0,
+            format_args!("ret {r:#x} first word {first:#x}"),
+        );
+        let bad = XenAddToPhysmap { idx: 1, ..xatp };
+        let r = hypercall(
+            MEMORY_OP,
+            [xenmem::ADD_TO_PHYSMAP, &bad as *const _ as u64, 0, 0, 0],
+        );
+        c.check(
+            "add_to_physmap(shared_info, idx 1) -> EINVAL",
+            errno(r) == Some(Errno::Einval),
+            format_args!("{r:#x}"),
+        );
+        let other = XenAddToPhysmap { domid: 42, ..xatp };
+        let r = hypercall(
+            MEMORY_OP,
+            [xenmem::ADD_TO_PHYSMAP, &other as *const _ as u64, 0, 0, 0],
+        );
+        c.check(
+            "add_to_physmap for another domain -> ESRCH",
+            errno(r) == Some(Errno::Esrch),
+            format_args!("{r:#x}"),
+        );
+
+        // hvm_op get/set_param.
+        let mut p = XenHvmParam {
+            domid: DOMID_SELF,
+            pad: 0,
+            index: hvmop::PARAM_CALLBACK_IRQ,
+            value: (2 << 56) | 0xf3,
+        };
+        let r1 = hypercall(HVM_OP, [hvmop::SET_PARAM, &p as *const _ as u64, 0, 0, 0]);
+        p.value = 0;
+        let r2 = hypercall(HVM_OP, [hvmop::GET_PARAM, &mut p as *mut _ as u64, 0, 0, 0]);
+        c.check(
+            "hvm_op set_param/get_param round trip",
+            r1 == 0 && r2 == 0 && p.value == (2 << 56) | 0xf3,
+            format_args!("{r1:#x} {r2:#x} {:#x}", p.value),
+        );
+        let mut q = XenHvmParam {
+            index: hvmop::PARAM_CONSOLE_PFN,
+            value: 77,
+            ..p
+        };
+        let r = hypercall(HVM_OP, [hvmop::GET_PARAM, &mut q as *mut _ as u64, 0, 0, 0]);
+        c.check(
+            "hvm_op get_param(CONSOLE_PFN) is 0 (no PV console)",
+            r == 0 && q.value == 0,
+            format_args!("{r:#x} {}", q.value),
+        );
+        let mut q = XenHvmParam { index: 9999, ..p };
+        let r = hypercall(HVM_OP, [hvmop::GET_PARAM, &mut q as *mut _ as u64, 0, 0, 0]);
+        c.check(
+            "hvm_op get_param(bad index) -> EINVAL",
+            errno(r) == Some(Errno::Einval),
+            format_args!("{r:#x}"),
+        );
+
+        // vcpu_op(VCPUOP_register_vcpu_info), then set_timer_op + SCHEDOP_block wake-up through it.
+        let vi_page = core::ptr::addr_of!(VCPU_INFO_PAGE) as u64;
+        let reg = VcpuRegisterVcpuInfo {
+            mfn: vi_page >> 12,
+            offset: 128,
+            rsvd: 0,
+        };
+        let r = hypercall(
+            VCPU_OP,
+            [vcpuop::REGISTER_VCPU_INFO, 0, &reg as *const _ as u64, 0, 0],
+        );
+        c.check(
+            "vcpu_op(register_vcpu_info)",
+            r == 0,
+            format_args!("{r:#x}"),
+        );
+        let r = hypercall(
+            VCPU_OP,
+            [vcpuop::REGISTER_VCPU_INFO, 7, &reg as *const _ as u64, 0, 0],
+        );
+        c.check(
+            "vcpu_op on a vCPU that does not exist -> ENOENT",
+            errno(r) == Some(Errno::Enoent),
+            format_args!("{r:#x}"),
+        );
+        let r = hypercall(SET_TIMER_OP, [1, 0, 0, 0, 0]);
+        let b = hypercall(SCHED_OP, [schedop::BLOCK, 0, 0, 0, 0]);
+        let pending: u8 = read(vi_page + 128);
+        c.check(
+            "set_timer_op + SCHEDOP_block: woken with evtchn_upcall_pending in vcpu_info",
+            r == 0 && b == 0 && pending == 1,
+            format_args!("{r:#x} {b:#x} pending {pending}"),
+        );
+        let r = hypercall(SCHED_OP, [schedop::YIELD, 0, 0, 0, 0]);
+        c.check("sched_op(SCHEDOP_yield)", r == 0, format_args!("{r:#x}"));
+        let r = hypercall(SCHED_OP, [schedop::SHUTDOWN, UNBACKED, 0, 0, 0]);
+        c.check(
+            "sched_op(shutdown) with a bad pointer -> EFAULT",
+            errno(r) == Some(Errno::Efault),
+            format_args!("{r:#x}"),
+        );
+
+        // Undefined hypercalls and sub-ops.
+        let r = hypercall_raw(99, [0; 5]);
+        c.check(
+            "undefined hypercall 99 -> ENOSYS",
+            errno(r) == Some(Errno::Enosys),
+            format_args!("{r:#x}"),
+        );
+        let r = hypercall(EVENT_CHANNEL_OP, [0; 5]);
+        c.check(
+            "unimplemented event_channel_op -> ENOSYS",
+            errno(r) == Some(Errno::Enosys),
+            format_args!("{r:#x}"),
+        );
+        let r = hypercall(SCHED_OP, [77, 0, 0, 0, 0]);
+        c.check(
+            "undefined sched_op sub-op -> ENOSYS",
+            errno(r) == Some(Errno::Enosys),
+            format_args!("{r:#x}"),
+        );
+
+        // Port 0xe9 debug console and unclaimed port reads.
+        let val: u8;
+        // SAFETY: port I/O traps to the hypervisor, which emulates these ports.
+        unsafe {
+            for &ch in b"hypercalls: port 0xe9 works\n" {
+                core::arch::asm!("out %al, $0xe9", in("al") ch, options(att_syntax, nomem, nostack));
+            }
+            core::arch::asm!("in $0x80, %al", out("al") val, options(att_syntax, nomem, nostack));
+        }
+        c.check(
+            "read of an unclaimed port returns all ones",
+            val == 0xff,
+            format_args!("{val:#x}"),
+        );
+        c.finish()
+    }
+}

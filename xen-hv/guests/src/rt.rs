@@ -1,0 +1,287 @@
+//! The bare-metal part of the runtime.
+
+use core::fmt::Write as _;
+
+use xen_abi::hypercall::{consoleio, schedop, CONSOLE_IO, SCHED_OP};
+use xen_abi::xen::SchedShutdown;
+
+core::arch::global_asm!(
+    r#"
+    .section .note.Xen, "a", @note
+    .balign 4
+    .long 4
+    .long 8
+    .long 18
+    .asciz "Xen"
+    .balign 4
+    .quad pvh_entry
+    .balign 4
+
+    .section .boot32, "ax"
+    .code32
+    .global pvh_entry
+pvh_entry:
+    cli
+    cld
+    mov $guest_stack_top, %esp
+    /* Identity-map the first GiB with 2 MiB pages. */
+    xor %ecx, %ecx
+1:
+    mov %ecx, %eax
+    shl $21, %eax
+    or $0x83, %eax
+    mov %eax, guest_pd(,%ecx,8)
+    movl $0, guest_pd+4(,%ecx,8)
+    inc %ecx
+    cmp $512, %ecx
+    jne 1b
+    mov $guest_pd, %eax
+    or $3, %eax
+    mov %eax, guest_pdpt
+    mov $guest_pdpt, %eax
+    or $3, %eax
+    mov %eax, guest_pml4
+    mov $guest_pml4, %eax
+    mov %eax, %cr3
+    /* PAE, OSFXSR, OSXMMEXCPT. */
+    mov %cr4, %eax
+    or $0x620, %eax
+    mov %eax, %cr4
+    /* EFER.LME (the hypervisor emulates this MSR). */
+    mov $0xc0000080, %ecx
+    rdmsr
+    or $0x100, %eax
+    wrmsr
+    /* Paging, protected mode, write protect; clear EM, set MP for SSE. */
+    mov %cr0, %eax
+    and $0xfffffffb, %eax
+    or $0x80010003, %eax
+    mov %eax, %cr0
+    lgdt guest_gdt_ptr
+    ljmp $0x08, $guest_long_mode
+
+    .code64
+guest_long_mode:
+    mov $0x10, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    mov $guest_stack_top, %rsp
+    mov %ebx, %edi
+    call guest_main
+2:
+    hlt
+    jmp 2b
+
+    .section .rodata
+    .balign 8
+guest_gdt:
+    .quad 0
+    .quad 0x00af9a000000ffff
+    .quad 0x00cf92000000ffff
+guest_gdt_end:
+guest_gdt_ptr:
+    .short guest_gdt_end - guest_gdt - 1
+    .long guest_gdt
+
+    .section .bss
+    .balign 4096
+    .global guest_pml4
+guest_pml4:
+    .fill 512, 8, 0
+guest_pdpt:
+    .fill 512, 8, 0
+guest_pd:
+    .fill 512, 8, 0
+    .balign 16
+guest_stack:
+    .fill 65536, 1, 0
+guest_stack_top:
+    "#,
+    options(att_syntax)
+);
+
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+/// The page the hypervisor fills with hypercall stubs.
+static mut HYPERCALL_PAGE: Page = Page([0; 4096]);
+static mut PAGE_READY: bool = false;
+
+/// A raw `vmmcall` hypercall with the 64-bit convention.
+pub fn hypercall_raw(nr: u64, a: [u64; 5]) -> u64 {
+    let ret: u64;
+    // SAFETY: `vmmcall` traps to the hypervisor, which only changes rax and the memory the arguments name.
+    unsafe {
+        core::arch::asm!(
+            "vmmcall",
+            inlateout("rax") nr => ret,
+            in("rdi") a[0],
+            in("rsi") a[1],
+            in("rdx") a[2],
+            in("r10") a[3],
+            in("r8") a[4],
+            options(nostack)
+        );
+    }
+    ret
+}
+
+/// The address of the hypercall page.
+pub fn hypercall_page() -> u64 {
+    core::ptr::addr_of!(HYPERCALL_PAGE) as u64
+}
+
+/// Asks the hypervisor (CPUID leaf base+2, then WRMSR) to fill the hypercall page; returns the MSR used.
+pub fn setup_hypercall_page() -> u32 {
+    let r = core::arch::x86_64::__cpuid(0x4000_0002);
+    let msr = r.ebx;
+    let addr = hypercall_page();
+    // SAFETY: writing the hypercall MSR makes the hypervisor fill our own page; nothing else changes.
+    unsafe {
+        core::arch::asm!("wrmsr", in("ecx") msr, in("eax") addr as u32, in("edx") (addr >> 32) as u32,
+            options(nostack));
+        *core::ptr::addr_of_mut!(PAGE_READY) = true;
+    }
+    msr
+}
+
+/// A hypercall through the hypercall page once it is set up, a raw `vmmcall` before.
+pub fn hypercall(nr: u64, a: [u64; 5]) -> u64 {
+    // SAFETY: a plain read of a flag only this vCPU writes.
+    if !unsafe { *core::ptr::addr_of!(PAGE_READY) } || nr >= 128 {
+        return hypercall_raw(nr, a);
+    }
+    let target = hypercall_page() + nr * 32;
+    let ret: u64;
+    // SAFETY: the hypervisor filled the page with `mov $nr, %eax; vmmcall; ret` stubs; the call only changes
+    // rax (declared) and the memory the arguments name.
+    unsafe {
+        core::arch::asm!(
+            "call *{t}",
+            t = in(reg) target,
+            lateout("rax") ret,
+            in("rdi") a[0],
+            in("rsi") a[1],
+            in("rdx") a[2],
+            in("r10") a[3],
+            in("r8") a[4],
+            options(att_syntax)
+        );
+    }
+    ret
+}
+
+/// Writes bytes to the Xen console.
+pub fn console_write(b: &[u8]) -> u64 {
+    hypercall(
+        CONSOLE_IO,
+        [consoleio::WRITE, b.len() as u64, b.as_ptr() as u64, 0, 0],
+    )
+}
+
+/// The console as a `fmt::Write`.
+pub struct Console;
+
+impl core::fmt::Write for Console {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        console_write(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Prints a formatted line on the Xen console.
+#[macro_export]
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        let mut b = $crate::Buf::<256>::default();
+        let _ = core::fmt::Write::write_fmt(&mut b, format_args!($($arg)*));
+        let _ = core::fmt::Write::write_str(&mut b, "\n");
+        $crate::console_write(b.as_bytes());
+    }};
+}
+
+/// Asks to be shut down with `reason`; returns only if the hypervisor refuses.
+pub fn shutdown(reason: u32) -> u64 {
+    let s = SchedShutdown { reason };
+    hypercall(
+        SCHED_OP,
+        [
+            schedop::SHUTDOWN,
+            &s as *const SchedShutdown as u64,
+            0,
+            0,
+            0,
+        ],
+    )
+}
+
+/// Collects check results and reports them.
+pub struct Checks {
+    name: &'static str,
+    failed: u32,
+    run: u32,
+}
+
+impl Checks {
+    /// A new report for guest `name`.
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            failed: 0,
+            run: 0,
+        }
+    }
+
+    /// Records one check.
+    pub fn check(&mut self, what: &str, ok: bool, detail: core::fmt::Arguments<'_>) {
+        self.run += 1;
+        if ok {
+            println!("{}: ok   {what}", self.name);
+        } else {
+            self.failed += 1;
+            println!("FAIL {}: {what}: {detail}", self.name);
+        }
+    }
+
+    /// Prints the verdict and powers off even when a check failed (the verdict comes from the FAIL lines).
+    pub fn finish_with_poweroff(self) -> ! {
+        if self.failed == 0 {
+            println!("PASS {} ({} checks)", self.name, self.run);
+        }
+        shutdown(schedop::SHUTDOWN_POWEROFF);
+        halt_forever()
+    }
+
+    /// Prints the verdict and powers off (or crashes, when a check failed).
+    pub fn finish(self) -> ! {
+        if self.failed == 0 {
+            println!("PASS {} ({} checks)", self.name, self.run);
+            shutdown(schedop::SHUTDOWN_POWEROFF);
+        } else {
+            println!(
+                "{}: {} of {} checks failed",
+                self.name, self.failed, self.run
+            );
+            shutdown(schedop::SHUTDOWN_CRASH);
+        }
+        halt_forever()
+    }
+}
+
+/// Stops this vCPU for good.
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: halting with interrupts off only stops this vCPU.
+        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let mut b = crate::Buf::<256>::default();
+    let _ = writeln!(b, "FAIL guest panic: {info}");
+    console_write(b.as_bytes());
+    shutdown(schedop::SHUTDOWN_CRASH);
+    halt_forever()
+}

@@ -1,0 +1,148 @@
+//! The architecture-neutral vCPU interface: common code runs a vCPU through [`Vcpu::run`], matches on the
+//! [`Exit`] it returns, and uses the accessors to emulate. SVM implements it today; VMX can follow behind the
+//! same trait.
+
+use crate::paging::GuestPaging;
+
+/// Why the guest stopped running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// A physical interrupt arrived for the host (timer tick): a preemption point.
+    Interrupt,
+    /// CPUID with `eax` = leaf, `ecx` = subleaf.
+    Cpuid {
+        /// Leaf.
+        leaf: u32,
+        /// Subleaf.
+        subleaf: u32,
+    },
+    /// RDMSR of `msr`.
+    MsrRead(u32),
+    /// WRMSR of `value` to `msr`.
+    MsrWrite(u32, u64),
+    /// Port I/O; `next_rip` is where the guest continues.
+    Io {
+        /// Port.
+        port: u16,
+        /// Access size in bytes.
+        size: u8,
+        /// OUT (true) or IN.
+        write: bool,
+        /// A string or REP instruction.
+        string: bool,
+        /// The address of the following instruction.
+        next_rip: u64,
+    },
+    /// HLT.
+    Halt,
+    /// A hypercall instruction (`vmmcall` / `vmcall`).
+    Hypercall,
+    /// A guest-physical access that the nested tables do not allow.
+    NestedFault {
+        /// Guest-physical address.
+        gpa: u64,
+        /// Fault error code bits (write, fetch, ...).
+        code: u64,
+    },
+    /// The guest triple-faulted.
+    TripleFault,
+    /// An instruction the guest may not use (nested virtualization, XSETBV, ...): inject #UD.
+    Forbidden(&'static str),
+    /// The hardware refused the guest state.
+    InvalidState,
+    /// An exit this hypervisor does not handle.
+    Unhandled(u64),
+}
+
+/// General-purpose register names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Reg {
+    /// rax.
+    Rax = 0,
+    /// rbx.
+    Rbx,
+    /// rcx.
+    Rcx,
+    /// rdx.
+    Rdx,
+    /// rsi.
+    Rsi,
+    /// rdi.
+    Rdi,
+    /// rbp.
+    Rbp,
+    /// r8.
+    R8,
+    /// r9.
+    R9,
+    /// r10.
+    R10,
+    /// r11.
+    R11,
+}
+
+/// A hardware-virtualized vCPU.
+pub trait Vcpu {
+    /// Enters the guest until the next exit.
+    fn run(&mut self) -> Exit;
+    /// Reads a register.
+    fn reg(&self, r: Reg) -> u64;
+    /// Writes a register.
+    fn set_reg(&mut self, r: Reg, v: u64);
+    /// The instruction pointer.
+    fn rip(&self) -> u64;
+    /// Sets the instruction pointer.
+    fn set_rip(&mut self, rip: u64);
+    /// Moves the instruction pointer past the instruction that caused the last exit (its length is known from
+    /// the exit kind, since hardware without next-RIP support does not say).
+    fn skip_instruction(&mut self, exit: &Exit);
+    /// Queues a hardware exception for the next entry.
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
+    /// The paging state for guest pointer translation.
+    fn paging(&self) -> GuestPaging;
+    /// True when the guest runs 64-bit code (selects the hypercall register convention).
+    fn long_mode(&self) -> bool;
+    /// Reads an MSR kept in the vCPU's hardware state (EFER, PAT); `None` for others.
+    fn read_state_msr(&self, msr: u32) -> Option<u64>;
+    /// Writes such an MSR, false when the value is invalid.
+    fn write_state_msr(&mut self, msr: u32, v: u64) -> bool;
+}
+
+/// The instruction length of exits whose instruction has a fixed encoding.
+pub fn fixed_length(exit: &Exit) -> u64 {
+    match exit {
+        Exit::Hypercall => 3,
+        Exit::Cpuid { .. } | Exit::MsrRead(_) | Exit::MsrWrite(..) => 2,
+        Exit::Halt => 1,
+        _ => 0,
+    }
+}
+
+/// Hypercall number and arguments from the register convention of the guest's mode.
+pub fn hypercall_args<V: Vcpu + ?Sized>(v: &V) -> (u64, [u64; 5]) {
+    if v.long_mode() {
+        (
+            v.reg(Reg::Rax),
+            [
+                v.reg(Reg::Rdi),
+                v.reg(Reg::Rsi),
+                v.reg(Reg::Rdx),
+                v.reg(Reg::R10),
+                v.reg(Reg::R8),
+            ],
+        )
+    } else {
+        let lo = |r| v.reg(r) & 0xffff_ffff;
+        (
+            lo(Reg::Rax),
+            [
+                lo(Reg::Rbx),
+                lo(Reg::Rcx),
+                lo(Reg::Rdx),
+                lo(Reg::Rsi),
+                lo(Reg::Rdi),
+            ],
+        )
+    }
+}

@@ -1,0 +1,844 @@
+//! Domains on the bare-metal image: building them from the guest pack, running their vCPUs round robin on the
+//! boot CPU, handling their exits and hypercalls, and judging the test guests' results.
+
+use core::fmt::Write as _;
+use core::sync::atomic::Ordering;
+
+use xen_abi::elf::ElfImage;
+use xen_abi::errno::Errno;
+use xen_abi::plain::Plain;
+use xen_abi::start_info::{HvmMemmapEntry, HvmStartInfo, HVM_START_MAGIC};
+use xen_abi::xen::{cpuid, E820Entry};
+use xen_hv::frames::{FrameAllocator, PAGE};
+use xen_hv::hypercall::{self, Guest, Next, NR_PARAMS};
+use xen_hv::paging::{guest_walk, FrameSource, PageTable, PhysMem, NPT_RWX};
+use xen_hv::sched::{RoundRobin, State};
+use xen_hv::vcpu::{hypercall_args, Exit, Reg, Vcpu};
+
+use crate::arch::x86_64::{lapic, serial::Serial, svm};
+
+/// Most domains at once.
+pub const MAX_DOMAINS: usize = 8;
+/// Most vCPUs at once.
+pub const MAX_VCPUS: usize = 16;
+/// Guest-physical address of `hvm_start_info`.
+const START_INFO_GPA: u64 = 0x1000;
+/// Lowest guest-physical address an image may load at.
+const IMAGE_MIN_GPA: u64 = 0x10_0000;
+/// Guest frames at or above this cannot take the shared_info page.
+const MAX_GPFN: u64 = 1 << 20;
+
+/// Host physical memory through the identity map.
+pub struct HostMem;
+
+impl PhysMem for HostMem {
+    fn read_u64(&self, pa: u64) -> Option<u64> {
+        if pa >= 1 << 32 || !pa.is_multiple_of(8) {
+            return None;
+        }
+        // SAFETY: the first 4 GiB are identity-mapped and the address is aligned; table frames are owned by the
+        // hypervisor.
+        Some(unsafe { core::ptr::read_volatile(pa as usize as *const u64) })
+    }
+
+    fn write_u64(&mut self, pa: u64, v: u64) -> bool {
+        if pa >= 1 << 32 || !pa.is_multiple_of(8) {
+            return false;
+        }
+        // SAFETY: as for `read_u64`; writes only go to table frames the hypervisor allocated.
+        unsafe { core::ptr::write_volatile(pa as usize as *mut u64, v) };
+        true
+    }
+}
+
+/// Zeroed frames from the frame allocator.
+pub struct Frames<'a>(pub &'a mut FrameAllocator);
+
+impl FrameSource for Frames<'_> {
+    fn alloc_table(&mut self) -> Option<u64> {
+        let f = self.0.alloc(PAGE, PAGE)?;
+        zero(f, PAGE);
+        Some(f)
+    }
+}
+
+fn zero(pa: u64, len: u64) {
+    // SAFETY: callers pass memory they just allocated from the frame allocator, identity-mapped.
+    unsafe { core::ptr::write_bytes(pa as usize as *mut u8, 0, len as usize) };
+}
+
+fn copy_in(pa: u64, data: &[u8]) {
+    // SAFETY: callers pass a destination inside memory owned by the hypervisor or a domain, translated and
+    // bounds-checked; source and destination never overlap (the source is the boot module or a local).
+    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), pa as usize as *mut u8, data.len()) };
+}
+
+/// A domain's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomState {
+    /// Running.
+    Alive,
+    /// Shut down by its own request with this reason.
+    Shutdown(u32),
+    /// Killed by the hypervisor.
+    Crashed,
+}
+
+/// One domain.
+pub struct Domain {
+    /// Domain id (1-based).
+    pub id: u16,
+    /// Name from the pack.
+    pub name: &'static str,
+    mem_base: u64,
+    mem_bytes: u64,
+    npt: PageTable,
+    shared_info: u64,
+    params: [u64; NR_PARAMS],
+    line: [u8; 200],
+    line_len: usize,
+    /// Printed a `PASS` line.
+    pub passed: bool,
+    /// Printed a `FAIL` line.
+    pub failed: bool,
+    /// Announced that it is about to be crashed on purpose.
+    pub expect_crash: bool,
+    /// Its state.
+    pub state: DomState,
+    vcpus: [usize; 4],
+    nr_vcpus: usize,
+    /// Exits handled, for the summary.
+    pub exits: u64,
+    /// Hypercalls handled.
+    pub hypercalls: u64,
+}
+
+/// One vCPU.
+pub struct VcpuSlot {
+    dom: usize,
+    id: u32,
+    hw: svm::SvmVcpu,
+    vcpu_info: Option<u64>,
+    timer: u64,
+}
+
+/// All domains and vCPUs of the machine.
+pub struct Machine {
+    /// Frame allocator.
+    pub frames: FrameAllocator,
+    host: svm::HostState,
+    domains: [Option<Domain>; MAX_DOMAINS],
+    vcpus: [Option<VcpuSlot>; MAX_VCPUS],
+    sched: RoundRobin<MAX_VCPUS>,
+    con: Serial,
+}
+
+/// Why a domain could not be built.
+#[derive(Debug, Clone, Copy)]
+pub enum BuildError {
+    /// The image is unusable.
+    Elf(xen_abi::elf::ElfError),
+    /// The image does not fit the domain's memory.
+    Layout,
+    /// Out of host memory or table slots.
+    NoMemory,
+}
+
+impl core::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Elf(e) => write!(f, "{e}"),
+            Self::Layout => f.write_str(
+                "the image does not fit between 1 MiB and the end of the domain's memory",
+            ),
+            Self::NoMemory => f.write_str("out of memory for the domain"),
+        }
+    }
+}
+
+impl Machine {
+    /// A machine with the given free memory and SVM enabled.
+    pub fn new(frames: FrameAllocator, host: svm::HostState) -> Self {
+        Self {
+            frames,
+            host,
+            domains: core::array::from_fn(|_| None),
+            vcpus: core::array::from_fn(|_| None),
+            sched: RoundRobin::new(),
+            con: Serial::init(),
+        }
+    }
+
+    /// Builds a PVH domain from an ELF image with `mem_mib` MiB and one vCPU.
+    pub fn create_domain(
+        &mut self,
+        name: &'static str,
+        image: &[u8],
+        mem_mib: u32,
+    ) -> Result<u16, BuildError> {
+        let slot = self
+            .domains
+            .iter()
+            .position(Option::is_none)
+            .ok_or(BuildError::NoMemory)?;
+        let vslot = self
+            .vcpus
+            .iter()
+            .position(Option::is_none)
+            .ok_or(BuildError::NoMemory)?;
+        let elf = ElfImage::parse(image).map_err(BuildError::Elf)?;
+        let entry = elf.pvh_entry().map_err(BuildError::Elf)?;
+        let mem_bytes = u64::from(mem_mib) << 20;
+        let (lo, hi) = elf
+            .phys_extent()
+            .map_err(BuildError::Elf)?
+            .ok_or(BuildError::Layout)?;
+        if lo < IMAGE_MIN_GPA || hi > mem_bytes || entry < lo || entry >= hi {
+            return Err(BuildError::Layout);
+        }
+        let id = slot as u16 + 1;
+        let mem_base = self
+            .frames
+            .alloc(mem_bytes, 2 << 20)
+            .ok_or(BuildError::NoMemory)?;
+        zero(mem_base, mem_bytes);
+        let mut fs = Frames(&mut self.frames);
+        let npt = PageTable::new(&mut fs).map_err(|_| BuildError::NoMemory)?;
+        for gpa in (0..mem_bytes).step_by(PAGE as usize) {
+            npt.map(&mut HostMem, &mut fs, gpa, mem_base + gpa, NPT_RWX)
+                .map_err(|_| BuildError::NoMemory)?;
+        }
+        for seg in elf.load_segments() {
+            let seg = seg.map_err(BuildError::Elf)?;
+            let data = elf.segment_data(&seg).map_err(BuildError::Elf)?;
+            copy_in(mem_base + seg.paddr, data);
+        }
+        // hvm_start_info, its memory map and the command line (the guest's name) in page 1.
+        let memmap_gpa = START_INFO_GPA + 0x100;
+        let cmdline_gpa = START_INFO_GPA + 0x200;
+        let si = HvmStartInfo {
+            magic: HVM_START_MAGIC,
+            version: 1,
+            flags: 0,
+            nr_modules: 0,
+            modlist_paddr: 0,
+            cmdline_paddr: cmdline_gpa,
+            rsdp_paddr: 0,
+            memmap_paddr: memmap_gpa,
+            memmap_entries: 1,
+            reserved: 0,
+        };
+        copy_in(mem_base + START_INFO_GPA, si.as_bytes());
+        let mm = HvmMemmapEntry {
+            addr: 0,
+            size: mem_bytes,
+            kind: 1,
+            reserved: 0,
+        };
+        copy_in(mem_base + memmap_gpa, mm.as_bytes());
+        let n = name.len().min(200);
+        copy_in(mem_base + cmdline_gpa, &name.as_bytes()[..n]);
+        let shared_info = fs.alloc_table().ok_or(BuildError::NoMemory)?;
+        let vmcb = fs.alloc_table().ok_or(BuildError::NoMemory)?;
+        let iopm = fs.0.alloc(3 * PAGE, PAGE).ok_or(BuildError::NoMemory)?;
+        let msrpm = fs.0.alloc(2 * PAGE, PAGE).ok_or(BuildError::NoMemory)?;
+        let maps = svm::build_maps(iopm, msrpm);
+        let hw = svm::SvmVcpu::new_pvh(
+            vmcb,
+            &self.host,
+            maps,
+            npt.root,
+            u32::from(id),
+            entry,
+            START_INFO_GPA,
+        );
+        let sched_slot = self.sched.add().ok_or(BuildError::NoMemory)?;
+        if sched_slot != vslot {
+            return Err(BuildError::NoMemory);
+        }
+        self.vcpus[vslot] = Some(VcpuSlot {
+            dom: slot,
+            id: 0,
+            hw,
+            vcpu_info: None,
+            timer: 0,
+        });
+        self.domains[slot] = Some(Domain {
+            id,
+            name,
+            mem_base,
+            mem_bytes,
+            npt,
+            shared_info,
+            params: [0; NR_PARAMS],
+            line: [0; 200],
+            line_len: 0,
+            passed: false,
+            failed: false,
+            expect_crash: false,
+            state: DomState::Alive,
+            vcpus: [vslot, 0, 0, 0],
+            nr_vcpus: 1,
+            exits: 0,
+            hypercalls: 0,
+        });
+        let _ = writeln!(
+            self.con,
+            "(XEN) d{id}: created \"{name}\": {mem_mib} MiB at {mem_base:#x}, 1 vCPU, PVH entry {entry:#x}"
+        );
+        Ok(id)
+    }
+
+    /// Runs every domain until all are gone.
+    pub fn run(&mut self) {
+        loop {
+            let now = lapic::now_ns();
+            let woken = self.sched.expire(now);
+            for i in 0..MAX_VCPUS {
+                if woken & (1 << i) != 0 {
+                    self.raise_upcall(i);
+                }
+            }
+            let Some(i) = self.sched.pick(now) else {
+                if self.sched.all_dead() {
+                    return;
+                }
+                // Every live vCPU is blocked: wait for the next tick.
+                // SAFETY: the IDT handles the timer; interrupts are re-disabled right after the wake-up.
+                unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+                continue;
+            };
+            let next = self.run_slice(i);
+            if self.sched.state(i) == State::Running {
+                self.sched.set(i, next);
+            }
+        }
+    }
+
+    fn raise_upcall(&mut self, v: usize) {
+        let Some(slot) = self.vcpus[v].as_mut() else {
+            return;
+        };
+        slot.timer = 0;
+        if let Some(pa) = slot.vcpu_info {
+            // SAFETY: `pa` was translated through the domain's nested tables when the guest registered it and
+            // lies inside the domain's memory; byte 0 is evtchn_upcall_pending.
+            unsafe { core::ptr::write_volatile(pa as usize as *mut u8, 1) };
+        } else if let Some(d) = self.domains[slot.dom].as_ref() {
+            let pa = d.shared_info + 64 * u64::from(slot.id);
+            // SAFETY: the shared_info frame belongs to the domain; vcpu_info[id] starts at 64 * id.
+            unsafe { core::ptr::write_volatile(pa as usize as *mut u8, 1) };
+        }
+    }
+
+    /// Runs vCPU `v` until it yields, blocks, dies or its time slice (one timer tick) ends.
+    fn run_slice(&mut self, v: usize) -> State {
+        let start = lapic::TICKS.load(Ordering::Acquire);
+        let Some(slot) = self.vcpus[v].as_mut() else {
+            return State::Dead;
+        };
+        slot.hw.load_fpu();
+        let state = loop {
+            let Some(slot) = self.vcpus[v].as_mut() else {
+                return State::Dead;
+            };
+            let exit = slot.hw.run();
+            let dom = slot.dom;
+            if let Some(d) = self.domains[dom].as_mut() {
+                d.exits += 1;
+            }
+            match self.handle_exit(v, exit) {
+                Flow::Continue => {}
+                Flow::Stop(s) => break s,
+            }
+            let Some(slot) = self.vcpus[v].as_mut() else {
+                return State::Dead;
+            };
+            if slot.timer != 0 && lapic::now_ns() >= slot.timer {
+                self.raise_upcall(v);
+            }
+            if lapic::TICKS.load(Ordering::Acquire) != start {
+                break State::Runnable;
+            }
+        };
+        if let Some(slot) = self.vcpus[v].as_mut() {
+            slot.hw.save_fpu();
+        }
+        state
+    }
+
+    fn handle_exit(&mut self, v: usize, exit: Exit) -> Flow {
+        let Some(slot) = self.vcpus[v].as_mut() else {
+            return Flow::Stop(State::Dead);
+        };
+        let dom = slot.dom;
+        let vid = slot.id;
+        let Some(d) = self.domains[dom].as_mut() else {
+            return Flow::Stop(State::Dead);
+        };
+        match exit {
+            Exit::Interrupt => Flow::Continue,
+            Exit::Cpuid { leaf, subleaf } => {
+                let r = guest_cpuid(d.id, vid, leaf, subleaf);
+                slot.hw.set_reg(Reg::Rax, u64::from(r[0]));
+                slot.hw.set_reg(Reg::Rbx, u64::from(r[1]));
+                slot.hw.set_reg(Reg::Rcx, u64::from(r[2]));
+                slot.hw.set_reg(Reg::Rdx, u64::from(r[3]));
+                slot.hw.skip_instruction(&exit);
+                Flow::Continue
+            }
+            Exit::MsrRead(msr) => {
+                let val = if msr == cpuid::HYPERCALL_MSR {
+                    Some(0)
+                } else {
+                    slot.hw.read_state_msr(msr)
+                };
+                match val {
+                    Some(x) => {
+                        slot.hw.set_reg(Reg::Rax, x & 0xffff_ffff);
+                        slot.hw.set_reg(Reg::Rdx, x >> 32);
+                        slot.hw.skip_instruction(&exit);
+                    }
+                    None => slot.hw.inject_exception(13, Some(0)),
+                }
+                Flow::Continue
+            }
+            Exit::MsrWrite(msr, val) => {
+                let ok = if msr == cpuid::HYPERCALL_MSR {
+                    fill_hypercall_page(d, val)
+                } else {
+                    slot.hw.write_state_msr(msr, val)
+                };
+                if ok {
+                    slot.hw.skip_instruction(&exit);
+                } else {
+                    slot.hw.inject_exception(13, Some(0));
+                }
+                Flow::Continue
+            }
+            Exit::Io {
+                port,
+                size,
+                write,
+                string,
+                ..
+            } => {
+                if write && !string && port == 0xe9 {
+                    let b = slot.hw.reg(Reg::Rax) as u8;
+                    console_bytes(&mut self.con, d, &[b]);
+                } else if !write && !string {
+                    let mask = if size == 4 {
+                        0xffff_ffff
+                    } else {
+                        (1u64 << (8 * size)) - 1
+                    };
+                    let rax = slot.hw.reg(Reg::Rax);
+                    slot.hw.set_reg(Reg::Rax, rax | mask);
+                }
+                slot.hw.skip_instruction(&exit);
+                Flow::Continue
+            }
+            Exit::Halt => {
+                slot.hw.skip_instruction(&exit);
+                Flow::Stop(State::Blocked(slot.timer))
+            }
+            Exit::Hypercall => {
+                d.hypercalls += 1;
+                let (nr, args) = hypercall_args(&slot.hw);
+                let mut ctx = Ctx {
+                    d,
+                    slot,
+                    frames: &mut self.frames,
+                    con: &mut self.con,
+                };
+                let out = hypercall::dispatch(&mut ctx, nr, args);
+                slot.hw.set_reg(Reg::Rax, out.ret);
+                slot.hw.skip_instruction(&exit);
+                match out.next {
+                    Next::Resume => Flow::Continue,
+                    Next::Yield => Flow::Stop(State::Runnable),
+                    Next::Block => {
+                        if self.upcall_pending(v) {
+                            Flow::Continue
+                        } else {
+                            let t = self.vcpus[v].as_ref().map_or(0, |s| s.timer);
+                            Flow::Stop(State::Blocked(t))
+                        }
+                    }
+                    Next::Shutdown(reason) => {
+                        self.destroy(dom, DomState::Shutdown(reason));
+                        Flow::Stop(State::Dead)
+                    }
+                }
+            }
+            Exit::Forbidden(what) => {
+                let _ = writeln!(
+                    self.con,
+                    "(XEN) d{}v{vid}: {what} is not available to guests: #UD",
+                    d.id
+                );
+                slot.hw.inject_exception(6, None);
+                Flow::Continue
+            }
+            Exit::NestedFault { gpa, code } => {
+                let rip = slot.hw.rip();
+                let _ = writeln!(
+                    self.con,
+                    "(XEN) d{}v{vid}: access to unmapped guest-physical address {gpa:#x} (error {code:#x}) at rip {rip:#x}: domain crashed",
+                    d.id
+                );
+                self.destroy(dom, DomState::Crashed);
+                Flow::Stop(State::Dead)
+            }
+            Exit::TripleFault => {
+                let rip = slot.hw.rip();
+                let _ = writeln!(
+                    self.con,
+                    "(XEN) d{}v{vid}: triple fault at rip {rip:#x}: domain crashed",
+                    d.id
+                );
+                self.destroy(dom, DomState::Crashed);
+                Flow::Stop(State::Dead)
+            }
+            Exit::InvalidState => {
+                let _ = writeln!(
+                    self.con,
+                    "(XEN) d{}v{vid}: VMRUN refused the guest state: domain crashed",
+                    d.id
+                );
+                self.destroy(dom, DomState::Crashed);
+                Flow::Stop(State::Dead)
+            }
+            Exit::Unhandled(code) => {
+                let _ = writeln!(
+                    self.con,
+                    "(XEN) d{}v{vid}: unhandled exit {code:#x}: domain crashed",
+                    d.id
+                );
+                self.destroy(dom, DomState::Crashed);
+                Flow::Stop(State::Dead)
+            }
+        }
+    }
+
+    fn upcall_pending(&self, v: usize) -> bool {
+        let Some(slot) = self.vcpus[v].as_ref() else {
+            return false;
+        };
+        let pa = match (slot.vcpu_info, self.domains[slot.dom].as_ref()) {
+            (Some(pa), _) => pa,
+            (None, Some(d)) => d.shared_info + 64 * u64::from(slot.id),
+            _ => return false,
+        };
+        // SAFETY: as in `raise_upcall`.
+        unsafe { core::ptr::read_volatile(pa as usize as *const u8) != 0 }
+    }
+
+    fn destroy(&mut self, dom: usize, state: DomState) {
+        let Some(d) = self.domains[dom].as_mut() else {
+            return;
+        };
+        d.state = state;
+        if d.line_len > 0 {
+            console_bytes(&mut self.con, d, b"\n");
+        }
+        let why = match state {
+            DomState::Shutdown(0) => "shut down (poweroff)",
+            DomState::Shutdown(1) => "shut down (reboot)",
+            DomState::Shutdown(2) => "shut down (suspend)",
+            DomState::Shutdown(3) => "shut down (crash)",
+            DomState::Shutdown(4) => "shut down (watchdog)",
+            DomState::Shutdown(_) => "shut down (soft reset)",
+            DomState::Crashed => "destroyed after a crash",
+            DomState::Alive => "alive",
+        };
+        let _ = writeln!(
+            self.con,
+            "(XEN) d{} ({}) {why}; {} exits, {} hypercalls",
+            d.id, d.name, d.exits, d.hypercalls
+        );
+        for &v in &d.vcpus[..d.nr_vcpus] {
+            self.sched.set(v, State::Dead);
+            self.vcpus[v] = None;
+        }
+        // Return the domain's memory and tables. The shared_info frame and the per-domain maps are kept: other
+        // structures may still name them in this simple model, and they are small.
+        let npt = d.npt;
+        let mut tables = [0u64; 16];
+        let mut n = 0;
+        npt.table_frames(&HostMem, &mut |f| {
+            if n < tables.len() {
+                tables[n] = f;
+                n += 1;
+            }
+        });
+        for f in &tables[..n] {
+            self.frames.free(*f, PAGE);
+        }
+        self.frames.free(d.mem_base, d.mem_bytes);
+    }
+
+    /// Prints the results and returns true when every domain passed.
+    pub fn report(&mut self) -> bool {
+        let mut all = true;
+        let mut count = 0;
+        for d in self.domains.iter().flatten() {
+            count += 1;
+            let ok = !d.failed
+                && match d.state {
+                    DomState::Shutdown(0) => d.passed,
+                    DomState::Crashed => d.expect_crash && d.passed,
+                    _ => false,
+                };
+            let verdict = match (ok, d.state) {
+                (true, DomState::Crashed) => "PASS (contained)",
+                (true, _) => "PASS",
+                (false, _) => "FAIL",
+            };
+            let _ = writeln!(self.con, "(XEN) result d{} {}: {verdict}", d.id, d.name);
+            all &= ok;
+        }
+        all && count > 0
+    }
+}
+
+enum Flow {
+    Continue,
+    Stop(State),
+}
+
+fn console_bytes(con: &mut Serial, d: &mut Domain, bytes: &[u8]) {
+    for &b in bytes {
+        if b == b'\n' || d.line_len == d.line.len() {
+            let line = core::str::from_utf8(&d.line[..d.line_len]).unwrap_or("<non-UTF-8 output>");
+            let _ = writeln!(con, "(d{}) {line}", d.id);
+            if line.starts_with("PASS ") {
+                d.passed = true;
+            } else if line.starts_with("FAIL ") {
+                d.failed = true;
+            } else if line.starts_with("EXPECT-CRASH ") {
+                d.expect_crash = true;
+            }
+            d.line_len = 0;
+            if b == b'\n' {
+                continue;
+            }
+        }
+        if b == b'\r' {
+            continue;
+        }
+        let c = if b == b'\t' || (0x20..0x7f).contains(&b) {
+            b
+        } else {
+            b'?'
+        };
+        d.line[d.line_len] = c;
+        d.line_len += 1;
+    }
+}
+
+fn fill_hypercall_page(d: &Domain, val: u64) -> bool {
+    if val & 0xfff != 0 {
+        return false;
+    }
+    let Some(hpa) = d.npt.translate(&HostMem, val) else {
+        return false;
+    };
+    if hpa < d.mem_base || hpa >= d.mem_base + d.mem_bytes {
+        return false;
+    }
+    let mut page = [0u8; 4096];
+    for (i, stub) in page.chunks_exact_mut(32).enumerate() {
+        if i == 23 {
+            // iret is a PV-only hypercall: trap.
+            stub[..2].copy_from_slice(&[0x0f, 0x0b]);
+            continue;
+        }
+        stub[0] = 0xb8;
+        stub[1..5].copy_from_slice(&(i as u32).to_le_bytes());
+        stub[5..8].copy_from_slice(&[0x0f, 0x01, 0xd9]);
+        stub[8] = 0xc3;
+    }
+    copy_in(hpa, &page);
+    true
+}
+
+fn guest_cpuid(domid: u16, vcpu: u32, leaf: u32, subleaf: u32) -> [u32; 4] {
+    match leaf {
+        cpuid::BASE => [
+            cpuid::MAX_LEAF,
+            cpuid::SIGNATURE[0],
+            cpuid::SIGNATURE[1],
+            cpuid::SIGNATURE[2],
+        ],
+        0x4000_0001 => [xen_hv::VERSION.0 << 16 | xen_hv::VERSION.1, 0, 0, 0],
+        0x4000_0002 => [1, cpuid::HYPERCALL_MSR, 0, 0],
+        0x4000_0004 => [
+            cpuid::HVM_VCPU_ID_PRESENT | cpuid::HVM_DOMID_PRESENT,
+            vcpu,
+            u32::from(domid),
+            0,
+        ],
+        0x4000_0003..=0x4fff_ffff => [0; 4],
+        0xd | 0x8000_000a => [0; 4],
+        _ => {
+            let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+            let (a, mut b, mut c, d) = (r.eax, r.ebx, r.ecx, r.edx);
+            match leaf {
+                1 => {
+                    // Hide VMX, XSAVE/OSXSAVE and AVX (guest XCR0 is not switched), announce a hypervisor, and
+                    // report the vCPU id as the initial APIC id.
+                    c &= !((1 << 5) | (1 << 26) | (1 << 27) | (1 << 28));
+                    c |= 1 << 31;
+                    b = (b & 0x00ff_ffff) | (vcpu << 24);
+                }
+                7 if subleaf == 0 => {
+                    // AVX2 and AVX-512 need XSAVE state.
+                    b &= !((1 << 5)
+                        | (1 << 16)
+                        | (1 << 17)
+                        | (1 << 21)
+                        | (1 << 26)
+                        | (1 << 27)
+                        | (1 << 28)
+                        | (1 << 30)
+                        | (1 << 31));
+                }
+                0x8000_0001 => c &= !(1 << 2),
+                _ => {}
+            }
+            [a, b, c, d]
+        }
+    }
+}
+
+/// The hypercall view of one vCPU and its domain.
+struct Ctx<'a> {
+    d: &'a mut Domain,
+    slot: &'a mut VcpuSlot,
+    frames: &'a mut FrameAllocator,
+    con: &'a mut Serial,
+}
+
+impl Ctx<'_> {
+    /// Guest-virtual to host-physical for `len` bytes that stay inside one page.
+    fn translate(&self, gva: u64, write: bool) -> Result<u64, Errno> {
+        let paging = self.slot.hw.paging();
+        let npt = self.d.npt;
+        let gpa = guest_walk(&paging, gva, write, |gpa| {
+            npt.translate(&HostMem, gpa & !7)
+                .and_then(|hpa| HostMem.read_u64(hpa))
+        })
+        .map_err(|_| Errno::Efault)?;
+        let hpa = npt.translate(&HostMem, gpa).ok_or(Errno::Efault)?;
+        Ok(hpa)
+    }
+
+    fn each_page(
+        &mut self,
+        gva: u64,
+        len: usize,
+        write: bool,
+        mut f: impl FnMut(u64, usize, usize),
+    ) -> Result<(), Errno> {
+        let mut done = 0usize;
+        while done < len {
+            let at = gva.checked_add(done as u64).ok_or(Errno::Efault)?;
+            let chunk = ((PAGE - (at & (PAGE - 1))) as usize).min(len - done);
+            let hpa = self.translate(at, write)?;
+            f(hpa, done, chunk);
+            done += chunk;
+        }
+        Ok(())
+    }
+}
+
+impl Guest for Ctx<'_> {
+    fn domid(&self) -> u16 {
+        self.d.id
+    }
+
+    fn vcpu_count(&self) -> u32 {
+        self.d.nr_vcpus as u32
+    }
+
+    fn copy_from(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        let len = buf.len();
+        self.each_page(gva, len, false, |hpa, off, n| {
+            // SAFETY: `hpa..hpa + n` was translated through the domain's nested tables and stays in one page of
+            // memory the domain owns (its RAM or its shared_info frame).
+            let src = unsafe { core::slice::from_raw_parts(hpa as usize as *const u8, n) };
+            buf[off..off + n].copy_from_slice(src);
+        })
+    }
+
+    fn copy_to(&mut self, gva: u64, buf: &[u8]) -> Result<(), Errno> {
+        // Translate everything first so a fault leaves guest memory untouched.
+        self.each_page(gva, buf.len(), true, |_, _, _| {})?;
+        self.each_page(gva, buf.len(), true, |hpa, off, n| {
+            copy_in(hpa, &buf[off..off + n])
+        })
+    }
+
+    fn console_write(&mut self, bytes: &[u8]) {
+        console_bytes(self.con, self.d, bytes);
+    }
+
+    fn console_read(&mut self, _buf: &mut [u8]) -> usize {
+        // The serial line is the hypervisor's own console; no input is routed to domains yet.
+        0
+    }
+
+    fn memory_map(&self, out: &mut [E820Entry]) -> usize {
+        if out.is_empty() {
+            return 0;
+        }
+        out[0] = E820Entry {
+            addr: 0,
+            size: self.d.mem_bytes,
+            kind: 1,
+        };
+        1
+    }
+
+    fn map_shared_info(&mut self, gpfn: u64) -> Result<(), Errno> {
+        if gpfn >= MAX_GPFN {
+            return Err(Errno::Einval);
+        }
+        let gpa = gpfn << 12;
+        let npt = self.d.npt;
+        npt.unmap(&mut HostMem, gpa);
+        npt.map(
+            &mut HostMem,
+            &mut Frames(self.frames),
+            gpa,
+            self.d.shared_info,
+            NPT_RWX,
+        )
+        .map_err(|_| Errno::Enomem)?;
+        self.slot.hw.flush_tlb();
+        Ok(())
+    }
+
+    fn register_vcpu_info(&mut self, vcpu: u32, gfn: u64, offset: u32) -> Result<(), Errno> {
+        if vcpu != self.slot.id {
+            // Only the calling vCPU can be registered here: a domain has one vCPU for now.
+            return Err(Errno::Einval);
+        }
+        let hpa = self
+            .d
+            .npt
+            .translate(&HostMem, gfn.checked_mul(PAGE).ok_or(Errno::Einval)?)
+            .ok_or(Errno::Einval)?;
+        self.slot.vcpu_info = Some(hpa + u64::from(offset));
+        Ok(())
+    }
+
+    fn hvm_params(&mut self) -> &mut [u64; NR_PARAMS] {
+        &mut self.d.params
+    }
+
+    fn set_timer(&mut self, deadline_ns: u64) {
+        self.slot.timer = deadline_ns;
+    }
+}
