@@ -1331,11 +1331,17 @@ impl StorageDriver {
                 "reflink copies are not supported by this backend".into(),
             ));
         }
-        if def.backing_store.is_some() {
-            return Err(Error::NoSupport(
-                "a volume created from another cannot have a backing store".into(),
-            ));
-        }
+        // A clone keeps a backing store (virsh vol-clone of an overlay passes the source's): qemu-img convert
+        // then writes only what differs from it (-B/-F).
+        let backing = match (&def.backing_store, def.format) {
+            (None, _) => None,
+            (Some(_), VolFormat::Raw) => {
+                return Err(Error::NoSupport(
+                    "backing storage not supported for raw volumes".into(),
+                ))
+            }
+            (Some(b), VolFormat::Qcow2) => Some(resolve_backing(b)?),
+        };
         let (src, path, marks) = {
             let mut state = self.inner.lock();
             let src_pool = self.active_pool_by_name(&mut state, &source.pool)?;
@@ -1359,7 +1365,7 @@ impl StorageDriver {
             lazy_refcounts: def.lazy_refcounts,
             cluster_size: def.cluster_size,
             preallocation: Preallocation::for_flags(flags, def.capacity, def.allocation),
-            backing: None,
+            backing,
         };
         // The copy runs with the lock released; the source is marked busy so it cannot change meanwhile.
         let made = qemu_img::convert(&src.path, &src.format, &path, def.format, &opts)
@@ -1787,30 +1793,32 @@ fn create_raw(path: &Path, def: &VolumeDef, flags: u32) -> Result<()> {
         .map_err(|e| Error::system(format!("cannot sync file '{}'", path.display()), e))
 }
 
-fn create_qcow2(path: &Path, def: &VolumeDef, flags: u32) -> Result<()> {
-    let backing = match &def.backing_store {
-        None => None,
-        Some(b) => {
-            if !b.path.exists() {
-                return Err(Error::OperationFailed(format!(
-                    "inaccessible backing store volume {}",
-                    b.path.display()
-                )));
-            }
-            let format = match b.format {
-                Some(f) => f,
-                None => {
-                    let probed = qemu_img::info(&b.path)?.format;
-                    VolFormat::from_name(&probed).ok_or_else(|| {
-                        Error::NoSupport(format!(
-                            "backing store format '{probed}' is not supported"
-                        ))
-                    })?
-                }
-            };
-            Some((b.path.as_path(), format))
+/// Checks a backing store exists and settles its format (probed with qemu-img when not given).
+fn resolve_backing(b: &BackingStore) -> Result<(&Path, VolFormat)> {
+    if !b.path.exists() {
+        return Err(Error::OperationFailed(format!(
+            "inaccessible backing store volume {}",
+            b.path.display()
+        )));
+    }
+    let format = match b.format {
+        Some(f) => f,
+        None => {
+            let probed = qemu_img::info(&b.path)?.format;
+            VolFormat::from_name(&probed).ok_or_else(|| {
+                Error::NoSupport(format!("backing store format '{probed}' is not supported"))
+            })?
         }
     };
+    Ok((b.path.as_path(), format))
+}
+
+fn create_qcow2(path: &Path, def: &VolumeDef, flags: u32) -> Result<()> {
+    let backing = def
+        .backing_store
+        .as_ref()
+        .map(resolve_backing)
+        .transpose()?;
     if def.capacity == 0 && backing.is_none() {
         return Err(Error::InvalidArg(
             "missing capacity for a qcow2 volume without backing store".into(),

@@ -180,7 +180,8 @@ pub fn create_qcow2(path: &Path, capacity: u64, opts: &Qcow2Options<'_>) -> Resu
     run(&program(), &args).map(drop)
 }
 
-/// `qemu-img convert -f IN -O OUT [-o compat=..] SRC DST`: the copy behind create-from (clone).
+/// `qemu-img convert -f IN -O OUT [-B BACKING -F FMT] [-o compat=..] SRC DST`: the copy behind create-from
+/// (clone); with a backing file only the data that differs from it is written.
 pub fn convert(
     src: &Path,
     src_format: &str,
@@ -196,6 +197,14 @@ pub fn convert(
         dst_format.as_str().into(),
     ];
     if dst_format == VolFormat::Qcow2 {
+        if let Some((backing, format)) = opts.backing {
+            args.extend([
+                "-B".into(),
+                path_arg(backing),
+                "-F".into(),
+                format.as_str().into(),
+            ]);
+        }
         args.extend(["-o".into(), qcow2_o_option(opts)]);
     }
     args.extend([path_arg(src), path_arg(dst)]);

@@ -579,6 +579,39 @@ fn clone_resize_and_wipe() {
         "clone content differs"
     );
     assert_eq!(driver.volume_info(&q).expect("info").capacity, 12 * MIB);
+    // Clone of an overlay keeping its backing store (what virsh vol-clone sends for a qcow2 overlay).
+    let mut overlay = VolumeDef::new("overlay.qcow2", VolFormat::Qcow2, 0);
+    overlay.backing_store = Some(BackingStore {
+        path: src_path.clone(),
+        format: Some(VolFormat::Raw),
+    });
+    let ov = driver.create_volume(&pool, &overlay, 0).expect("overlay");
+    let mut clone_def = VolumeDef::new("overlay-clone.qcow2", VolFormat::Qcow2, 0);
+    clone_def.backing_store = overlay.backing_store.clone();
+    let oc = driver
+        .create_volume_from(&pool, &clone_def, &ov, 0)
+        .expect("clone keeping the backing store");
+    let oci = qemu_img_info(&s.path("p/overlay-clone.qcow2"));
+    assert_eq!(oci["backing-filename"], src_path.to_string_lossy().as_ref());
+    assert!(
+        oci["actual-size"].as_u64().expect("size") < MIB,
+        "only differences are stored"
+    );
+    assert!(qemu_img_compare(
+        &src_path,
+        "raw",
+        &s.path("p/overlay-clone.qcow2"),
+        "qcow2"
+    ));
+    let mut raw_clone = VolumeDef::new("bad.raw", VolFormat::Raw, 0);
+    raw_clone.backing_store = overlay.backing_store.clone();
+    let err = driver
+        .create_volume_from(&pool, &raw_clone, &ov, 0)
+        .expect_err("raw with backing");
+    assert_eq!(err.code(), code::NO_SUPPORT);
+    driver.delete_volume(&oc, 0).expect("delete");
+    driver.delete_volume(&ov, 0).expect("delete");
+
     // Clone into raw: capacity is at least the source's.
     let r = driver
         .create_volume_from(
