@@ -612,6 +612,35 @@ fn clone_resize_and_wipe() {
     driver.delete_volume(&oc, 0).expect("delete");
     driver.delete_volume(&ov, 0).expect("delete");
 
+    // What virsh vol-clone does: the source's own XML with a new name and no key.
+    for (source, new_name) in [(&q, "vc.qcow2"), (&src, "vc.raw")] {
+        let xml = driver.volume_xml(source).expect("source xml");
+        let key_line = xml
+            .lines()
+            .find(|l| l.contains("<key>"))
+            .expect("key line")
+            .to_string();
+        let name_line = xml
+            .lines()
+            .find(|l| l.contains("<name>"))
+            .expect("name line")
+            .to_string();
+        let clone_xml = xml
+            .replace(&format!("{key_line}\n"), "")
+            .replace(&name_line, &format!("  <name>{new_name}</name>"));
+        let def = xen_storage::xml::parse_volume(&clone_xml, false).expect("own XML parses back");
+        let pool_of = driver.lookup_pool_by_volume(source).expect("pool");
+        let cloned = driver
+            .create_volume_from(&pool_of, &def, source, 0)
+            .expect("vol-clone");
+        let (a, b) = (
+            driver.volume(source).expect("src"),
+            driver.volume(&cloned).expect("clone"),
+        );
+        assert_eq!((a.format, a.capacity), (b.format, b.capacity));
+        driver.delete_volume(&cloned, 0).expect("delete clone");
+    }
+
     // Clone into raw: capacity is at least the source's.
     let r = driver
         .create_volume_from(
