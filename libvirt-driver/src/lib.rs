@@ -1,1 +1,29 @@
-//! A virtxend-compatible daemon speaking libvirt's remote protocol for xen-hv
+//! `virtxend`: a daemon speaking libvirt's remote RPC protocol so that the stock libvirt clients (virsh,
+//! virt-install, virt-manager, python3-libvirt, Ansible) manage xen-hv guests unchanged.
+//!
+//! Layers: [`xdr`] (codec), [`proto`] (framing, header, errors), [`server`] (sockets, connections, streams),
+//! [`driver`] (domain state and the REMOTE procedures), [`store`] (persistent definitions), [`backend`]
+//! (guest lifecycle through libxl-rs; [`backend::NoHypervisor`] until the hypervisor integration lands) and
+//! [`host`] (node facts and capabilities).
+
+use std::path::PathBuf;
+
+pub mod backend;
+pub mod cli;
+pub mod driver;
+pub mod host;
+pub mod proto;
+pub mod server;
+pub mod store;
+pub mod xdr;
+
+/// Errors of the daemon itself (startup, files, sockets); per-call failures are [`proto::RpcError`]s.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or socket operation failed.
+    #[error("I/O error on {0}: {1}")]
+    Io(PathBuf, #[source] std::io::Error),
+    /// Another daemon already serves the socket.
+    #[error("socket {0} is in use by another daemon")]
+    SocketInUse(PathBuf),
+}

@@ -1,0 +1,433 @@
+//! The socket server: one reader thread per connection, calls dispatched to worker threads, one writer lock
+//! per connection so a PONG or an event never waits behind a slow call, and streams.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use crate::driver::{procs, ConnState, Driver, EventOut};
+use crate::proto::{
+    self, ptype, status, Header, RpcError, HEADER_LEN, MESSAGE_MAX, PROG_KEEPALIVE, PROG_REMOTE,
+};
+use crate::xdr::Dec;
+use crate::Error;
+
+/// Most calls of one connection executing at once; the reader stops reading while at the limit.
+pub const MAX_CALLS_IN_FLIGHT: usize = 16;
+
+/// A connection's writing half, shared by the reader, the workers, events and stream pumps.
+pub struct Outbox {
+    stream: Mutex<UnixStream>,
+}
+
+impl Outbox {
+    /// Sends one packet; errors mean the peer has gone and are left to the reader to notice.
+    pub fn send(&self, h: &Header, payload: &[u8]) {
+        let pkt = h.packet(payload);
+        let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = s.write_all(&pkt);
+    }
+}
+
+struct InFlight {
+    n: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl InFlight {
+    fn acquire(&self) {
+        let mut n = self.n.lock().unwrap_or_else(|p| p.into_inner());
+        while *n >= MAX_CALLS_IN_FLIGHT {
+            n = self.cv.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+        *n += 1;
+    }
+    fn release(&self) {
+        let mut n = self.n.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+        self.cv.notify_one();
+    }
+}
+
+type StreamTable = Arc<Mutex<HashMap<u32, Box<dyn Write + Send>>>>;
+
+/// The daemon: listeners plus the driver.
+pub struct Server {
+    driver: Arc<Driver>,
+    listeners: Vec<(UnixListener, bool)>,
+    next_conn: Arc<AtomicU64>,
+    verbose: bool,
+}
+
+fn bind(path: &Path, mode: u32) -> Result<UnixListener, Error> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io(dir.to_path_buf(), e))?;
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(Error::SocketInUse(path.to_path_buf()));
+    }
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path).map_err(|e| Error::Io(path.to_path_buf(), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::Io(path.to_path_buf(), e))?;
+    Ok(l)
+}
+
+impl Server {
+    /// Binds the read-write socket (mode 0700) and optionally the read-only one (mode 0777).
+    pub fn bind(driver: Arc<Driver>, rw: &Path, ro: Option<&Path>) -> Result<Server, Error> {
+        let mut listeners = vec![(bind(rw, 0o700)?, false)];
+        if let Some(ro) = ro {
+            listeners.push((bind(ro, 0o777)?, true));
+        }
+        Ok(Server {
+            driver,
+            listeners,
+            next_conn: Arc::new(AtomicU64::new(1)),
+            verbose: false,
+        })
+    }
+
+    /// Logs connections and failed calls to stderr.
+    pub fn verbose(mut self, v: bool) -> Self {
+        self.verbose = v;
+        self
+    }
+
+    /// Serves forever (until the process ends).
+    pub fn run(self) -> Result<(), Error> {
+        let mut handles = Vec::new();
+        for (l, ro) in self.listeners {
+            let driver = self.driver.clone();
+            let next = self.next_conn.clone();
+            let verbose = self.verbose;
+            handles.push(std::thread::spawn(move || {
+                for s in l.incoming() {
+                    let Ok(s) = s else { continue };
+                    let id = next.fetch_add(1, Ordering::Relaxed);
+                    let driver = driver.clone();
+                    std::thread::spawn(move || {
+                        if verbose {
+                            eprintln!(
+                                "virtxend: client {id} connected{}",
+                                if ro { " (read-only)" } else { "" }
+                            );
+                        }
+                        let r = serve_connection(&driver, s, id, ro, verbose);
+                        driver.drop_connection(id);
+                        if verbose {
+                            eprintln!(
+                                "virtxend: client {id} disconnected: {}",
+                                r.err().map_or("EOF".to_string(), |e| e.to_string())
+                            );
+                        }
+                    });
+                }
+            }));
+        }
+        for h in handles {
+            let _ = h.join();
+        }
+        Ok(())
+    }
+}
+
+fn read_packet(s: &mut UnixStream, out: &Outbox) -> io::Result<Option<(Header, Vec<u8>)>> {
+    let mut lenb = [0u8; 4];
+    match s.read_exact(&mut lenb) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(lenb) as usize;
+    if len < 4 + HEADER_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("packet length {len} is too small"),
+        ));
+    }
+    let mut hb = [0u8; HEADER_LEN];
+    s.read_exact(&mut hb)?;
+    let h = Header::decode(&mut Dec::new(&hb))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    if len - 4 > MESSAGE_MAX {
+        // The payload cannot be buffered: tell the caller why, then drop the connection (the stream cannot be
+        // resynchronised without reading the oversized payload).
+        if h.ptype == ptype::CALL {
+            let err = RpcError::rpc(format!(
+                "packet {} bytes received from server too large, want {MESSAGE_MAX}",
+                len - 4
+            ));
+            out.send(&h.reply(status::ERROR), &err.encode());
+        }
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("packet length {len} exceeds the limit"),
+        ));
+    }
+    let mut payload = vec![0u8; len - 4 - HEADER_LEN];
+    s.read_exact(&mut payload)?;
+    Ok(Some((h, payload)))
+}
+
+/// Procedures executed on the reader thread, in order: connection state changes and cheap queries.
+fn inline_proc(p: i32) -> bool {
+    matches!(
+        p,
+        procs::AUTH_LIST
+            | procs::SUPPORTS_FEATURE
+            | procs::CONNECT_OPEN
+            | procs::CONNECT_CLOSE
+            | procs::REGISTER_CLOSE_CALLBACK
+            | procs::UNREGISTER_CLOSE_CALLBACK
+    )
+}
+
+fn serve_connection(
+    driver: &Arc<Driver>,
+    mut s: UnixStream,
+    id: u64,
+    ro: bool,
+    verbose: bool,
+) -> io::Result<()> {
+    let out = Arc::new(Outbox {
+        stream: Mutex::new(s.try_clone()?),
+    });
+    let state = Arc::new(Mutex::new(ConnState {
+        readonly: ro,
+        ..ConnState::default()
+    }));
+    let inflight = Arc::new(InFlight {
+        n: Mutex::new(0),
+        cv: Condvar::new(),
+    });
+    let streams: StreamTable = Arc::new(Mutex::new(HashMap::new()));
+    let ev_out: EventOut = {
+        let out = out.clone();
+        Arc::new(move |proc_, payload| {
+            let h = Header {
+                prog: PROG_REMOTE,
+                vers: 1,
+                proc_,
+                ptype: ptype::MESSAGE,
+                serial: 0,
+                status: status::OK,
+            };
+            out.send(&h, &payload);
+        })
+    };
+    loop {
+        let Some((h, payload)) = read_packet(&mut s, &out)? else {
+            return Ok(());
+        };
+        if h.prog == PROG_KEEPALIVE {
+            if h.ptype == ptype::MESSAGE && h.proc_ == proto::KEEPALIVE_PING {
+                out.send(
+                    &Header {
+                        proc_: proto::KEEPALIVE_PONG,
+                        ..h
+                    },
+                    &[],
+                );
+            }
+            continue;
+        }
+        if h.prog != PROG_REMOTE || h.vers != 1 {
+            if h.ptype == ptype::CALL {
+                let err =
+                    RpcError::rpc(format!("Cannot find program {} version {}", h.prog, h.vers));
+                out.send(&h.reply(status::ERROR), &err.encode());
+            }
+            continue;
+        }
+        match h.ptype {
+            ptype::CALL => {}
+            ptype::STREAM => {
+                handle_stream_packet(&streams, &out, &h, &payload);
+                continue;
+            }
+            ptype::CALL_WITH_FDS => {
+                let err = RpcError::rpc("file descriptor passing is not supported by this daemon");
+                out.send(&h.reply(status::ERROR), &err.encode());
+                continue;
+            }
+            _ => continue,
+        }
+        if h.status != status::OK {
+            let err = RpcError::rpc(format!("Unexpected message status {}", h.status));
+            out.send(&h.reply(status::ERROR), &err.encode());
+            continue;
+        }
+        if inline_proc(h.proc_) {
+            let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+            let r = driver.call(id, &mut st, h.proc_, &payload, &ev_out);
+            drop(st);
+            reply(&out, &h, r, verbose);
+            continue;
+        }
+        inflight.acquire();
+        let (driver, out, state, inflight, ev_out, streams) = (
+            driver.clone(),
+            out.clone(),
+            state.clone(),
+            inflight.clone(),
+            ev_out.clone(),
+            streams.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut snapshot = {
+                let st = state.lock().unwrap_or_else(|p| p.into_inner());
+                ConnState {
+                    opened: st.opened,
+                    readonly: st.readonly,
+                    close_callback: st.close_callback,
+                }
+            };
+            if h.proc_ == procs::DOMAIN_OPEN_CONSOLE {
+                open_console(&driver, &snapshot, &out, &h, &payload, &streams, verbose);
+            } else {
+                let r = driver.call(id, &mut snapshot, h.proc_, &payload, &ev_out);
+                reply(&out, &h, r, verbose);
+            }
+            inflight.release();
+        });
+    }
+}
+
+fn reply(out: &Outbox, h: &Header, r: Result<Vec<u8>, RpcError>, verbose: bool) {
+    match r {
+        Ok(b) => out.send(&h.reply(status::OK), &b),
+        Err(e) => {
+            if verbose {
+                eprintln!("virtxend: call {} failed: {e}", h.proc_);
+            }
+            out.send(&h.reply(status::ERROR), &e.encode());
+        }
+    }
+}
+
+fn open_console(
+    driver: &Driver,
+    st: &ConnState,
+    out: &Arc<Outbox>,
+    h: &Header,
+    payload: &[u8],
+    streams: &StreamTable,
+    verbose: bool,
+) {
+    if !st.opened {
+        reply(
+            out,
+            h,
+            Err(RpcError::rpc("internal error: connection not open")),
+            verbose,
+        );
+        return;
+    }
+    if st.readonly {
+        let e = RpcError::new(
+            6,
+            crate::proto::edomain::LIBXL,
+            "operation forbidden: read only access prevents virDomainOpenConsole",
+        );
+        reply(out, h, Err(e), verbose);
+        return;
+    }
+    match driver.open_console(payload) {
+        Err(e) => reply(out, h, Err(e), verbose),
+        Ok(mut io) => {
+            let reader = io.reader();
+            let writer = io.writer();
+            streams
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(h.serial, writer);
+            out.send(&h.reply(status::OK), &[]);
+            spawn_stream_source(out.clone(), streams.clone(), *h, reader);
+        }
+    }
+}
+
+/// Pumps a byte source to the client as STREAM CONTINUE packets, then an empty CONTINUE at EOF.
+pub fn spawn_stream_source(
+    out: Arc<Outbox>,
+    streams: StreamTable,
+    call: Header,
+    mut src: Box<dyn Read + Send>,
+) {
+    std::thread::spawn(move || {
+        let sh = Header {
+            ptype: ptype::STREAM,
+            status: status::CONTINUE,
+            ..call
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if !streams
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&call.serial)
+            {
+                return; // finished or aborted by the client
+            }
+            match src.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    out.send(&sh, &[]);
+                    return;
+                }
+                Ok(n) => {
+                    for chunk in buf[..n].chunks(proto::STREAM_CHUNK_MAX) {
+                        out.send(&sh, chunk);
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn handle_stream_packet(streams: &StreamTable, out: &Outbox, h: &Header, payload: &[u8]) {
+    let mut table = streams.lock().unwrap_or_else(|p| p.into_inner());
+    let confirm = Header {
+        ptype: ptype::STREAM,
+        status: status::OK,
+        ..*h
+    };
+    match h.status {
+        status::CONTINUE => {
+            let failed = match table.get_mut(&h.serial) {
+                Some(w) => w.write_all(payload).and_then(|_| w.flush()).is_err(),
+                None => return, // data for a stream already closed: dropped, as libvirt does
+            };
+            if failed {
+                table.remove(&h.serial);
+                let e = RpcError::new(
+                    crate::proto::code::RPC,
+                    crate::proto::edomain::STREAMS,
+                    "stream write failed: the console is closed",
+                );
+                out.send(
+                    &Header {
+                        status: status::ERROR,
+                        ..confirm
+                    },
+                    &e.encode(),
+                );
+            }
+        }
+        // Finish (OK) and abort (ERROR): close our side and confirm with an empty STREAM OK.
+        status::OK | status::ERROR if table.remove(&h.serial).is_some() => out.send(&confirm, &[]),
+        _ => {}
+    }
+}
+
+/// Default socket paths.
+pub fn default_paths() -> (PathBuf, PathBuf) {
+    (
+        PathBuf::from("/run/libvirt/virtxend-sock"),
+        PathBuf::from("/run/libvirt/virtxend-sock-ro"),
+    )
+}

@@ -1,0 +1,145 @@
+//! Persistent domain definitions (`<config-dir>/<name>.xml`, autostart symlinks in `<config-dir>/autostart/`)
+//! and runtime status files for running domains (`<state-dir>/<name>.xml`), all written atomically.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use domain_xml::domain::Domain;
+use domain_xml::FormatFlags;
+
+use crate::Error;
+
+/// The on-disk store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    config_dir: PathBuf,
+    state_dir: PathBuf,
+}
+
+/// Writes `data` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let io = |e| Error::Io(path.to_path_buf(), e);
+    {
+        let mut f = fs::File::create(&tmp).map_err(io)?;
+        f.write_all(data).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    fs::rename(&tmp, path).map_err(io)?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    Ok(())
+}
+
+impl Store {
+    /// Opens (and creates) the directories.
+    pub fn open(config_dir: &Path, state_dir: &Path) -> Result<Store, Error> {
+        for d in [config_dir, &config_dir.join("autostart"), state_dir] {
+            fs::create_dir_all(d).map_err(|e| Error::Io(d.to_path_buf(), e))?;
+        }
+        Ok(Store {
+            config_dir: config_dir.to_path_buf(),
+            state_dir: state_dir.to_path_buf(),
+        })
+    }
+
+    fn config_path(&self, name: &str) -> PathBuf {
+        self.config_dir.join(format!("{name}.xml"))
+    }
+    fn autostart_path(&self, name: &str) -> PathBuf {
+        self.config_dir
+            .join("autostart")
+            .join(format!("{name}.xml"))
+    }
+    fn status_path(&self, name: &str) -> PathBuf {
+        self.state_dir.join(format!("{name}.xml"))
+    }
+
+    /// Saves a persistent definition.
+    pub fn save_config(&self, def: &Domain) -> Result<(), Error> {
+        let xml = def.to_xml(FormatFlags::INACTIVE | FormatFlags::SECURE);
+        write_atomic(&self.config_path(&def.name), xml.as_bytes())
+    }
+
+    /// Removes a persistent definition and its autostart link.
+    pub fn delete_config(&self, name: &str) -> Result<(), Error> {
+        self.set_autostart(name, false)?;
+        let p = self.config_path(name);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Io(p, e)),
+        }
+    }
+
+    /// Sets or clears autostart (a symlink to the config file, as libvirt does).
+    pub fn set_autostart(&self, name: &str, on: bool) -> Result<(), Error> {
+        let link = self.autostart_path(name);
+        let _ = fs::remove_file(&link);
+        if on {
+            std::os::unix::fs::symlink(self.config_path(name), &link)
+                .map_err(|e| Error::Io(link.clone(), e))?;
+        }
+        Ok(())
+    }
+
+    /// Whether autostart is set.
+    pub fn autostart(&self, name: &str) -> bool {
+        fs::symlink_metadata(self.autostart_path(name)).is_ok()
+    }
+
+    /// Loads every persistent definition; files that fail to parse are reported and skipped.
+    pub fn load_configs(&self) -> (Vec<Domain>, Vec<String>) {
+        load_dir(&self.config_dir)
+    }
+
+    /// Records a running domain's live definition (with its id).
+    pub fn save_status(&self, def: &Domain) -> Result<(), Error> {
+        write_atomic(
+            &self.status_path(&def.name),
+            def.to_xml(FormatFlags::SECURE).as_bytes(),
+        )
+    }
+
+    /// Removes a running domain's status file.
+    pub fn delete_status(&self, name: &str) {
+        let _ = fs::remove_file(self.status_path(name));
+    }
+
+    /// Loads the status files of domains that were running when the daemon last stopped.
+    pub fn load_status(&self) -> (Vec<Domain>, Vec<String>) {
+        load_dir(&self.state_dir)
+    }
+}
+
+fn load_dir(dir: &Path) -> (Vec<Domain>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut errs = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return (out, errs);
+    };
+    let mut paths: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for p in paths {
+        let is_xml = p.extension().is_some_and(|e| e == "xml");
+        let hidden = p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if !is_xml || hidden || !p.is_file() {
+            continue;
+        }
+        match fs::read_to_string(&p)
+            .map_err(|e| e.to_string())
+            .and_then(|s| Domain::parse(&s).map_err(|e| e.to_string()))
+        {
+            Ok(d) => out.push(d),
+            Err(e) => errs.push(format!("{}: {e}", p.display())),
+        }
+    }
+    (out, errs)
+}
