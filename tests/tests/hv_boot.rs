@@ -50,13 +50,18 @@ fn x86_64_reports_unknown_options() {
     );
 }
 
-/// Builds the guest pack once and boots xen-hv with it.
+/// Builds the guest pack and boots xen-hv with it.
 fn boot_with_guests(guests: &[&str]) -> e2e::qemu::BootOutcome {
+    boot_with_guests_append(guests, "console=com1 loglvl=info")
+}
+
+fn boot_with_guests_append(guests: &[&str], append: &str) -> e2e::qemu::BootOutcome {
     let names: Vec<String> = guests.iter().map(|s| s.to_string()).collect();
     let (pack, _) = xtask::build::build_guest_pack(&names)
         .unwrap_or_else(|e| panic!("building the guest pack: {e}"));
     let mut m = e2e::qemu::Machine::new(Arch::X86_64, e2e::hv_image(Arch::X86_64));
     m.initrd = Some(pack);
+    m.append = append.to_string();
     e2e::qemu::run(&m, Duration::from_secs(120), false)
         .unwrap_or_else(|e| panic!("running QEMU: {e}"))
 }
@@ -136,4 +141,50 @@ fn x86_64_verdict_fails_a_guest_that_reports_failure() {
         out.log
     );
     assert!(out.log.contains("(XEN) some guests failed"), "{}", out.log);
+}
+
+/// The first number after `key` on the line that contains it.
+fn number_after(log: &str, key: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|l| l.contains(key))
+        .unwrap_or_else(|| panic!("no line with {key:?}:\n{log}"));
+    let rest = &line[line.find(key).map_or(0, |i| i + key.len())..];
+    rest.trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number after {key:?} in {line:?}"))
+}
+
+#[test]
+fn x86_64_timer_preempts_cpu_bound_guests_on_one_cpu() {
+    // Two counters that never yield inside a round share one physical CPU: each must see the other run for about
+    // a whole timer tick in the middle of a round (only possible through INTR-intercept preemption).
+    let out = boot_with_guests_append(&["counter"], "console=com1 nosmp");
+    let log = &out.log;
+    assert!(out.passed(), "{log}");
+    assert!(
+        log.contains("(XEN) running 2 domain(s) on 1 CPU(s)"),
+        "{log}"
+    );
+    let per_tick = number_after(log, "LAPIC timer every 10 ms,");
+    for d in ["(d1)", "(d2)"] {
+        let gap = number_after(
+            log,
+            &format!("{d} counter: longest gap between two TSC reads:"),
+        );
+        assert!(
+            gap > per_tick / 2,
+            "{d}: longest gap {gap} cycles, a tick is {per_tick}:\n{log}"
+        );
+    }
+    for d in ["d1 (counter-1)", "d2 (counter-2)"] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(d) && l.contains("interrupts"))
+            .expect("summary");
+        let n = number_after(line, "hypercalls,");
+        assert!(n > 0, "{d} was never interrupted: {line}");
+    }
 }

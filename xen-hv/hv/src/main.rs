@@ -11,6 +11,8 @@ mod vm;
 
 #[cfg(target_os = "none")]
 use core::fmt::Write as _;
+#[cfg(target_os = "none")]
+use core::sync::atomic::Ordering;
 
 #[cfg(not(target_os = "none"))]
 fn main() {
@@ -114,29 +116,61 @@ pub extern "C" fn hv_main(protocol: u32, info_paddr: u64) -> ! {
         "(XEN) {} MiB free for domains",
         frames.free_bytes() >> 20
     );
-    arch::x86_64::cpu::init();
+    arch::x86_64::cpu::init(0);
+    arch::x86_64::percpu::init(0);
     arch::x86_64::cpu::enable_fxsave();
     arch::x86_64::lapic::init(
         arch::x86_64::cpu::TIMER_VECTOR,
         arch::x86_64::cpu::SPURIOUS_VECTOR,
     );
+    arch::x86_64::lapic::calibrate();
+    let _ = writeln!(
+        con,
+        "(XEN) LAPIC timer every {} ms, {} TSC cycles per tick",
+        arch::x86_64::lapic::PERIOD_NS / 1_000_000,
+        arch::x86_64::lapic::tsc_per_tick()
+    );
     let Some(module) = info.modules().first().copied() else {
         let _ = writeln!(con, "(XEN) no guest domains to run; halting");
         arch::exit(0x10);
     };
-    let host = match arch::x86_64::svm::enable(|| {
-        let f = frames.alloc(4096, 4096)?;
-        // SAFETY: the frame was just allocated and is identity-mapped.
-        unsafe { core::ptr::write_bytes(f as usize as *mut u8, 0, 4096) };
-        Some(f)
-    }) {
-        Ok(h) => h,
-        Err(e) => {
-            let _ = writeln!(con, "(XEN) panic: {e}");
+    // Host SVM areas for every CPU, allocated here so the APs need no allocator.
+    for cpu in 0..arch::x86_64::percpu::MAX_CPUS {
+        let (Some(hsave), Some(vmsave)) = (frames.alloc(4096, 4096), frames.alloc(4096, 4096))
+        else {
+            let _ = writeln!(con, "(XEN) panic: out of memory for per-CPU state");
             arch::exit(0x11);
+        };
+        // SAFETY: both frames were just allocated and are identity-mapped.
+        unsafe {
+            core::ptr::write_bytes(hsave as usize as *mut u8, 0, 4096);
+            core::ptr::write_bytes(vmsave as usize as *mut u8, 0, 4096);
         }
-    };
+        let p = arch::x86_64::percpu::of(cpu);
+        p.hsave.store(hsave, Ordering::Release);
+        p.vmsave.store(vmsave, Ordering::Release);
+    }
+    let bsp = arch::x86_64::percpu::of(0);
+    if let Err(e) = arch::x86_64::svm::enable(
+        bsp.hsave.load(Ordering::Acquire),
+        bsp.vmsave.load(Ordering::Acquire),
+    ) {
+        let _ = writeln!(con, "(XEN) panic: {e}");
+        arch::exit(0x11);
+    }
     let _ = writeln!(con, "(XEN) SVM with nested paging enabled");
+    let cpus = if opts_smp(&info) {
+        arch::x86_64::smp::start_aps(|n| {
+            let t = arch::x86_64::lapic::TICKS.load(Ordering::Acquire);
+            while arch::x86_64::lapic::TICKS.load(Ordering::Acquire) < t + n {
+                // SAFETY: waits for the timer with the IDT loaded; interrupts are disabled again afterwards.
+                unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+            }
+        })
+    } else {
+        1
+    };
+    let _ = writeln!(con, "(XEN) {cpus} CPU(s) online");
     // SAFETY: the module was reserved above and stays untouched for the hypervisor's lifetime.
     let pack = unsafe { arch::phys_slice(module.base, module.len as usize) };
     let entries = match xen_hv::modpack::parse(pack) {
@@ -146,7 +180,7 @@ pub extern "C" fn hv_main(protocol: u32, info_paddr: u64) -> ! {
             arch::exit(0x11);
         }
     };
-    let mut machine = vm::Machine::new(frames, host);
+    let mut machine = vm::Machine::new(frames);
     let mut built = 0;
     for e in entries {
         if e.vcpus > 1 {
@@ -163,15 +197,70 @@ pub extern "C" fn hv_main(protocol: u32, info_paddr: u64) -> ! {
             }
         }
     }
-    let _ = writeln!(con, "(XEN) running {built} domain(s)");
-    machine.run();
+    let _ = writeln!(con, "(XEN) running {built} domain(s) on {cpus} CPU(s)");
+    *MACHINE.lock() = Some(machine);
+    GO.store(true, Ordering::Release);
+    vm::cpu_loop(&MACHINE);
+    // Every domain is gone; the other CPUs leave their loops too.
+    let passed = MACHINE.lock().as_mut().is_some_and(|m| m.report());
     let _ = writeln!(con, "(XEN) all domains are gone");
-    if machine.report() {
+    if passed {
         let _ = writeln!(con, "(XEN) all guests passed");
         arch::exit(0x10);
     }
     let _ = writeln!(con, "(XEN) some guests failed");
     arch::exit(0x11);
+}
+
+/// The machine every CPU schedules from.
+#[cfg(target_os = "none")]
+static MACHINE: spin::Mutex<Option<vm::Machine>> = spin::Mutex::new(None);
+/// Set once the domains are built: the APs start scheduling.
+#[cfg(target_os = "none")]
+static GO: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// `smp=off` (or `nosmp`) keeps the APs parked.
+#[cfg(target_os = "none")]
+fn opts_smp(info: &xen_hv::bootinfo::BootInfo) -> bool {
+    !info
+        .cmdline()
+        .split_ascii_whitespace()
+        .any(|w| w == "nosmp" || w == "smp=off" || w == "smp=0")
+}
+
+/// The Rust entry of an application processor, called by the trampoline with its CPU index on its own stack.
+#[cfg(target_os = "none")]
+#[no_mangle]
+pub extern "C" fn hv_ap_entry(idx: u32) -> ! {
+    let idx = idx as usize;
+    arch::x86_64::cpu::init(idx);
+    arch::x86_64::percpu::init(idx);
+    arch::x86_64::cpu::enable_fxsave();
+    arch::x86_64::lapic::init(
+        arch::x86_64::cpu::TIMER_VECTOR,
+        arch::x86_64::cpu::SPURIOUS_VECTOR,
+    );
+    let me = arch::x86_64::percpu::of(idx);
+    if arch::x86_64::svm::enable(
+        me.hsave.load(Ordering::Acquire),
+        me.vmsave.load(Ordering::Acquire),
+    )
+    .is_err()
+    {
+        loop {
+            x86_64::instructions::interrupts::disable();
+            x86_64::instructions::hlt();
+        }
+    }
+    arch::x86_64::smp::ONLINE.fetch_add(1, Ordering::AcqRel);
+    while !GO.load(Ordering::Acquire) {
+        core::hint::spin_loop();
+    }
+    vm::cpu_loop(&MACHINE);
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
 }
 
 #[cfg(target_os = "none")]

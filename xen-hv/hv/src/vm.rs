@@ -111,24 +111,27 @@ pub struct Domain {
     pub exits: u64,
     /// Hypercalls handled.
     pub hypercalls: u64,
+    /// Exits for host interrupts (preemption points).
+    pub interrupts: u64,
+    /// Physical CPUs its vCPUs ran on (bit per CPU).
+    pub cpu_mask: u64,
 }
 
-/// One vCPU.
-pub struct VcpuSlot {
+/// One vCPU's bookkeeping (its hardware state lives in [`Machine::hw`] and is taken out while it runs).
+pub struct VcpuMeta {
     dom: usize,
     id: u32,
-    hw: svm::SvmVcpu,
     vcpu_info: Option<u64>,
     timer: u64,
 }
 
-/// All domains and vCPUs of the machine.
+/// All domains and vCPUs of the machine, behind one lock; guest code runs without it.
 pub struct Machine {
     /// Frame allocator.
     pub frames: FrameAllocator,
-    host: svm::HostState,
     domains: [Option<Domain>; MAX_DOMAINS],
-    vcpus: [Option<VcpuSlot>; MAX_VCPUS],
+    meta: [Option<VcpuMeta>; MAX_VCPUS],
+    hw: [Option<svm::SvmVcpu>; MAX_VCPUS],
     sched: RoundRobin<MAX_VCPUS>,
     con: Serial,
 }
@@ -158,12 +161,12 @@ impl core::fmt::Display for BuildError {
 
 impl Machine {
     /// A machine with the given free memory and SVM enabled.
-    pub fn new(frames: FrameAllocator, host: svm::HostState) -> Self {
+    pub fn new(frames: FrameAllocator) -> Self {
         Self {
             frames,
-            host,
             domains: core::array::from_fn(|_| None),
-            vcpus: core::array::from_fn(|_| None),
+            meta: core::array::from_fn(|_| None),
+            hw: core::array::from_fn(|_| None),
             sched: RoundRobin::new(),
             con: Serial::init(),
         }
@@ -182,7 +185,7 @@ impl Machine {
             .position(Option::is_none)
             .ok_or(BuildError::NoMemory)?;
         let vslot = self
-            .vcpus
+            .meta
             .iter()
             .position(Option::is_none)
             .ok_or(BuildError::NoMemory)?;
@@ -243,26 +246,18 @@ impl Machine {
         let iopm = fs.0.alloc(3 * PAGE, PAGE).ok_or(BuildError::NoMemory)?;
         let msrpm = fs.0.alloc(2 * PAGE, PAGE).ok_or(BuildError::NoMemory)?;
         let maps = svm::build_maps(iopm, msrpm);
-        let hw = svm::SvmVcpu::new_pvh(
-            vmcb,
-            &self.host,
-            maps,
-            npt.root,
-            u32::from(id),
-            entry,
-            START_INFO_GPA,
-        );
+        let hw = svm::SvmVcpu::new_pvh(vmcb, maps, npt.root, u32::from(id), entry, START_INFO_GPA);
         let sched_slot = self.sched.add().ok_or(BuildError::NoMemory)?;
         if sched_slot != vslot {
             return Err(BuildError::NoMemory);
         }
-        self.vcpus[vslot] = Some(VcpuSlot {
+        self.meta[vslot] = Some(VcpuMeta {
             dom: slot,
             id: 0,
-            hw,
             vcpu_info: None,
             timer: 0,
         });
+        self.hw[vslot] = Some(hw);
         self.domains[slot] = Some(Domain {
             id,
             name,
@@ -281,6 +276,8 @@ impl Machine {
             nr_vcpus: 1,
             exits: 0,
             hypercalls: 0,
+            interrupts: 0,
+            cpu_mask: 0,
         });
         let _ = writeln!(
             self.con,
@@ -289,117 +286,102 @@ impl Machine {
         Ok(id)
     }
 
-    /// Runs every domain until all are gone.
-    pub fn run(&mut self) {
-        loop {
-            let now = lapic::now_ns();
-            let woken = self.sched.expire(now);
-            for i in 0..MAX_VCPUS {
-                if woken & (1 << i) != 0 {
-                    self.raise_upcall(i);
-                }
+    /// Picks the next vCPU for this CPU and takes its hardware state; `Err(true)` when every domain is gone,
+    /// `Err(false)` when nothing is runnable now.
+    fn take_next(&mut self) -> Result<(usize, svm::SvmVcpu), bool> {
+        let now = lapic::now_ns();
+        let woken = self.sched.expire(now);
+        for i in 0..MAX_VCPUS {
+            if woken & (1 << i) != 0 {
+                self.raise_upcall(i);
             }
+        }
+        loop {
             let Some(i) = self.sched.pick(now) else {
-                if self.sched.all_dead() {
-                    return;
-                }
-                // Every live vCPU is blocked: wait for the next tick.
-                // SAFETY: the IDT handles the timer; interrupts are re-disabled right after the wake-up.
-                unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
-                continue;
+                return Err(self.sched.all_dead());
             };
-            let next = self.run_slice(i);
-            if self.sched.state(i) == State::Running {
-                self.sched.set(i, next);
+            match self.hw[i].take() {
+                Some(hw) => {
+                    let cpu = crate::arch::x86_64::percpu::current()
+                        .idx
+                        .load(Ordering::Relaxed);
+                    if let Some(d) = self.meta[i]
+                        .as_ref()
+                        .and_then(|m| self.domains[m.dom].as_mut())
+                    {
+                        d.cpu_mask |= 1 << (cpu % 64);
+                    }
+                    return Ok((i, hw));
+                }
+                // Already gone: forget it.
+                None => self.sched.set(i, State::Dead),
             }
         }
     }
 
+    /// Puts a vCPU back after its slice.
+    fn put_back(&mut self, v: usize, hw: svm::SvmVcpu, next: State) {
+        if self.meta[v].is_some() && self.sched.state(v) == State::Running {
+            self.hw[v] = Some(hw);
+            self.sched.set(v, next);
+        }
+    }
+
     fn raise_upcall(&mut self, v: usize) {
-        let Some(slot) = self.vcpus[v].as_mut() else {
+        let Some(meta) = self.meta[v].as_mut() else {
             return;
         };
-        slot.timer = 0;
-        if let Some(pa) = slot.vcpu_info {
+        meta.timer = 0;
+        if let Some(pa) = meta.vcpu_info {
             // SAFETY: `pa` was translated through the domain's nested tables when the guest registered it and
             // lies inside the domain's memory; byte 0 is evtchn_upcall_pending.
             unsafe { core::ptr::write_volatile(pa as usize as *mut u8, 1) };
-        } else if let Some(d) = self.domains[slot.dom].as_ref() {
-            let pa = d.shared_info + 64 * u64::from(slot.id);
+        } else if let Some(d) = self.domains[meta.dom].as_ref() {
+            let pa = d.shared_info + 64 * u64::from(meta.id);
             // SAFETY: the shared_info frame belongs to the domain; vcpu_info[id] starts at 64 * id.
             unsafe { core::ptr::write_volatile(pa as usize as *mut u8, 1) };
         }
     }
 
-    /// Runs vCPU `v` until it yields, blocks, dies or its time slice (one timer tick) ends.
-    fn run_slice(&mut self, v: usize) -> State {
-        let start = lapic::TICKS.load(Ordering::Acquire);
-        let Some(slot) = self.vcpus[v].as_mut() else {
-            return State::Dead;
-        };
-        slot.hw.load_fpu();
-        let state = loop {
-            let Some(slot) = self.vcpus[v].as_mut() else {
-                return State::Dead;
-            };
-            let exit = slot.hw.run();
-            let dom = slot.dom;
-            if let Some(d) = self.domains[dom].as_mut() {
-                d.exits += 1;
-            }
-            match self.handle_exit(v, exit) {
-                Flow::Continue => {}
-                Flow::Stop(s) => break s,
-            }
-            let Some(slot) = self.vcpus[v].as_mut() else {
-                return State::Dead;
-            };
-            if slot.timer != 0 && lapic::now_ns() >= slot.timer {
-                self.raise_upcall(v);
-            }
-            if lapic::TICKS.load(Ordering::Acquire) != start {
-                break State::Runnable;
-            }
-        };
-        if let Some(slot) = self.vcpus[v].as_mut() {
-            slot.hw.save_fpu();
-        }
-        state
-    }
-
-    fn handle_exit(&mut self, v: usize, exit: Exit) -> Flow {
-        let Some(slot) = self.vcpus[v].as_mut() else {
+    fn handle_exit(&mut self, v: usize, hw: &mut svm::SvmVcpu, exit: Exit) -> Flow {
+        let Some(slot) = self.meta[v].as_mut() else {
             return Flow::Stop(State::Dead);
         };
+        if let Some(d) = self.domains[slot.dom].as_mut() {
+            d.exits += 1;
+        }
         let dom = slot.dom;
         let vid = slot.id;
         let Some(d) = self.domains[dom].as_mut() else {
             return Flow::Stop(State::Dead);
         };
         match exit {
-            Exit::Interrupt => Flow::Continue,
+            Exit::Interrupt => {
+                d.interrupts += 1;
+                Flow::Continue
+            }
             Exit::Cpuid { leaf, subleaf } => {
                 let r = guest_cpuid(d.id, vid, leaf, subleaf);
-                slot.hw.set_reg(Reg::Rax, u64::from(r[0]));
-                slot.hw.set_reg(Reg::Rbx, u64::from(r[1]));
-                slot.hw.set_reg(Reg::Rcx, u64::from(r[2]));
-                slot.hw.set_reg(Reg::Rdx, u64::from(r[3]));
-                slot.hw.skip_instruction(&exit);
+                hw.set_reg(Reg::Rax, u64::from(r[0]));
+                hw.set_reg(Reg::Rbx, u64::from(r[1]));
+                hw.set_reg(Reg::Rcx, u64::from(r[2]));
+                hw.set_reg(Reg::Rdx, u64::from(r[3]));
+                hw.skip_instruction(&exit);
                 Flow::Continue
             }
             Exit::MsrRead(msr) => {
                 let val = if msr == cpuid::HYPERCALL_MSR {
                     Some(0)
                 } else {
-                    slot.hw.read_state_msr(msr)
+                    hw.read_state_msr(msr)
                 };
                 match val {
                     Some(x) => {
-                        slot.hw.set_reg(Reg::Rax, x & 0xffff_ffff);
-                        slot.hw.set_reg(Reg::Rdx, x >> 32);
-                        slot.hw.skip_instruction(&exit);
+                        hw.set_reg(Reg::Rax, x & 0xffff_ffff);
+                        hw.set_reg(Reg::Rdx, x >> 32);
+                        hw.skip_instruction(&exit);
                     }
-                    None => slot.hw.inject_exception(13, Some(0)),
+                    None => hw.inject_exception(13, Some(0)),
                 }
                 Flow::Continue
             }
@@ -407,12 +389,12 @@ impl Machine {
                 let ok = if msr == cpuid::HYPERCALL_MSR {
                     fill_hypercall_page(d, val)
                 } else {
-                    slot.hw.write_state_msr(msr, val)
+                    hw.write_state_msr(msr, val)
                 };
                 if ok {
-                    slot.hw.skip_instruction(&exit);
+                    hw.skip_instruction(&exit);
                 } else {
-                    slot.hw.inject_exception(13, Some(0));
+                    hw.inject_exception(13, Some(0));
                 }
                 Flow::Continue
             }
@@ -424,7 +406,7 @@ impl Machine {
                 ..
             } => {
                 if write && !string && port == 0xe9 {
-                    let b = slot.hw.reg(Reg::Rax) as u8;
+                    let b = hw.reg(Reg::Rax) as u8;
                     console_bytes(&mut self.con, d, &[b]);
                 } else if !write && !string {
                     let mask = if size == 4 {
@@ -432,28 +414,29 @@ impl Machine {
                     } else {
                         (1u64 << (8 * size)) - 1
                     };
-                    let rax = slot.hw.reg(Reg::Rax);
-                    slot.hw.set_reg(Reg::Rax, rax | mask);
+                    let rax = hw.reg(Reg::Rax);
+                    hw.set_reg(Reg::Rax, rax | mask);
                 }
-                slot.hw.skip_instruction(&exit);
+                hw.skip_instruction(&exit);
                 Flow::Continue
             }
             Exit::Halt => {
-                slot.hw.skip_instruction(&exit);
+                hw.skip_instruction(&exit);
                 Flow::Stop(State::Blocked(slot.timer))
             }
             Exit::Hypercall => {
                 d.hypercalls += 1;
-                let (nr, args) = hypercall_args(&slot.hw);
+                let (nr, args) = hypercall_args(hw);
                 let mut ctx = Ctx {
                     d,
                     slot,
+                    hw,
                     frames: &mut self.frames,
                     con: &mut self.con,
                 };
                 let out = hypercall::dispatch(&mut ctx, nr, args);
-                slot.hw.set_reg(Reg::Rax, out.ret);
-                slot.hw.skip_instruction(&exit);
+                hw.set_reg(Reg::Rax, out.ret);
+                hw.skip_instruction(&exit);
                 match out.next {
                     Next::Resume => Flow::Continue,
                     Next::Yield => Flow::Stop(State::Runnable),
@@ -461,7 +444,7 @@ impl Machine {
                         if self.upcall_pending(v) {
                             Flow::Continue
                         } else {
-                            let t = self.vcpus[v].as_ref().map_or(0, |s| s.timer);
+                            let t = self.meta[v].as_ref().map_or(0, |s| s.timer);
                             Flow::Stop(State::Blocked(t))
                         }
                     }
@@ -477,11 +460,11 @@ impl Machine {
                     "(XEN) d{}v{vid}: {what} is not available to guests: #UD",
                     d.id
                 );
-                slot.hw.inject_exception(6, None);
+                hw.inject_exception(6, None);
                 Flow::Continue
             }
             Exit::NestedFault { gpa, code } => {
-                let rip = slot.hw.rip();
+                let rip = hw.rip();
                 let _ = writeln!(
                     self.con,
                     "(XEN) d{}v{vid}: access to unmapped guest-physical address {gpa:#x} (error {code:#x}) at rip {rip:#x}: domain crashed",
@@ -491,7 +474,7 @@ impl Machine {
                 Flow::Stop(State::Dead)
             }
             Exit::TripleFault => {
-                let rip = slot.hw.rip();
+                let rip = hw.rip();
                 let _ = writeln!(
                     self.con,
                     "(XEN) d{}v{vid}: triple fault at rip {rip:#x}: domain crashed",
@@ -522,7 +505,7 @@ impl Machine {
     }
 
     fn upcall_pending(&self, v: usize) -> bool {
-        let Some(slot) = self.vcpus[v].as_ref() else {
+        let Some(slot) = self.meta[v].as_ref() else {
             return false;
         };
         let pa = match (slot.vcpu_info, self.domains[slot.dom].as_ref()) {
@@ -554,12 +537,13 @@ impl Machine {
         };
         let _ = writeln!(
             self.con,
-            "(XEN) d{} ({}) {why}; {} exits, {} hypercalls",
-            d.id, d.name, d.exits, d.hypercalls
+            "(XEN) d{} ({}) {why}; {} exits, {} hypercalls, {} interrupts, ran on pCPU mask {:#x}",
+            d.id, d.name, d.exits, d.hypercalls, d.interrupts, d.cpu_mask
         );
         for &v in &d.vcpus[..d.nr_vcpus] {
             self.sched.set(v, State::Dead);
-            self.vcpus[v] = None;
+            self.meta[v] = None;
+            self.hw[v] = None;
         }
         // Return the domain's memory and tables. The shared_info frame and the per-domain maps are kept: other
         // structures may still name them in this simple model, and they are small.
@@ -605,6 +589,57 @@ impl Machine {
 enum Flow {
     Continue,
     Stop(State),
+}
+
+/// The scheduling loop of one physical CPU: runs vCPUs from the shared machine until every domain is gone.
+pub fn cpu_loop(machine: &spin::Mutex<Option<Machine>>) {
+    loop {
+        let next = {
+            let mut guard = machine.lock();
+            let Some(m) = guard.as_mut() else {
+                return;
+            };
+            m.take_next()
+        };
+        let (v, mut hw) = match next {
+            Ok(x) => x,
+            Err(true) => return,
+            Err(false) => {
+                // Nothing runnable: sleep until the next tick.
+                // SAFETY: the IDT handles the timer; interrupts are disabled again after the wake-up.
+                unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+                continue;
+            }
+        };
+        let cpu = crate::arch::x86_64::percpu::current();
+        let start = cpu.ticks.load(Ordering::Acquire);
+        hw.load_fpu();
+        let state = loop {
+            let exit = hw.run();
+            let mut guard = machine.lock();
+            let Some(m) = guard.as_mut() else {
+                return;
+            };
+            match m.handle_exit(v, &mut hw, exit) {
+                Flow::Continue => {}
+                Flow::Stop(s) => break s,
+            }
+            let due = m.meta[v]
+                .as_ref()
+                .is_some_and(|s| s.timer != 0 && lapic::now_ns() >= s.timer);
+            if due {
+                m.raise_upcall(v);
+            }
+            if cpu.ticks.load(Ordering::Acquire) != start {
+                break State::Runnable;
+            }
+        };
+        hw.save_fpu();
+        let mut guard = machine.lock();
+        if let Some(m) = guard.as_mut() {
+            m.put_back(v, hw, state);
+        }
+    }
 }
 
 fn console_bytes(con: &mut Serial, d: &mut Domain, bytes: &[u8]) {
@@ -715,7 +750,8 @@ fn guest_cpuid(domid: u16, vcpu: u32, leaf: u32, subleaf: u32) -> [u32; 4] {
 /// The hypercall view of one vCPU and its domain.
 struct Ctx<'a> {
     d: &'a mut Domain,
-    slot: &'a mut VcpuSlot,
+    slot: &'a mut VcpuMeta,
+    hw: &'a mut svm::SvmVcpu,
     frames: &'a mut FrameAllocator,
     con: &'a mut Serial,
 }
@@ -723,7 +759,7 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// Guest-virtual to host-physical for `len` bytes that stay inside one page.
     fn translate(&self, gva: u64, write: bool) -> Result<u64, Errno> {
-        let paging = self.slot.hw.paging();
+        let paging = self.hw.paging();
         let npt = self.d.npt;
         let gpa = guest_walk(&paging, gva, write, |gpa| {
             npt.translate(&HostMem, gpa & !7)
@@ -816,7 +852,7 @@ impl Guest for Ctx<'_> {
             NPT_RWX,
         )
         .map_err(|_| Errno::Enomem)?;
-        self.slot.hw.flush_tlb();
+        self.hw.flush_tlb();
         Ok(())
     }
 

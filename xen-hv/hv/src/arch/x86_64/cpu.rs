@@ -8,8 +8,10 @@ use core::fmt::Write as _;
 pub const CS: u16 = 0x08;
 /// The hypervisor's data selector.
 pub const DS: u16 = 0x10;
-/// The TSS selector.
+/// The TSS selector of CPU 0; CPU `i` uses `TSS_SEL + 16 * i`.
 pub const TSS_SEL: u16 = 0x18;
+const NCPU: usize = super::percpu::MAX_CPUS;
+const GDT_LEN: usize = 3 + 2 * NCPU;
 /// The LAPIC timer vector.
 pub const TIMER_VECTOR: u8 = 0x20;
 /// The LAPIC spurious vector.
@@ -18,11 +20,15 @@ pub const SPURIOUS_VECTOR: u8 = 0xff;
 #[repr(C, align(16))]
 struct Aligned<T>(T);
 
-static mut GDT: Aligned<[u64; 5]> =
-    Aligned([0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff, 0, 0]);
-static mut TSS: Aligned<[u32; 26]> = Aligned([0; 26]);
+static mut GDT: Aligned<[u64; GDT_LEN]> = Aligned({
+    let mut g = [0; GDT_LEN];
+    g[1] = 0x00af_9a00_0000_ffff;
+    g[2] = 0x00cf_9200_0000_ffff;
+    g
+});
+static mut TSS: Aligned<[[u32; 26]; NCPU]> = Aligned([[0; 26]; NCPU]);
 static mut IDT: Aligned<[[u64; 2]; 256]> = Aligned([[0; 2]; 256]);
-static mut DF_STACK: Aligned<[u8; 16384]> = Aligned([0; 16384]);
+static mut DF_STACK: Aligned<[[u8; 16384]; NCPU]> = Aligned([[0; 16384]; NCPU]);
 
 /// The registers saved by the exception entry stubs.
 #[repr(C)]
@@ -226,13 +232,14 @@ fn gate(handler: u64, ist: u64) -> [u64; 2] {
     [lo, handler >> 32]
 }
 
-/// Loads the GDT (with the TSS) and the IDT on the boot CPU.
-pub fn init() {
-    // SAFETY: runs once on the boot CPU before anything else uses these tables; the raw pointers are only used
-    // to fill and load them.
+/// Loads the GDT (with this CPU's TSS) and the IDT on CPU `idx`; the boot CPU (0) also fills the IDT.
+pub fn init(idx: usize) {
+    let idx = idx % NCPU;
+    // SAFETY: each CPU only writes its own TSS and GDT slots, before loading them; the IDT is filled once by the
+    // boot CPU before any other CPU starts. The raw pointers are only used to fill and load the tables.
     unsafe {
-        let tss = core::ptr::addr_of_mut!(TSS.0);
-        let df_top = core::ptr::addr_of!(DF_STACK.0) as u64 + 16384;
+        let tss = core::ptr::addr_of_mut!(TSS.0[idx]);
+        let df_top = core::ptr::addr_of!(DF_STACK.0[idx]) as u64 + 16384;
         // IST1 lives at byte offset 0x24 of the 64-bit TSS.
         (*tss)[9] = df_top as u32;
         (*tss)[10] = (df_top >> 32) as u32;
@@ -241,18 +248,20 @@ pub fn init() {
         let base = tss as u64;
         let limit = 103u64;
         let gdt = core::ptr::addr_of_mut!(GDT.0);
-        (*gdt)[3] =
+        (*gdt)[3 + 2 * idx] =
             limit | ((base & 0xff_ffff) << 16) | (0x89 << 40) | (((base >> 24) & 0xff) << 56);
-        (*gdt)[4] = base >> 32;
+        (*gdt)[4 + 2 * idx] = base >> 32;
         let idt = core::ptr::addr_of_mut!(IDT.0);
-        let table = core::ptr::addr_of!(isr_table);
-        for v in 0..32 {
-            (*idt)[v] = gate((*table)[v], if v == 8 { 1 } else { 0 });
+        if idx == 0 {
+            let table = core::ptr::addr_of!(isr_table);
+            for v in 0..32 {
+                (*idt)[v] = gate((*table)[v], if v == 8 { 1 } else { 0 });
+            }
+            (*idt)[TIMER_VECTOR as usize] =
+                gate(isr_timer as unsafe extern "C" fn() as usize as u64, 0);
+            (*idt)[SPURIOUS_VECTOR as usize] =
+                gate(isr_spurious as unsafe extern "C" fn() as usize as u64, 0);
         }
-        (*idt)[TIMER_VECTOR as usize] =
-            gate(isr_timer as unsafe extern "C" fn() as usize as u64, 0);
-        (*idt)[SPURIOUS_VECTOR as usize] =
-            gate(isr_spurious as unsafe extern "C" fn() as usize as u64, 0);
 
         #[repr(C, packed)]
         struct Ptr {
@@ -260,7 +269,7 @@ pub fn init() {
             base: u64,
         }
         let gp = Ptr {
-            limit: (5 * 8 - 1) as u16,
+            limit: (GDT_LEN * 8 - 1) as u16,
             base: gdt as u64,
         };
         let ip = Ptr {
@@ -270,6 +279,12 @@ pub fn init() {
         core::arch::asm!(
             "lgdt ({gp})",
             "lidt ({ip})",
+            // Reload CS with a far return (an AP arrives with the trampoline's selectors).
+            "push $0x08",
+            "lea 2f(%rip), {tmp}",
+            "push {tmp}",
+            "lretq",
+            "2:",
             "mov {ds:e}, %ds",
             "mov {ds:e}, %es",
             "mov {ds:e}, %ss",
@@ -277,10 +292,10 @@ pub fn init() {
             gp = in(reg) &gp,
             ip = in(reg) &ip,
             ds = in(reg) u32::from(DS),
-            tr = in(reg) TSS_SEL,
+            tr = in(reg) TSS_SEL + 16 * idx as u16,
+            tmp = out(reg) _,
             options(att_syntax)
         );
-        // CS keeps selector 0x08, whose descriptor is identical in the boot GDT and this one.
     }
 }
 

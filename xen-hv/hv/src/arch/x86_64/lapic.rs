@@ -7,11 +7,12 @@ const SVR: usize = 0xf0;
 const EOI: usize = 0xb0;
 const LVT_TIMER: usize = 0x320;
 const TIMER_INIT: usize = 0x380;
-const TIMER_CUR: usize = 0x390;
 const TIMER_DIV: usize = 0x3e0;
 
-/// Timer ticks since start.
+/// Timer ticks of the boot CPU since start.
 pub static TICKS: AtomicU64 = AtomicU64::new(0);
+static TSC0: AtomicU64 = AtomicU64::new(0);
+static TSC_PER_TICK: AtomicU64 = AtomicU64::new(0);
 /// Timer period in nanoseconds.
 pub const PERIOD_NS: u64 = 10_000_000;
 /// Nanoseconds per timer count: QEMU's APIC runs at 1 GHz, divided by 16. Real hardware would calibrate this
@@ -54,21 +55,64 @@ pub fn eoi() {
     write(EOI, 0);
 }
 
-/// Monotonic system time in nanoseconds.
-pub fn now_ns() -> u64 {
-    loop {
-        let t0 = TICKS.load(Ordering::Acquire);
-        let cur = read(TIMER_CUR);
-        if TICKS.load(Ordering::Acquire) == t0 {
-            let elapsed = u64::from(INIT_COUNT.saturating_sub(cur)) * NS_PER_COUNT;
-            return t0 * PERIOD_NS + elapsed;
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the time stamp counter.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Measures the TSC rate against the timer over a few ticks (boot CPU, interrupts off on entry and exit).
+pub fn calibrate() {
+    let wait_tick = || {
+        let t = TICKS.load(Ordering::Acquire);
+        while TICKS.load(Ordering::Acquire) == t {
+            // SAFETY: the IDT handles the timer; interrupts are disabled again after the wake-up.
+            unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
         }
+    };
+    wait_tick();
+    let t0 = rdtsc();
+    for _ in 0..4 {
+        wait_tick();
+    }
+    let per_tick = ((rdtsc() - t0) / 4).max(1);
+    TSC0.store(t0, Ordering::Release);
+    TSC_PER_TICK.store(per_tick, Ordering::Release);
+}
+
+/// TSC cycles per timer period, as calibrated.
+pub fn tsc_per_tick() -> u64 {
+    TSC_PER_TICK.load(Ordering::Acquire)
+}
+
+/// Monotonic system time in nanoseconds, the same on every CPU (from the TSC calibrated by [`calibrate`]).
+pub fn now_ns() -> u64 {
+    let per_tick = TSC_PER_TICK.load(Ordering::Acquire).max(1);
+    let delta = rdtsc().wrapping_sub(TSC0.load(Ordering::Acquire));
+    (u128::from(delta) * u128::from(PERIOD_NS) / u128::from(per_tick)) as u64
+}
+
+/// Sends INIT then two STARTUP IPIs to every other CPU, starting them at `vector << 12`.
+pub fn start_aps(vector: u8, mut delay_ticks: impl FnMut(u64)) {
+    const ICR_LO: usize = 0x300;
+    let wait_idle = || while read(ICR_LO) & (1 << 12) != 0 {};
+    // All excluding self, INIT, level assert.
+    write(ICR_LO, 0x000c_4500);
+    wait_idle();
+    delay_ticks(1);
+    for _ in 0..2 {
+        write(ICR_LO, 0x000c_4600 | u32::from(vector));
+        wait_idle();
+        delay_ticks(1);
     }
 }
 
 /// Called by the timer vector's stub.
 #[no_mangle]
 extern "C" fn hv_timer_interrupt() {
-    TICKS.fetch_add(1, Ordering::AcqRel);
+    let cpu = super::percpu::current();
+    cpu.ticks.fetch_add(1, Ordering::AcqRel);
+    if cpu.idx.load(Ordering::Relaxed) == 0 {
+        TICKS.fetch_add(1, Ordering::AcqRel);
+    }
     eoi();
 }

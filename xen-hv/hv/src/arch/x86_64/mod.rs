@@ -3,7 +3,9 @@
 pub mod boot;
 pub mod cpu;
 pub mod lapic;
+pub mod percpu;
 pub mod serial;
+pub mod smp;
 pub mod svm;
 
 use x86_64::instructions::port::Port;

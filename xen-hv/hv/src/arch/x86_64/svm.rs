@@ -178,13 +178,10 @@ extern "C" {
     fn svm_vmrun(vmcb: u64, gprs: *mut [u64; 16], host_save: u64);
 }
 
-/// Per-CPU SVM state: the host save area and the host VMSAVE area.
-pub struct HostState {
-    vmsave_area: u64,
-}
-
-/// Checks for SVM with nested paging, sets EFER.SVME and the host save area. `alloc` returns zeroed frames.
-pub fn enable(mut alloc: impl FnMut() -> Option<u64>) -> Result<HostState, SvmError> {
+/// Checks for SVM with nested paging, sets EFER.SVME on this CPU, points VM_HSAVE_PA at `hsave` and saves the
+/// host's VMLOAD state (GS base, TR, ...) into `vmsave`; both are zeroed 4 KiB frames owned by this CPU from now
+/// on. Call after the CPU's GDT, TSS and GS base are final.
+pub fn enable(hsave: u64, vmsave: u64) -> Result<(), SvmError> {
     let ext = core::arch::x86_64::__cpuid(0x8000_0001);
     if ext.ecx & (1 << 2) == 0 {
         return Err(SvmError::NoSvm);
@@ -193,8 +190,6 @@ pub fn enable(mut alloc: impl FnMut() -> Option<u64>) -> Result<HostState, SvmEr
     if feat.edx & 1 == 0 {
         return Err(SvmError::NoNpt);
     }
-    let hsave = alloc().ok_or(SvmError::NoSvm)?;
-    let vmsave_area = alloc().ok_or(SvmError::NoSvm)?;
     // SAFETY: setting EFER.SVME on a CPU that has SVM only enables the SVM instructions; VM_HSAVE_PA gets a
     // page-aligned frame owned by this CPU; VMSAVE writes the current host state into another owned frame.
     unsafe {
@@ -202,9 +197,14 @@ pub fn enable(mut alloc: impl FnMut() -> Option<u64>) -> Result<HostState, SvmEr
         let v = efer.read();
         efer.write(v | EFER_SVME);
         x86_64::registers::model_specific::Msr::new(0xc001_0117).write(hsave);
-        core::arch::asm!("vmsave %rax", in("rax") vmsave_area, options(att_syntax, nostack));
+        core::arch::asm!("vmsave %rax", in("rax") vmsave, options(att_syntax, nostack));
     }
-    Ok(HostState { vmsave_area })
+    let cpu = super::percpu::current();
+    cpu.hsave
+        .store(hsave, core::sync::atomic::Ordering::Release);
+    cpu.vmsave
+        .store(vmsave, core::sync::atomic::Ordering::Release);
+    Ok(())
 }
 
 /// A VMCB, addressed through the identity map.
@@ -241,7 +241,6 @@ struct FxArea([u8; 512]);
 pub struct SvmVcpu {
     vmcb: Vmcb,
     gprs: [u64; 16],
-    host_save: u64,
     fx: FxArea,
     fx_valid: bool,
 }
@@ -299,7 +298,6 @@ impl SvmVcpu {
     /// A vCPU in the PVH entry state: 32-bit protected mode, paging off, flat segments, `ebx` = start info.
     pub fn new_pvh(
         vmcb: u64,
-        host: &HostState,
         maps: Maps,
         npt_root: u64,
         asid: u32,
@@ -352,13 +350,12 @@ impl SvmVcpu {
         v.w64(RSP, 0);
         v.w64(RAX, 0);
         v.w64(G_PAT, 0x0007_0406_0007_0406);
-        v.w64(TLB_CONTROL, 1);
+        v.w32(TLB_CONTROL, 1);
         let mut gprs = [0u64; 16];
         gprs[Reg::Rbx as usize] = start_info;
         Self {
             vmcb: v,
             gprs,
-            host_save: host.vmsave_area,
             fx: FxArea([0; 512]),
             fx_valid: false,
         }
@@ -366,7 +363,7 @@ impl SvmVcpu {
 
     /// Flushes the guest's TLB entries at the next entry (after its nested tables changed).
     pub fn flush_tlb(&mut self) {
-        self.vmcb.w64(TLB_CONTROL, 1);
+        self.vmcb.w32(TLB_CONTROL, 1);
     }
 
     /// Loads the guest's x87/SSE state into the CPU (before a run slice).
@@ -399,12 +396,15 @@ impl SvmVcpu {
 impl Vcpu for SvmVcpu {
     fn run(&mut self) -> Exit {
         self.vmcb.w64(RAX, self.gprs[0]);
+        let host_save = super::percpu::current()
+            .vmsave
+            .load(core::sync::atomic::Ordering::Acquire);
         // SAFETY: the VMCB, permission maps and nested tables were set up by `new_pvh` and stay owned by this
         // domain; the GPR block is ours; the host VMSAVE area belongs to this CPU. Host state is restored by
         // #VMEXIT plus VMLOAD of the host area inside `svm_vmrun`.
-        unsafe { svm_vmrun(self.vmcb.0, &mut self.gprs, self.host_save) };
+        unsafe { svm_vmrun(self.vmcb.0, &mut self.gprs, host_save) };
         self.gprs[0] = self.vmcb.r64(RAX);
-        self.vmcb.w64(TLB_CONTROL, 0);
+        self.vmcb.w32(TLB_CONTROL, 0);
         // Let a pending host interrupt (the timer) be taken now that the host state is back.
         // SAFETY: enabling interrupts for one instruction window with the IDT loaded.
         unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
