@@ -17,7 +17,7 @@ use crate::{Error, FormatFlags};
 pub const XEN_NAMESPACE: &str = "http://libvirt.org/schemas/domain/xen/1.0";
 
 /// A domain definition.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Domain {
     /// The hypervisor type (`xen` for this driver).
     pub domain_type: String,
@@ -59,12 +59,12 @@ pub struct Domain {
     pub cpu: Option<Cpu>,
     /// `<clock>`.
     pub clock: Clock,
-    /// `<on_poweroff>`.
-    pub on_poweroff: Option<LifecycleAction>,
-    /// `<on_reboot>`.
-    pub on_reboot: Option<LifecycleAction>,
-    /// `<on_crash>`.
-    pub on_crash: Option<LifecycleAction>,
+    /// `<on_poweroff>` (libvirt's default: destroy).
+    pub on_poweroff: LifecycleAction,
+    /// `<on_reboot>` (libvirt's default: restart).
+    pub on_reboot: LifecycleAction,
+    /// `<on_crash>` (libvirt's default: destroy).
+    pub on_crash: LifecycleAction,
     /// `<devices>`.
     pub devices: Devices,
     /// `<xen:commandline>`: extra device-model arguments.
@@ -72,6 +72,40 @@ pub struct Domain {
 }
 
 impl Domain {
+    /// A domain with libvirt's defaults: 1 vCPU, no devices, destroy/restart/destroy lifecycle actions.
+    pub fn new(domain_type: &str, name: &str) -> Domain {
+        Domain {
+            domain_type: domain_type.to_string(),
+            id: None,
+            name: name.to_string(),
+            uuid: None,
+            title: None,
+            description: None,
+            metadata: None,
+            max_memory: None,
+            memory_kib: 0,
+            current_memory_kib: 0,
+            vcpu: Vcpu {
+                count: 1,
+                ..Vcpu::default()
+            },
+            vcpus: Vec::new(),
+            cputune: None,
+            numatune: None,
+            bootloader: None,
+            bootloader_args: None,
+            os: Os::default(),
+            features: None,
+            cpu: None,
+            clock: Clock::default(),
+            on_poweroff: LifecycleAction::Destroy,
+            on_reboot: LifecycleAction::Restart,
+            on_crash: LifecycleAction::Destroy,
+            devices: Devices::default(),
+            xen_commandline: Vec::new(),
+        }
+    }
+
     /// Parses a domain XML document.
     pub fn parse(xml: &str) -> Result<Domain, Error> {
         let root = Element::parse(xml)?;
@@ -89,7 +123,7 @@ impl Domain {
         let mut c = Cursor::root(root);
         let mut d = Domain {
             domain_type: c.req_attr("type")?.to_string(),
-            ..Domain::default()
+            ..Domain::new("xen", "")
         };
         check_domain_type(&c, &d.domain_type)?;
         d.id = c.attr_parse("id")?;
@@ -184,7 +218,7 @@ impl Domain {
             if let Some(mut e) = c.child(name)? {
                 let v = e.text_with(|t| t.parse::<LifecycleAction>())?;
                 e.finish()?;
-                *slot = Some(v);
+                *slot = v;
             }
         }
         if let Some(f) = c.child("devices")? {
@@ -287,9 +321,7 @@ impl Domain {
             ("on_reboot", self.on_reboot),
             ("on_crash", self.on_crash),
         ] {
-            if let Some(v) = v {
-                e.push(Element::new(name).text(v.as_str()));
-            }
+            e.push(Element::new(name).text(v.as_str()));
         }
         e.push(self.devices.to_element(flags));
         if !self.xen_commandline.is_empty() {

@@ -91,13 +91,16 @@ impl DiskSpec {
                 None => break,
             }
         }
-        // Positional parameters are target, format, vdev, access; the legacy three-parameter form omits the
-        // format.
-        let slots: &[usize] = if positionals.len() == 3 {
-            &[0, 2, 3]
-        } else {
-            &[0, 1, 2, 3]
-        };
+        // Positional parameters are target, format, vdev, access; the legacy three-parameter form
+        // (`target,vdev,access`) omits the format.
+        // Empty trailing parameters (a trailing comma) leave nothing unspecified.
+        while positionals.len() > 4 && positionals.last() == Some(&"") {
+            positionals.pop();
+        }
+        let legacy = positionals.len() == 3
+            && !positionals[1].is_empty()
+            && !FORMATS.contains(&positionals[1]);
+        let slots: &[usize] = if legacy { &[0, 2, 3] } else { &[0, 1, 2, 3] };
         if positionals.len() > 4 {
             return Err(err(format!(
                 "too many positional parameters at '{}'",

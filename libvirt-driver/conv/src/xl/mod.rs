@@ -1,0 +1,35 @@
+//! xl.cfg(5) <-> domain XML, following libvirt's libxl driver (`xen_xl.c`, `xen_common.c`) and the defaults its
+//! post-parse step fills in.
+
+mod from_cfg;
+mod to_cfg;
+
+pub use from_cfg::xl_config_to_domain;
+pub use to_cfg::domain_to_xl_config;
+
+use domain_xml::domain::Domain;
+use domain_xml::FormatFlags;
+use libxl_rs::xlcfg::XlConfig;
+
+use crate::Error;
+
+/// Where libxl's firmware images live (libvirt's `LIBXL_FIRMWARE_DIR`).
+pub const FIRMWARE_DIR: &str = "/usr/lib/xen/boot";
+
+/// Parses xl.cfg text into a domain model with libvirt's post-parse defaults.
+pub fn xl_cfg_to_domain(cfg: &str) -> Result<Domain, Error> {
+    let conf = XlConfig::parse(cfg)?;
+    xl_config_to_domain(&conf)
+}
+
+/// `virsh domxml-from-native xen-xl`: xl.cfg text to domain XML, formatted with the inactive and secure flags
+/// (as libvirt's own conversion tests compare it).
+pub fn xl_cfg_to_domain_xml(cfg: &str) -> Result<String, Error> {
+    Ok(xl_cfg_to_domain(cfg)?.to_xml(FormatFlags::INACTIVE | FormatFlags::SECURE))
+}
+
+/// `virsh domxml-to-native xen-xl`: domain XML to xl.cfg text.
+pub fn domain_xml_to_xl_cfg(xml: &str) -> Result<String, Error> {
+    let dom = Domain::parse(xml)?;
+    Ok(domain_to_xl_config(&dom)?.to_text())
+}
