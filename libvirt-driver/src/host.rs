@@ -187,8 +187,6 @@ pub fn capabilities_xml() -> String {
     guest_arch_block(&mut s, "xen", "xenpv", false);
     s.push('\n');
     guest_arch_block(&mut s, "hvm", "xenfv", true);
-    s.push('\n');
-    guest_arch_block(&mut s, "xenpvh", "xenpvh", false);
     s.push_str("\n</capabilities>\n");
     s
 }

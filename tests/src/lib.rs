@@ -48,3 +48,172 @@ pub fn guest_kernel() -> (PathBuf, PathBuf) {
     });
     (dir.join("vmlinux"), dir.join("initramfs.cpio.gz"))
 }
+
+/// Running `virtxend` (the libvirt-RPC daemon) with temporary directories, and the stock clients against it.
+pub mod virtxend {
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Output, Stdio};
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    /// Builds (once per test process) and returns the `virtxend` binary.
+    pub fn binary() -> PathBuf {
+        static BIN: OnceLock<PathBuf> = OnceLock::new();
+        BIN.get_or_init(|| {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let st = Command::new(cargo)
+                .current_dir(xtask::workspace_root())
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "libvirt-driver",
+                    "--bin",
+                    "virtxend",
+                ])
+                .status()
+                .expect("running cargo build for virtxend");
+            assert!(st.success(), "building virtxend failed");
+            xtask::build::target_dir().join("debug/virtxend")
+        })
+        .clone()
+    }
+
+    /// A daemon listening on a socket in its own temporary directory; killed on drop.
+    pub struct Daemon {
+        child: Option<Child>,
+        /// The temporary directory (socket, config and state directories).
+        pub dir: PathBuf,
+        /// The read-write socket.
+        pub socket: PathBuf,
+    }
+
+    impl Daemon {
+        /// Starts a daemon in a fresh temporary directory.
+        pub fn start(tag: &str) -> Daemon {
+            let dir = std::env::temp_dir().join(format!("virtxend-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("creating the test directory");
+            let mut d = Daemon {
+                child: None,
+                socket: dir.join("sock"),
+                dir,
+            };
+            d.spawn();
+            d
+        }
+
+        fn spawn(&mut self) {
+            let log = std::fs::File::create(self.dir.join("daemon.log"))
+                .expect("creating the daemon log");
+            let child = Command::new(binary())
+                .arg("--socket")
+                .arg(&self.socket)
+                .arg("--config-dir")
+                .arg(self.dir.join("config"))
+                .arg("--state-dir")
+                .arg(self.dir.join("state"))
+                .arg("--verbose")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("starting virtxend");
+            self.child = Some(child);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "virtxend did not start listening"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+
+        /// Stops the daemon and starts it again on the same directories.
+        pub fn restart(&mut self) {
+            self.stop();
+            self.spawn();
+        }
+
+        fn stop(&mut self) {
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+
+        /// The URI clients use.
+        pub fn uri(&self) -> String {
+            format!("xen:///system?socket={}", self.socket.display())
+        }
+
+        /// The persistent configuration directory.
+        pub fn config_dir(&self) -> PathBuf {
+            self.dir.join("config")
+        }
+
+        /// Runs `virsh -c URI args...`.
+        pub fn virsh(&self, args: &[&str]) -> Output {
+            Command::new("virsh")
+                .arg("-c")
+                .arg(self.uri())
+                .args(args)
+                .output()
+                .expect("running virsh")
+        }
+
+        /// Runs virsh and returns stdout, panicking with stderr on failure.
+        pub fn virsh_ok(&self, args: &[&str]) -> String {
+            let o = self.virsh(args);
+            assert!(
+                o.status.success(),
+                "virsh {args:?} failed: {}\ndaemon log:\n{}",
+                String::from_utf8_lossy(&o.stderr),
+                self.log()
+            );
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        }
+
+        /// Runs virsh expecting failure and returns stderr.
+        pub fn virsh_err(&self, args: &[&str]) -> String {
+            let o = self.virsh(args);
+            assert!(
+                !o.status.success(),
+                "virsh {args:?} unexpectedly succeeded: {}",
+                String::from_utf8_lossy(&o.stdout)
+            );
+            String::from_utf8_lossy(&o.stderr).into_owned()
+        }
+
+        /// The daemon's log so far.
+        pub fn log(&self) -> String {
+            std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+        }
+
+        /// Writes a file in the test directory and returns its path.
+        pub fn write(&self, name: &str, text: &str) -> PathBuf {
+            let p = self.dir.join(name);
+            std::fs::write(&p, text).expect("writing a test file");
+            p
+        }
+    }
+
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            self.stop();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// The Debian system python (which has python3-libvirt), not a pyenv shim.
+    pub fn python() -> &'static Path {
+        Path::new("/usr/bin/python3")
+    }
+
+    /// A minimal PV guest definition.
+    pub fn pv_guest_xml(name: &str) -> String {
+        format!(
+            "<domain type='xen'>\n  <name>{name}</name>\n  <memory unit='MiB'>256</memory>\n  <vcpu>2</vcpu>\n  <os>\n    <type arch='x86_64' machine='xenpv'>xen</type>\n  </os>\n</domain>\n"
+        )
+    }
+}
