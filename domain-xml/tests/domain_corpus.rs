@@ -155,3 +155,50 @@ fn escaping_matches_libvirt() {
         .to_xml(FLAGS)
         .contains("<description>a &lt;b&gt; &amp; &apos;c&apos; &quot;d&quot;</description>"));
 }
+
+fn data(name: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// XML as virt-install and virt-manager write it (double quotes, units, elements in their own order) parses,
+/// and its formatting is libvirt's canonical form: a fixed point of parse and format.
+#[test]
+fn virt_install_and_virt_manager_xml() {
+    for name in ["virt-install-hvm.xml", "virt-manager-pv.xml"] {
+        let d = Domain::parse(&data(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let out = d.to_xml(FLAGS);
+        let again = Domain::parse(&out).unwrap_or_else(|e| panic!("{name}: {e}\n{out}"));
+        assert_eq!(again, d, "{name}");
+        assert_eq!(again.to_xml(FLAGS), out, "{name}");
+    }
+    let pv = Domain::parse(&data("virt-manager-pv.xml")).unwrap();
+    assert_eq!(pv.memory_kib, 1024 * 1024);
+    assert_eq!(pv.current_memory_kib, 512 * 1024);
+    assert_eq!(
+        pv.devices.interfaces[0].mac.as_deref(),
+        Some("00:16:3e:12:34:56")
+    );
+    assert_eq!(pv.xen_commandline, vec!["-no-shutdown".to_string()]);
+    let out = pv.to_xml(FLAGS);
+    assert!(out.starts_with(
+        "<domain type='xen' xmlns:xen='http://libvirt.org/schemas/domain/xen/1.0'>\n"
+    ));
+    assert!(
+        out.contains("      <libosinfo:os id='http://debian.org/debian/12'/>\n"),
+        "{out}"
+    );
+    assert!(out.contains("        <auth username='libvirt'>\n          <secret type='ceph' usage='client.libvirt secret'/>\n"), "{out}");
+    let hvm = Domain::parse(&data("virt-install-hvm.xml")).unwrap();
+    assert_eq!(hvm.vcpu.current(), 2);
+    assert_eq!(hvm.vcpu.count, 4);
+    assert_eq!(hvm.devices.redirdevs.len(), 2);
+    let out = hvm.to_xml(FLAGS);
+    assert!(
+        out.contains("  <pm>\n    <suspend-to-mem enabled='no'/>\n"),
+        "{out}"
+    );
+    assert!(out.contains("    <vmport state='off'/>\n"), "{out}");
+}

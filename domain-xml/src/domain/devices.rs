@@ -149,8 +149,25 @@ pub struct Disk {
     pub shareable: bool,
     /// `<serial>`.
     pub serial: Option<String>,
+    /// `<boot order>`.
+    pub boot_order: Option<u32>,
     /// `<address>`.
     pub address: Option<Address>,
+}
+
+/// Reads `<boot order='N'/>`.
+fn parse_boot(c: &mut Cursor<'_>) -> Result<Option<u32>, Error> {
+    match c.child("boot")? {
+        None => Ok(None),
+        Some(mut b) => {
+            let o = b.req_attr_parse::<u32>("order")?;
+            if o == 0 {
+                return Err(b.invalid_attr("order", "0", "boot order starts at 1"));
+            }
+            b.finish()?;
+            Ok(Some(o))
+        }
+    }
 }
 
 impl Disk {
@@ -244,6 +261,7 @@ impl Disk {
         if let Some(s) = c.child("serial")? {
             d.serial = Some(s.text_finish()?);
         }
+        d.boot_order = parse_boot(&mut c)?;
         if let Some(a) = c.child("address")? {
             d.address = Some(Address::parse(a, None)?);
         }
@@ -318,6 +336,9 @@ impl Disk {
         if let Some(s) = &self.serial {
             e.push(Element::new("serial").text(s));
         }
+        if let Some(o) = self.boot_order {
+            e.push(Element::new("boot").attr("order", o));
+        }
         if let Some(a) = &self.address {
             e.push(a.to_element(a.is_pci(false)));
         }
@@ -340,6 +361,8 @@ pub struct Controller {
     pub max_grant_frames: Option<u32>,
     /// `maxEventChannels` (xenbus).
     pub max_event_channels: Option<u32>,
+    /// `<master startport>` (USB companion controllers).
+    pub master_startport: Option<u32>,
     /// `<address>`.
     pub address: Option<Address>,
 }
@@ -372,6 +395,14 @@ impl Controller {
             ports: c.attr_parse("ports")?,
             max_grant_frames: c.attr_parse("maxGrantFrames")?,
             max_event_channels: c.attr_parse("maxEventChannels")?,
+            master_startport: match c.child("master")? {
+                Some(mut m) => {
+                    let v = m.req_attr_parse("startport")?;
+                    m.finish()?;
+                    Some(v)
+                }
+                None => None,
+            },
             address: match c.child("address")? {
                 Some(a) => Some(Address::parse(a, None)?),
                 None => None,
@@ -390,6 +421,10 @@ impl Controller {
             .opt_attr("ports", self.ports)
             .opt_attr("maxGrantFrames", self.max_grant_frames)
             .opt_attr("maxEventChannels", self.max_event_channels)
+            .opt_child(
+                self.master_startport
+                    .map(|p| Element::new("master").attr("startport", p)),
+            )
             .opt_child(self.address.as_ref().map(|a| a.to_element(a.is_pci(false))))
     }
 }
@@ -438,6 +473,12 @@ pub struct Interface {
     pub target_dev: Option<String>,
     /// `<model type>`.
     pub model: Option<String>,
+    /// `<link state>`: up or down.
+    pub link_state: Option<String>,
+    /// `<mtu size>`.
+    pub mtu: Option<u32>,
+    /// `<boot order>`.
+    pub boot_order: Option<u32>,
     /// `<address>`.
     pub address: Option<Address>,
 }
@@ -564,6 +605,15 @@ impl Interface {
             n.model = Some(m.req_attr("type")?.to_string());
             m.finish()?;
         }
+        if let Some(mut l) = c.child("link")? {
+            n.link_state = l.attr_with("state", |v| one_of(v, &["up", "down"]))?;
+            l.finish()?;
+        }
+        if let Some(mut m) = c.child("mtu")? {
+            n.mtu = Some(m.req_attr_parse("size")?);
+            m.finish()?;
+        }
+        n.boot_order = parse_boot(&mut c)?;
         if let Some(a) = c.child("address")? {
             n.address = Some(Address::parse(a, None)?);
         }
@@ -640,6 +690,15 @@ impl Interface {
         }
         if self.net_type != "hostdev" {
             e = e.opt_child(driver);
+        }
+        if let Some(l) = &self.link_state {
+            e.push(Element::new("link").attr("state", l));
+        }
+        if let Some(m) = self.mtu {
+            e.push(Element::new("mtu").attr("size", m));
+        }
+        if let Some(o) = self.boot_order {
+            e.push(Element::new("boot").attr("order", o));
         }
         if let Some(a) = &self.address {
             e.push(a.to_element(a.is_pci(false)));
@@ -863,6 +922,20 @@ pub struct Graphics {
     pub mouse_mode: Option<String>,
     /// `<clipboard copypaste>` (spice).
     pub clipboard_copypaste: Option<bool>,
+    /// `websocket` port (vnc).
+    pub websocket: Option<i32>,
+    /// `sharePolicy` (vnc).
+    pub share_policy: Option<String>,
+    /// `defaultMode` (spice): any, secure, insecure.
+    pub default_mode: Option<String>,
+    /// `<image compression>` (spice).
+    pub image_compression: Option<String>,
+    /// `<streaming mode>` (spice).
+    pub streaming_mode: Option<String>,
+    /// `<filetransfer enable>` (spice).
+    pub filetransfer: Option<bool>,
+    /// `<gl enable rendernode>` (spice).
+    pub gl: Option<(bool, Option<String>)>,
 }
 
 impl Graphics {
@@ -882,6 +955,12 @@ impl Graphics {
             display: c.attr("display").map(str::to_string),
             xauth: c.attr("xauth").map(str::to_string),
             fullscreen: c.attr_yes_no("fullscreen")?,
+            websocket: c.attr_parse("websocket")?,
+            share_policy: c.attr_with("sharePolicy", |v| {
+                one_of(v, &["allow-exclusive", "force-shared", "ignore"])
+            })?,
+            default_mode: c
+                .attr_with("defaultMode", |v| one_of(v, &["any", "secure", "insecure"]))?,
             graphics_type: gt,
             ..Graphics::default()
         };
@@ -900,6 +979,16 @@ impl Graphics {
             });
             l.finish()?;
         }
+        if let Some(mut m) = c.child("image")? {
+            g.image_compression = m.attr_with("compression", |v| {
+                one_of(v, &["auto_glz", "auto_lz", "quic", "glz", "lz", "off"])
+            })?;
+            m.finish()?;
+        }
+        if let Some(mut m) = c.child("streaming")? {
+            g.streaming_mode = m.attr_with("mode", |v| one_of(v, &["filter", "all", "off"]))?;
+            m.finish()?;
+        }
         if let Some(mut m) = c.child("mouse")? {
             g.mouse_mode = m.attr_with("mode", |v| one_of(v, &["server", "client"]))?;
             m.finish()?;
@@ -907,6 +996,16 @@ impl Graphics {
         if let Some(mut m) = c.child("clipboard")? {
             g.clipboard_copypaste = m.attr_yes_no("copypaste")?;
             m.finish()?;
+        }
+        if let Some(mut m) = c.child("filetransfer")? {
+            g.filetransfer = m.attr_yes_no("enable")?;
+            m.finish()?;
+        }
+        if let Some(mut m) = c.child("gl")? {
+            let en = m.attr_yes_no("enable")?.unwrap_or(false);
+            let rn = m.attr("rendernode").map(str::to_string);
+            m.finish()?;
+            g.gl = Some((en, rn));
         }
         c.finish()?;
         // libvirt mirrors the legacy listen attribute and the first address listen.
@@ -938,8 +1037,11 @@ impl Graphics {
                     .opt_attr("port", self.port)
                     .opt_attr("tlsPort", self.tls_port)
                     .opt_attr("autoport", self.autoport.map(yes_no))
+                    .opt_attr("websocket", self.websocket)
                     .opt_attr("listen", self.listen.as_deref())
-                    .opt_attr("keymap", self.keymap.as_deref());
+                    .opt_attr("keymap", self.keymap.as_deref())
+                    .opt_attr("defaultMode", self.default_mode.as_deref())
+                    .opt_attr("sharePolicy", self.share_policy.as_deref());
             }
         }
         if flags.contains(FormatFlags::SECURE) {
@@ -954,11 +1056,27 @@ impl Graphics {
                     .opt_attr("socket", l.socket.as_deref()),
             );
         }
+        if let Some(m) = &self.image_compression {
+            e.push(Element::new("image").attr("compression", m));
+        }
+        if let Some(m) = &self.streaming_mode {
+            e.push(Element::new("streaming").attr("mode", m));
+        }
         if let Some(m) = &self.mouse_mode {
             e.push(Element::new("mouse").attr("mode", m));
         }
         if let Some(c) = self.clipboard_copypaste {
             e.push(Element::new("clipboard").attr("copypaste", yes_no(c)));
+        }
+        if let Some(f) = self.filetransfer {
+            e.push(Element::new("filetransfer").attr("enable", yes_no(f)));
+        }
+        if let Some((en, rn)) = &self.gl {
+            e.push(
+                Element::new("gl")
+                    .attr("enable", yes_no(*en))
+                    .opt_attr("rendernode", rn.as_deref()),
+            );
         }
         e
     }
@@ -1160,6 +1278,8 @@ pub struct Devices {
     pub videos: Vec<Video>,
     /// `<hostdev>` list.
     pub hostdevs: Vec<Hostdev>,
+    /// `<redirdev bus type>` (USB redirection) as (bus, type).
+    pub redirdevs: Vec<(String, String)>,
     /// `<memballoon model>`.
     pub memballoon: Option<String>,
     /// `<rng>` list.
@@ -1211,6 +1331,18 @@ impl Devices {
                 }
                 "video" => d.videos.push(Video::parse(ch)?),
                 "hostdev" => d.hostdevs.push(Hostdev::parse(ch)?),
+                "redirdev" => {
+                    let bus = ch
+                        .attr_with("bus", |v| one_of(v, &["usb"]))?
+                        .unwrap_or_else(|| "usb".into());
+                    let t = ch
+                        .attr_with("type", |v| one_of(v, &["spicevmc", "tcp"]))?
+                        .ok_or_else(|| Error::MissingAttribute {
+                            path: ch.attr_path("type"),
+                        })?;
+                    ch.finish()?;
+                    d.redirdevs.push((bus, t));
+                }
                 "memballoon" => {
                     let m = ch
                         .attr_with("model", |v| one_of(v, &["xen", "virtio", "none"]))?
@@ -1288,6 +1420,9 @@ impl Devices {
         }
         for x in &self.hostdevs {
             e.push(x.to_element());
+        }
+        for (bus, t) in &self.redirdevs {
+            e.push(Element::new("redirdev").attr("bus", bus).attr("type", t));
         }
         if let Some(m) = &self.memballoon {
             e.push(Element::new("memballoon").attr("model", m));

@@ -424,7 +424,13 @@ pub struct Features {
     pub xen_e820_host: Option<bool>,
     /// `<xen><passthrough state mode/></xen>`: state and optional mode (sync_pt, share_pt).
     pub xen_passthrough: Option<(bool, Option<String>)>,
+    /// Features always formatted with an explicit state (`<vmport state='off'/>`), in libvirt's order:
+    /// pvspinlock, pmu, vmport, smm, vmcoreinfo.
+    pub stated: Vec<(String, bool)>,
 }
+
+/// Features formatted as `<name state='on|off'/>`, in libvirt's order.
+const STATED_FEATURES: &[&str] = &["pvspinlock", "pmu", "vmport", "smm", "vmcoreinfo"];
 
 fn parse_state(c: &mut Cursor<'_>) -> Result<bool, Error> {
     Ok(c.attr_on_off("state")?.unwrap_or(true))
@@ -453,6 +459,13 @@ impl Features {
             if let Some(mut e) = c.child(name)? {
                 *slot = Some(parse_state(&mut e)?);
                 e.finish()?;
+            }
+        }
+        for name in STATED_FEATURES {
+            if let Some(mut e) = c.child(name)? {
+                let st = parse_state(&mut e)?;
+                e.finish()?;
+                f.stated.push((name.to_string(), st));
             }
         }
         if let Some(mut x) = c.child("xen")? {
@@ -485,6 +498,9 @@ impl Features {
             if let Some(v) = v {
                 e.push(state_el(name, v));
             }
+        }
+        for (name, v) in &self.stated {
+            e.push(Element::new(name.as_str()).attr("state", on_off(*v)));
         }
         if self.xen_e820_host.is_some() || self.xen_passthrough.is_some() {
             let mut x = Element::new("xen");
@@ -535,6 +551,8 @@ pub struct Cpu {
     pub match_: Option<String>,
     /// `check`.
     pub check: Option<String>,
+    /// `migratable` (host-passthrough, maximum).
+    pub migratable: Option<bool>,
     /// `<model>` name with its `fallback` attribute.
     pub model: Option<(String, Option<String>)>,
     /// `<topology sockets dies cores threads/>`.
@@ -553,6 +571,7 @@ impl Cpu {
             })?,
             match_: c.attr_with("match", |v| one_of(v, &["minimum", "exact", "strict"]))?,
             check: c.attr_with("check", |v| one_of(v, &["none", "partial", "full"]))?,
+            migratable: c.attr_on_off("migratable")?,
             ..Cpu::default()
         };
         if let Some(mut m) = c.child("model")? {
@@ -612,7 +631,8 @@ impl Cpu {
         let mut e = Element::new("cpu")
             .opt_attr("mode", self.mode.as_deref())
             .opt_attr("match", self.match_.as_deref())
-            .opt_attr("check", self.check.as_deref());
+            .opt_attr("check", self.check.as_deref())
+            .opt_attr("migratable", self.migratable.map(on_off));
         if let Some((name, fb)) = &self.model {
             e.push(
                 Element::new("model")
@@ -843,4 +863,43 @@ impl fmt::Display for LifecycleAction {
 /// Parses a hexadecimal or decimal unsigned value (PCI address parts).
 pub(crate) fn parse_hex(v: &str) -> Result<u64, String> {
     parse_uint(v)
+}
+
+/// `<pm>`: guest power management.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pm {
+    /// `<suspend-to-mem enabled>`.
+    pub suspend_to_mem: Option<bool>,
+    /// `<suspend-to-disk enabled>`.
+    pub suspend_to_disk: Option<bool>,
+}
+
+impl Pm {
+    pub(crate) fn parse(mut c: Cursor<'_>) -> Result<Self, Error> {
+        let mut pm = Pm::default();
+        for (name, slot) in [
+            ("suspend-to-mem", &mut pm.suspend_to_mem),
+            ("suspend-to-disk", &mut pm.suspend_to_disk),
+        ] {
+            if let Some(mut e) = c.child(name)? {
+                *slot = e.attr_yes_no("enabled")?;
+                e.finish()?;
+            }
+        }
+        c.finish()?;
+        Ok(pm)
+    }
+
+    pub(crate) fn to_element(self) -> Option<Element> {
+        let mut e = Element::new("pm");
+        for (name, v) in [
+            ("suspend-to-mem", self.suspend_to_mem),
+            ("suspend-to-disk", self.suspend_to_disk),
+        ] {
+            if let Some(v) = v {
+                e.push(Element::new(name).attr("enabled", yes_no(v)));
+            }
+        }
+        (!e.is_empty()).then_some(e)
+    }
 }

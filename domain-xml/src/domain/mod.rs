@@ -65,6 +65,8 @@ pub struct Domain {
     pub on_reboot: LifecycleAction,
     /// `<on_crash>` (libvirt's default: destroy).
     pub on_crash: LifecycleAction,
+    /// `<pm>`.
+    pub pm: Option<Pm>,
     /// `<devices>`.
     pub devices: Devices,
     /// `<xen:commandline>`: extra device-model arguments.
@@ -101,6 +103,7 @@ impl Domain {
             on_poweroff: LifecycleAction::Destroy,
             on_reboot: LifecycleAction::Restart,
             on_crash: LifecycleAction::Destroy,
+            pm: None,
             devices: Devices::default(),
             xen_commandline: Vec::new(),
         }
@@ -221,10 +224,22 @@ impl Domain {
                 *slot = v;
             }
         }
+        if let Some(p) = c.child("pm")? {
+            d.pm = Some(Pm::parse(p)?);
+        }
         if let Some(f) = c.child("devices")? {
             d.devices = Devices::parse(f, &d.os)?;
         }
         if let Some(mut cl) = c.child("xen:commandline")? {
+            if let Some(ns) = cl.attr("xmlns:xen") {
+                if ns != XEN_NAMESPACE {
+                    return Err(cl.invalid_attr(
+                        "xmlns:xen",
+                        ns,
+                        format!("expected '{XEN_NAMESPACE}'"),
+                    ));
+                }
+            }
             for mut a in cl.children("xen:arg") {
                 d.xen_commandline.push(a.req_attr("value")?.to_string());
                 a.finish()?;
@@ -322,6 +337,9 @@ impl Domain {
             ("on_crash", self.on_crash),
         ] {
             e.push(Element::new(name).text(v.as_str()));
+        }
+        if let Some(pm) = self.pm.and_then(Pm::to_element) {
+            e.push(pm);
         }
         e.push(self.devices.to_element(flags));
         if !self.xen_commandline.is_empty() {
