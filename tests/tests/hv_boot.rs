@@ -96,22 +96,31 @@ fn x86_64_runs_every_test_guest_under_svm() {
         d3_first < d2_done,
         "counters did not run concurrently:\n{log}"
     );
-    // The hostile guests were contained and the others kept running after them.
+    // The two-vCPU domain started its second vCPU through VCPUOP_initialise/up and both counted together.
+    assert!(log.contains("(XEN) d4: created \"smp\": 8 MiB"), "{log}");
+    assert!(log.contains("2 vCPU(s)"), "{log}");
     assert!(
-        log.contains("(XEN) d4v0: access to unmapped guest-physical address 0x30000000"),
+        log.contains("(d4) smp: ok   the vCPUs ran concurrently"),
         "{log}"
     );
-    assert!(log.contains("(XEN) d5v0: triple fault at rip"), "{log}");
+    assert!(log.contains("(d4) PASS smp (9 checks)"), "{log}");
+    // The hostile guests were contained and the others kept running after them.
+    assert!(
+        log.contains("(XEN) d5v0: access to unmapped guest-physical address 0x30000000"),
+        "{log}"
+    );
+    assert!(log.contains("(XEN) d6v0: triple fault at rip"), "{log}");
     let crash = log
-        .find("(XEN) d4 (hostile) destroyed after a crash")
-        .expect("d4 destroyed");
+        .find("(XEN) d5 (hostile) destroyed after a crash")
+        .expect("d5 destroyed");
     let last_pass = log.rfind("PASS counter").expect("counter passed");
     assert!(crash < last_pass, "{log}");
     for line in [
         "(XEN) d1 (hypercalls) shut down (poweroff)",
         "(XEN) result d1 hypercalls: PASS",
-        "(XEN) result d4 hostile: PASS (contained)",
-        "(XEN) result d5 triplefault: PASS (contained)",
+        "(XEN) result d4 smp: PASS",
+        "(XEN) result d5 hostile: PASS (contained)",
+        "(XEN) result d6 triplefault: PASS (contained)",
         "(XEN) all guests passed",
     ] {
         assert!(log.contains(line), "missing {line:?}:\n{log}");

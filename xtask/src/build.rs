@@ -56,17 +56,21 @@ pub fn build_hv(arch: Arch) -> Result<PathBuf, Error> {
     build_bare_metal("xen-hv", arch)
 }
 
-/// The in-tree test guests: (binary, instances, MiB of memory). `counter` runs twice so two CPU-bound domains
-/// compete for the processor. All of them run when no guest is named.
-pub const TEST_GUESTS: &[(&str, u32, u32)] = &[
-    ("hypercalls", 1, 8),
-    ("counter", 2, 8),
-    ("hostile", 1, 8),
-    ("triplefault", 1, 8),
+/// An in-tree guest: binary, instances, MiB of memory, vCPUs.
+pub type GuestSpec = (&'static str, u32, u32, u32);
+
+/// The in-tree test guests. `counter` runs twice so two CPU-bound domains compete for the processors; `smp` has
+/// two vCPUs. All of them run when no guest is named.
+pub const TEST_GUESTS: &[GuestSpec] = &[
+    ("hypercalls", 1, 8, 1),
+    ("counter", 2, 8, 1),
+    ("smp", 1, 8, 2),
+    ("hostile", 1, 8, 1),
+    ("triplefault", 1, 8, 1),
 ];
 
 /// Guests that only run when named: `failing` reports FAIL on purpose, to check that a failure is detected.
-pub const EXTRA_GUESTS: &[(&str, u32, u32)] = &[("failing", 1, 8)];
+pub const EXTRA_GUESTS: &[GuestSpec] = &[("failing", 1, 8, 1)];
 
 /// Builds the test guests (package `xen-test-guests`) for x86_64 and returns each binary's path.
 pub fn build_guests(names: &[&str]) -> Result<Vec<(String, PathBuf)>, Error> {
@@ -140,7 +144,7 @@ pub fn pack(guests: &[PackGuest]) -> Result<Vec<u8>, Error> {
 /// Builds the named test guests (all when `names` is empty) and writes their pack to the target directory;
 /// returns the pack's path and the domain names in it.
 pub fn build_guest_pack(names: &[String]) -> Result<(PathBuf, Vec<String>), Error> {
-    let selected: Vec<&(&str, u32, u32)> = if names.is_empty() {
+    let selected: Vec<&GuestSpec> = if names.is_empty() {
         TEST_GUESTS.iter().collect()
     } else {
         names
@@ -167,7 +171,7 @@ pub fn build_guest_pack(names: &[String]) -> Result<(PathBuf, Vec<String>), Erro
     let bins: Vec<&str> = selected.iter().map(|g| g.0).collect();
     let built = build_guests(&bins)?;
     let mut guests = Vec::new();
-    for ((bin, instances, mem), (_, path)) in selected.iter().zip(&built) {
+    for ((bin, instances, mem, vcpus), (_, path)) in selected.iter().zip(&built) {
         let image = std::fs::read(path).map_err(|e| Error::Io(path.display().to_string(), e))?;
         for i in 1..=*instances {
             let name = if *instances > 1 {
@@ -177,7 +181,7 @@ pub fn build_guest_pack(names: &[String]) -> Result<(PathBuf, Vec<String>), Erro
             };
             guests.push(PackGuest {
                 name,
-                vcpus: 1,
+                vcpus: *vcpus,
                 mem_mib: *mem,
                 image: image.clone(),
             });

@@ -49,6 +49,8 @@ plain!(
     crate::xen::XenHvmParam,
     crate::xen::VcpuRegisterVcpuInfo,
     crate::xen::SchedShutdown,
+    crate::xen::VcpuHvmX86_32,
+    crate::xen::VcpuHvmContext,
     crate::start_info::HvmStartInfo,
     crate::start_info::HvmModlistEntry,
     crate::start_info::HvmMemmapEntry,

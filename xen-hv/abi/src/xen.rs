@@ -54,6 +54,12 @@ pub mod hvmop {
 
 /// `vcpu_op` sub-operations.
 pub mod vcpuop {
+    /// `VCPUOP_initialise` (for HVM/PVH: a `vcpu_hvm_context`).
+    pub const INITIALISE: u64 = 0;
+    /// `VCPUOP_up`.
+    pub const UP: u64 = 1;
+    /// `VCPUOP_down`.
+    pub const DOWN: u64 = 2;
     /// `VCPUOP_is_up`.
     pub const IS_UP: u64 = 3;
     /// `VCPUOP_register_vcpu_info`.
@@ -224,8 +230,105 @@ pub struct SchedShutdown {
     pub reason: u32,
 }
 
+/// `VCPU_HVM_MODE_32B` of [`VcpuHvmContext::mode`].
+pub const VCPU_HVM_MODE_32B: u32 = 0;
+/// `VCPU_HVM_MODE_64B`.
+pub const VCPU_HVM_MODE_64B: u32 = 1;
+
+/// `struct vcpu_hvm_x86_32` (`public/hvm/hvm_vcpu.h`, 120 bytes): a vCPU's start state in 32-bit mode. The
+/// `*_ar` fields use the compressed descriptor-attribute layout (type, S, DPL, P, AVL, L, D/B, G).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct VcpuHvmX86_32 {
+    /// eax.
+    pub eax: u32,
+    /// ecx.
+    pub ecx: u32,
+    /// edx.
+    pub edx: u32,
+    /// ebx.
+    pub ebx: u32,
+    /// esp.
+    pub esp: u32,
+    /// ebp.
+    pub ebp: u32,
+    /// esi.
+    pub esi: u32,
+    /// edi.
+    pub edi: u32,
+    /// eip.
+    pub eip: u32,
+    /// eflags.
+    pub eflags: u32,
+    /// cr0.
+    pub cr0: u32,
+    /// cr3.
+    pub cr3: u32,
+    /// cr4.
+    pub cr4: u32,
+    /// Padding.
+    pub pad1: u32,
+    /// EFER (NXE, or LME/LMA for compatibility mode).
+    pub efer: u64,
+    /// CS base.
+    pub cs_base: u32,
+    /// DS base.
+    pub ds_base: u32,
+    /// SS base.
+    pub ss_base: u32,
+    /// ES base.
+    pub es_base: u32,
+    /// TR base.
+    pub tr_base: u32,
+    /// CS limit.
+    pub cs_limit: u32,
+    /// DS limit.
+    pub ds_limit: u32,
+    /// SS limit.
+    pub ss_limit: u32,
+    /// ES limit.
+    pub es_limit: u32,
+    /// TR limit.
+    pub tr_limit: u32,
+    /// CS attributes.
+    pub cs_ar: u16,
+    /// DS attributes.
+    pub ds_ar: u16,
+    /// SS attributes.
+    pub ss_ar: u16,
+    /// ES attributes.
+    pub es_ar: u16,
+    /// TR attributes.
+    pub tr_ar: u16,
+    /// Padding.
+    pub pad2: [u16; 3],
+}
+
+/// `struct vcpu_hvm_context` (128 bytes): `mode`, padding, then the register union (the 32-bit form is the
+/// larger member, so it is used for the layout; a 64-bit context is read from the same bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct VcpuHvmContext {
+    /// `VCPU_HVM_MODE_32B` or `VCPU_HVM_MODE_64B`.
+    pub mode: u32,
+    /// Padding.
+    pub pad: u32,
+    /// The registers.
+    pub x86_32: VcpuHvmX86_32,
+}
+
 const _: () = {
     use core::mem::{offset_of, size_of};
+    assert!(size_of::<VcpuHvmX86_32>() == 120);
+    assert!(offset_of!(VcpuHvmX86_32, eip) == 32);
+    assert!(offset_of!(VcpuHvmX86_32, cr0) == 40);
+    assert!(offset_of!(VcpuHvmX86_32, efer) == 56);
+    assert!(offset_of!(VcpuHvmX86_32, cs_base) == 64);
+    assert!(offset_of!(VcpuHvmX86_32, cs_limit) == 84);
+    assert!(offset_of!(VcpuHvmX86_32, cs_ar) == 104);
+    assert!(offset_of!(VcpuHvmX86_32, tr_ar) == 112);
+    assert!(size_of::<VcpuHvmContext>() == 128);
+    assert!(offset_of!(VcpuHvmContext, x86_32) == 8);
     assert!(size_of::<VcpuTimeInfo>() == 32);
     assert!(offset_of!(VcpuTimeInfo, system_time) == 16);
     assert!(offset_of!(VcpuTimeInfo, tsc_to_system_mul) == 24);

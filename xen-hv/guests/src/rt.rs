@@ -73,6 +73,42 @@ guest_long_mode:
     hlt
     jmp 2b
 
+    .section .boot32, "ax"
+    .code32
+    .global pvh_ap_entry
+/* Secondary vCPUs start here (VCPUOP_initialise, 32-bit flat state) and reuse vCPU 0's page tables. */
+pvh_ap_entry:
+    cli
+    cld
+    mov $guest_ap_stack_top, %esp
+    mov $guest_pml4, %eax
+    mov %eax, %cr3
+    mov %cr4, %eax
+    or $0x620, %eax
+    mov %eax, %cr4
+    mov $0xc0000080, %ecx
+    rdmsr
+    or $0x100, %eax
+    wrmsr
+    mov %cr0, %eax
+    and $0xfffffffb, %eax
+    or $0x80010003, %eax
+    mov %eax, %cr0
+    lgdt guest_gdt_ptr
+    ljmp $0x08, $guest_ap_long
+
+    .code64
+guest_ap_long:
+    mov $0x10, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    mov $guest_ap_stack_top, %rsp
+    call guest_ap_rust
+3:
+    hlt
+    jmp 3b
+
     .section .rodata
     .balign 8
 guest_gdt:
@@ -97,12 +133,86 @@ guest_pd:
 guest_stack:
     .fill 65536, 1, 0
 guest_stack_top:
+    .balign 16
+guest_ap_stack:
+    .fill 65536, 1, 0
+guest_ap_stack_top:
     "#,
     options(att_syntax)
 );
 
 #[repr(C, align(4096))]
 struct Page([u8; 4096]);
+
+extern "C" {
+    fn pvh_ap_entry();
+}
+
+/// What the secondary vCPU runs once in long mode.
+static AP_MAIN: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+#[no_mangle]
+extern "C" fn guest_ap_rust() -> ! {
+    let f = AP_MAIN.load(core::sync::atomic::Ordering::Acquire);
+    if f != 0 {
+        // SAFETY: only `start_vcpu` stores into AP_MAIN, and it stores a `fn() -> !`.
+        let f: fn() -> ! = unsafe { core::mem::transmute::<usize, fn() -> !>(f) };
+        f();
+    }
+    halt_forever()
+}
+
+/// The `vcpu_hvm_context` that starts a secondary vCPU at the runtime's 32-bit AP entry.
+pub fn ap_context() -> xen_abi::xen::VcpuHvmContext {
+    let r = xen_abi::xen::VcpuHvmX86_32 {
+        eip: pvh_ap_entry as unsafe extern "C" fn() as usize as u32,
+        eflags: 2,
+        cr0: 1,
+        cs_limit: 0xffff_ffff,
+        ds_limit: 0xffff_ffff,
+        ss_limit: 0xffff_ffff,
+        es_limit: 0xffff_ffff,
+        tr_limit: 0x67,
+        cs_ar: 0xc9b,
+        ds_ar: 0xc93,
+        ss_ar: 0xc93,
+        es_ar: 0xc93,
+        tr_ar: 0x8b,
+        ..Default::default()
+    };
+    xen_abi::xen::VcpuHvmContext {
+        mode: xen_abi::xen::VCPU_HVM_MODE_32B,
+        pad: 0,
+        x86_32: r,
+    }
+}
+
+/// Starts secondary vCPU `id` running `f` (VCPUOP_initialise then VCPUOP_up); returns the first error.
+/// The runtime has one AP stack, so one secondary vCPU is supported.
+pub fn start_vcpu(id: u32, f: fn() -> !) -> Result<(), u64> {
+    use xen_abi::hypercall::VCPU_OP;
+    use xen_abi::xen::vcpuop;
+    AP_MAIN.store(f as usize, core::sync::atomic::Ordering::Release);
+    let c = ap_context();
+    let r = hypercall(
+        VCPU_OP,
+        [
+            vcpuop::INITIALISE,
+            u64::from(id),
+            &c as *const _ as u64,
+            0,
+            0,
+        ],
+    );
+    if r != 0 {
+        return Err(r);
+    }
+    let r = hypercall(VCPU_OP, [vcpuop::UP, u64::from(id), 0, 0, 0]);
+    if r != 0 {
+        return Err(r);
+    }
+    Ok(())
+}
 
 /// The page the hypervisor fills with hypercall stubs.
 static mut HYPERCALL_PAGE: Page = Page([0; 4096]);

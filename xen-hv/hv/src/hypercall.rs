@@ -9,8 +9,9 @@ use xen_abi::errno::Errno;
 use xen_abi::hypercall::{consoleio, schedop, xenver};
 use xen_abi::plain::Plain;
 use xen_abi::xen::{
-    hvmop, vcpuop, xenmem, E820Entry, SchedShutdown, VcpuRegisterVcpuInfo, XenAddToPhysmap,
-    XenHvmParam, XenMemoryMap, DOMID_SELF,
+    hvmop, vcpuop, xenmem, E820Entry, SchedShutdown, VcpuHvmContext, VcpuHvmX86_32,
+    VcpuRegisterVcpuInfo, XenAddToPhysmap, XenHvmParam, XenMemoryMap, DOMID_SELF,
+    VCPU_HVM_MODE_32B,
 };
 
 /// Number of HVM parameters kept per domain.
@@ -45,6 +46,12 @@ pub trait Guest {
     fn map_shared_info(&mut self, gpfn: u64) -> Result<(), Errno>;
     /// Registers vCPU `vcpu`'s `vcpu_info` at guest frame `gfn`, byte `offset`.
     fn register_vcpu_info(&mut self, vcpu: u32, gfn: u64, offset: u32) -> Result<(), Errno>;
+    /// Sets the start state of vCPU `vcpu`, which must not have been started (`EEXIST` otherwise).
+    fn vcpu_initialise(&mut self, vcpu: u32, ctx: &VcpuHvmX86_32) -> Result<(), Errno>;
+    /// Starts an initialised vCPU (`EINVAL` when it was never initialised; 0 when already up).
+    fn vcpu_up(&mut self, vcpu: u32) -> Result<(), Errno>;
+    /// True when vCPU `vcpu` runs.
+    fn vcpu_is_up(&self, vcpu: u32) -> bool;
     /// The domain's HVM parameters.
     fn hvm_params(&mut self) -> &mut [u64; NR_PARAMS];
     /// Arms (or with 0 cancels) the calling vCPU's one-shot timer at system time `deadline_ns`.
@@ -85,7 +92,7 @@ fn err(e: Errno) -> Outcome {
 }
 
 fn read<T: Plain, G: Guest>(g: &mut G, gva: u64) -> Result<T, Errno> {
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; 128];
     let n = core::mem::size_of::<T>();
     g.copy_from(gva, &mut buf[..n])?;
     T::read_from(&buf[..n]).ok_or(Errno::Efault)
@@ -253,7 +260,16 @@ fn vcpu_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
             }
             g.register_vcpu_info(vcpu, r.mfn, r.offset).map(|()| 0)
         }
-        vcpuop::IS_UP => Ok(1),
+        vcpuop::INITIALISE => {
+            let c: VcpuHvmContext = read(g, a[2])?;
+            if c.mode != VCPU_HVM_MODE_32B {
+                // 64-bit start contexts are not supported yet.
+                return Err(Errno::Eopnotsupp);
+            }
+            g.vcpu_initialise(vcpu, &c.x86_32).map(|()| 0)
+        }
+        vcpuop::UP => g.vcpu_up(vcpu).map(|()| 0),
+        vcpuop::IS_UP => Ok(u64::from(g.vcpu_is_up(vcpu))),
         _ => Err(Errno::Enosys),
     }
 }
@@ -271,6 +287,7 @@ mod tests {
         shared: Option<u64>,
         vcpu_info: Option<(u32, u64, u32)>,
         timer: u64,
+        started: Option<(u32, u32)>,
     }
 
     const BASE: u64 = 0x1000;
@@ -284,6 +301,7 @@ mod tests {
                 shared: None,
                 vcpu_info: None,
                 timer: 0,
+                started: None,
             }
         }
         fn range(&self, gva: u64, len: usize) -> Result<core::ops::Range<usize>, Errno> {
@@ -347,6 +365,22 @@ mod tests {
         fn register_vcpu_info(&mut self, vcpu: u32, gfn: u64, offset: u32) -> Result<(), Errno> {
             self.vcpu_info = Some((vcpu, gfn, offset));
             Ok(())
+        }
+        fn vcpu_initialise(&mut self, vcpu: u32, ctx: &VcpuHvmX86_32) -> Result<(), Errno> {
+            if self.started.is_some() {
+                return Err(Errno::Eexist);
+            }
+            self.started = Some((vcpu, ctx.eip));
+            Ok(())
+        }
+        fn vcpu_up(&mut self, vcpu: u32) -> Result<(), Errno> {
+            match self.started {
+                Some((v, _)) if v == vcpu => Ok(()),
+                _ => Err(Errno::Einval),
+            }
+        }
+        fn vcpu_is_up(&self, vcpu: u32) -> bool {
+            vcpu == 0 || self.started.is_some_and(|(v, _)| v == vcpu)
         }
         fn hvm_params(&mut self) -> &mut [u64; NR_PARAMS] {
             &mut self.params

@@ -183,14 +183,7 @@ pub extern "C" fn hv_main(protocol: u32, info_paddr: u64) -> ! {
     let mut machine = vm::Machine::new(frames);
     let mut built = 0;
     for e in entries {
-        if e.vcpus > 1 {
-            let _ = writeln!(
-                con,
-                "(XEN) {}: {} vCPUs asked, only vCPU 0 is brought up",
-                e.name, e.vcpus
-            );
-        }
-        match machine.create_domain(e.name, e.image, e.mem_mib) {
+        match machine.create_domain(e.name, e.image, e.mem_mib, e.vcpus) {
             Ok(_) => built += 1,
             Err(err) => {
                 let _ = writeln!(con, "(XEN) {}: cannot build the domain: {err}", e.name);

@@ -11,6 +11,8 @@ pub enum State {
     Running,
     /// Waiting for an event or for system time to reach the deadline (0: no deadline).
     Blocked(u64),
+    /// Not started yet (a secondary vCPU before `VCPUOP_up`).
+    Down,
     /// Its domain is gone.
     Dead,
 }
@@ -41,10 +43,15 @@ impl<const N: usize> RoundRobin<N> {
 
     /// Adds a runnable vCPU, returning its slot.
     pub fn add(&mut self) -> Option<usize> {
+        self.add_with(State::Runnable)
+    }
+
+    /// Adds a vCPU in state `s`, returning its slot.
+    pub fn add_with(&mut self, s: State) -> Option<usize> {
         if self.len == N {
             return None;
         }
-        self.states[self.len] = State::Runnable;
+        self.states[self.len] = s;
         self.len += 1;
         Some(self.len - 1)
     }
@@ -136,8 +143,19 @@ mod tests {
             s.set(i, State::Runnable);
         }
         assert_eq!(seen, vec![0, 1, 2, 0, 1, 2]);
-        assert_eq!(s.add(), Some(3));
+        assert_eq!(s.add_with(State::Down), Some(3));
         assert_eq!(s.add(), None);
+        for _ in 0..4 {
+            let i = s.pick(0).expect("runnable");
+            assert_ne!(i, 3, "a down vCPU is never picked");
+            s.set(i, State::Runnable);
+        }
+        s.set(3, State::Runnable);
+        assert!((0..4).any(|_| {
+            let i = s.pick(0).expect("runnable");
+            s.set(i, State::Runnable);
+            i == 3
+        }));
     }
 
     #[test]

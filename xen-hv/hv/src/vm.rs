@@ -8,7 +8,7 @@ use xen_abi::elf::ElfImage;
 use xen_abi::errno::Errno;
 use xen_abi::plain::Plain;
 use xen_abi::start_info::{HvmMemmapEntry, HvmStartInfo, HVM_START_MAGIC};
-use xen_abi::xen::{cpuid, E820Entry};
+use xen_abi::xen::{cpuid, E820Entry, VcpuHvmX86_32};
 use xen_hv::frames::{FrameAllocator, PAGE};
 use xen_hv::hypercall::{self, Guest, Next, NR_PARAMS};
 use xen_hv::paging::{guest_walk, FrameSource, PageTable, PhysMem, NPT_RWX};
@@ -21,6 +21,8 @@ use crate::arch::x86_64::{lapic, serial::Serial, svm};
 pub const MAX_DOMAINS: usize = 8;
 /// Most vCPUs at once.
 pub const MAX_VCPUS: usize = 16;
+/// Most vCPUs per domain.
+pub const MAX_DOMAIN_VCPUS: usize = 4;
 /// Guest-physical address of `hvm_start_info`.
 const START_INFO_GPA: u64 = 0x1000;
 /// Lowest guest-physical address an image may load at.
@@ -105,7 +107,7 @@ pub struct Domain {
     pub expect_crash: bool,
     /// Its state.
     pub state: DomState,
-    vcpus: [usize; 4],
+    vcpus: [usize; MAX_DOMAIN_VCPUS],
     nr_vcpus: usize,
     /// Exits handled, for the summary.
     pub exits: u64,
@@ -123,6 +125,8 @@ pub struct VcpuMeta {
     id: u32,
     vcpu_info: Option<u64>,
     timer: u64,
+    /// Has a start state (vCPU 0 from the domain builder, the others from `VCPUOP_initialise`).
+    initialised: bool,
 }
 
 /// All domains and vCPUs of the machine, behind one lock; guest code runs without it.
@@ -145,6 +149,8 @@ pub enum BuildError {
     Layout,
     /// Out of host memory or table slots.
     NoMemory,
+    /// More vCPUs than a domain may have.
+    TooManyVcpus,
 }
 
 impl core::fmt::Display for BuildError {
@@ -155,6 +161,7 @@ impl core::fmt::Display for BuildError {
                 "the image does not fit between 1 MiB and the end of the domain's memory",
             ),
             Self::NoMemory => f.write_str("out of memory for the domain"),
+            Self::TooManyVcpus => write!(f, "a domain has 1 to {MAX_DOMAIN_VCPUS} vCPUs"),
         }
     }
 }
@@ -172,20 +179,21 @@ impl Machine {
         }
     }
 
-    /// Builds a PVH domain from an ELF image with `mem_mib` MiB and one vCPU.
+    /// Builds a PVH domain from an ELF image with `mem_mib` MiB and `vcpus` vCPUs (vCPU 0 starts at the PVH
+    /// entry; the others wait for `VCPUOP_initialise` + `VCPUOP_up`).
     pub fn create_domain(
         &mut self,
         name: &'static str,
         image: &[u8],
         mem_mib: u32,
+        vcpus: u32,
     ) -> Result<u16, BuildError> {
+        let nr_vcpus = vcpus as usize;
+        if nr_vcpus == 0 || nr_vcpus > MAX_DOMAIN_VCPUS {
+            return Err(BuildError::TooManyVcpus);
+        }
         let slot = self
             .domains
-            .iter()
-            .position(Option::is_none)
-            .ok_or(BuildError::NoMemory)?;
-        let vslot = self
-            .meta
             .iter()
             .position(Option::is_none)
             .ok_or(BuildError::NoMemory)?;
@@ -242,22 +250,35 @@ impl Machine {
         let n = name.len().min(200);
         copy_in(mem_base + cmdline_gpa, &name.as_bytes()[..n]);
         let shared_info = fs.alloc_table().ok_or(BuildError::NoMemory)?;
-        let vmcb = fs.alloc_table().ok_or(BuildError::NoMemory)?;
         let iopm = fs.0.alloc(3 * PAGE, PAGE).ok_or(BuildError::NoMemory)?;
         let msrpm = fs.0.alloc(2 * PAGE, PAGE).ok_or(BuildError::NoMemory)?;
         let maps = svm::build_maps(iopm, msrpm);
-        let hw = svm::SvmVcpu::new_pvh(vmcb, maps, npt.root, u32::from(id), entry, START_INFO_GPA);
-        let sched_slot = self.sched.add().ok_or(BuildError::NoMemory)?;
-        if sched_slot != vslot {
-            return Err(BuildError::NoMemory);
+        let mut slots = [0usize; MAX_DOMAIN_VCPUS];
+        for (i, out) in slots.iter_mut().enumerate().take(nr_vcpus) {
+            let vmcb = Frames(&mut self.frames)
+                .alloc_table()
+                .ok_or(BuildError::NoMemory)?;
+            let first = i == 0;
+            let v = self
+                .sched
+                .add_with(if first { State::Runnable } else { State::Down })
+                .ok_or(BuildError::NoMemory)?;
+            if self.meta[v].is_some() {
+                return Err(BuildError::NoMemory);
+            }
+            // Each vCPU has its own ASID (guest TLB tag), never 0.
+            let hw =
+                svm::SvmVcpu::new_pvh(vmcb, maps, npt.root, v as u32 + 1, entry, START_INFO_GPA);
+            self.meta[v] = Some(VcpuMeta {
+                dom: slot,
+                id: i as u32,
+                vcpu_info: None,
+                timer: 0,
+                initialised: first,
+            });
+            self.hw[v] = Some(hw);
+            *out = v;
         }
-        self.meta[vslot] = Some(VcpuMeta {
-            dom: slot,
-            id: 0,
-            vcpu_info: None,
-            timer: 0,
-        });
-        self.hw[vslot] = Some(hw);
         self.domains[slot] = Some(Domain {
             id,
             name,
@@ -272,8 +293,8 @@ impl Machine {
             failed: false,
             expect_crash: false,
             state: DomState::Alive,
-            vcpus: [vslot, 0, 0, 0],
-            nr_vcpus: 1,
+            vcpus: slots,
+            nr_vcpus,
             exits: 0,
             hypercalls: 0,
             interrupts: 0,
@@ -281,7 +302,7 @@ impl Machine {
         });
         let _ = writeln!(
             self.con,
-            "(XEN) d{id}: created \"{name}\": {mem_mib} MiB at {mem_base:#x}, 1 vCPU, PVH entry {entry:#x}"
+            "(XEN) d{id}: created \"{name}\": {mem_mib} MiB at {mem_base:#x}, {vcpus} vCPU(s), PVH entry {entry:#x}"
         );
         Ok(id)
     }
@@ -344,14 +365,12 @@ impl Machine {
     }
 
     fn handle_exit(&mut self, v: usize, hw: &mut svm::SvmVcpu, exit: Exit) -> Flow {
-        let Some(slot) = self.meta[v].as_mut() else {
+        let Some((dom, vid, timer)) = self.meta[v].as_ref().map(|m| (m.dom, m.id, m.timer)) else {
             return Flow::Stop(State::Dead);
         };
-        if let Some(d) = self.domains[slot.dom].as_mut() {
+        if let Some(d) = self.domains[dom].as_mut() {
             d.exits += 1;
         }
-        let dom = slot.dom;
-        let vid = slot.id;
         let Some(d) = self.domains[dom].as_mut() else {
             return Flow::Stop(State::Dead);
         };
@@ -422,14 +441,17 @@ impl Machine {
             }
             Exit::Halt => {
                 hw.skip_instruction(&exit);
-                Flow::Stop(State::Blocked(slot.timer))
+                Flow::Stop(State::Blocked(timer))
             }
             Exit::Hypercall => {
                 d.hypercalls += 1;
                 let (nr, args) = hypercall_args(hw);
                 let mut ctx = Ctx {
                     d,
-                    slot,
+                    v,
+                    metas: &mut self.meta,
+                    hws: &mut self.hw,
+                    sched: &mut self.sched,
                     hw,
                     frames: &mut self.frames,
                     con: &mut self.con,
@@ -613,6 +635,8 @@ pub fn cpu_loop(machine: &spin::Mutex<Option<Machine>>) {
         };
         let cpu = crate::arch::x86_64::percpu::current();
         let start = cpu.ticks.load(Ordering::Acquire);
+        // The vCPU may come from another CPU or have missed a nested-table change: start with a clean TLB.
+        hw.flush_tlb();
         hw.load_fpu();
         let state = loop {
             let exit = hw.run();
@@ -750,7 +774,10 @@ fn guest_cpuid(domid: u16, vcpu: u32, leaf: u32, subleaf: u32) -> [u32; 4] {
 /// The hypercall view of one vCPU and its domain.
 struct Ctx<'a> {
     d: &'a mut Domain,
-    slot: &'a mut VcpuMeta,
+    v: usize,
+    metas: &'a mut [Option<VcpuMeta>; MAX_VCPUS],
+    hws: &'a mut [Option<svm::SvmVcpu>; MAX_VCPUS],
+    sched: &'a mut RoundRobin<MAX_VCPUS>,
     hw: &'a mut svm::SvmVcpu,
     frames: &'a mut FrameAllocator,
     con: &'a mut Serial,
@@ -857,17 +884,51 @@ impl Guest for Ctx<'_> {
     }
 
     fn register_vcpu_info(&mut self, vcpu: u32, gfn: u64, offset: u32) -> Result<(), Errno> {
-        if vcpu != self.slot.id {
-            // Only the calling vCPU can be registered here: a domain has one vCPU for now.
-            return Err(Errno::Einval);
-        }
         let hpa = self
             .d
             .npt
             .translate(&HostMem, gfn.checked_mul(PAGE).ok_or(Errno::Einval)?)
             .ok_or(Errno::Einval)?;
-        self.slot.vcpu_info = Some(hpa + u64::from(offset));
+        let hpa = hpa + u64::from(offset);
+        if hpa + 64 > self.d.mem_base + self.d.mem_bytes || hpa < self.d.mem_base {
+            // Only the domain's RAM may hold a vcpu_info.
+            return Err(Errno::Einval);
+        }
+        let target = self.d.vcpus[vcpu as usize];
+        let meta = self.metas[target].as_mut().ok_or(Errno::Enoent)?;
+        meta.vcpu_info = Some(hpa);
         Ok(())
+    }
+
+    fn vcpu_initialise(&mut self, vcpu: u32, ctx: &VcpuHvmX86_32) -> Result<(), Errno> {
+        let target = self.d.vcpus[vcpu as usize];
+        let meta = self.metas[target].as_mut().ok_or(Errno::Enoent)?;
+        if meta.initialised {
+            return Err(Errno::Eexist);
+        }
+        let hw = self.hws[target].as_mut().ok_or(Errno::Ebusy)?;
+        if !hw.set_context_32(ctx) {
+            return Err(Errno::Einval);
+        }
+        meta.initialised = true;
+        Ok(())
+    }
+
+    fn vcpu_up(&mut self, vcpu: u32) -> Result<(), Errno> {
+        let target = self.d.vcpus[vcpu as usize];
+        let meta = self.metas[target].as_ref().ok_or(Errno::Enoent)?;
+        if !meta.initialised {
+            return Err(Errno::Einval);
+        }
+        if self.sched.state(target) == State::Down {
+            self.sched.set(target, State::Runnable);
+        }
+        Ok(())
+    }
+
+    fn vcpu_is_up(&self, vcpu: u32) -> bool {
+        let target = self.d.vcpus[vcpu as usize];
+        !matches!(self.sched.state(target), State::Down | State::Dead)
     }
 
     fn hvm_params(&mut self) -> &mut [u64; NR_PARAMS] {
@@ -875,6 +936,8 @@ impl Guest for Ctx<'_> {
     }
 
     fn set_timer(&mut self, deadline_ns: u64) {
-        self.slot.timer = deadline_ns;
+        if let Some(m) = self.metas[self.v].as_mut() {
+            m.timer = deadline_ns;
+        }
     }
 }

@@ -361,6 +361,40 @@ impl SvmVcpu {
         }
     }
 
+    /// Replaces the start state with a `vcpu_hvm_x86_32` context (`VCPUOP_initialise`); false when the context
+    /// is not a protected-mode state this hypervisor accepts.
+    pub fn set_context_32(&mut self, c: &xen_abi::xen::VcpuHvmX86_32) -> bool {
+        let cr0 = u64::from(c.cr0);
+        // Protected mode is required; paging needs PAE or plain 32-bit tables the guest provides.
+        if cr0 & 1 == 0 || c.eflags & (1 << 17) != 0 || c.efer & !EFER_GUEST_OK != 0 {
+            return false;
+        }
+        let v = self.vmcb;
+        v.seg(CS_SEG, 0x10, c.cs_ar, c.cs_limit, u64::from(c.cs_base));
+        v.seg(DS, 0x18, c.ds_ar, c.ds_limit, u64::from(c.ds_base));
+        v.seg(ES, 0x18, c.es_ar, c.es_limit, u64::from(c.es_base));
+        v.seg(SS, 0x18, c.ss_ar, c.ss_limit, u64::from(c.ss_base));
+        v.seg(TR, 0x20, c.tr_ar, c.tr_limit, u64::from(c.tr_base));
+        v.w64(CR0, cr0 | 0x10);
+        v.w64(CR3, u64::from(c.cr3));
+        v.w64(CR4, u64::from(c.cr4));
+        v.w64(EFER, c.efer | EFER_SVME);
+        v.w64(RFLAGS, u64::from(c.eflags) | 2);
+        v.w64(RIP, u64::from(c.eip));
+        v.w64(RSP, u64::from(c.esp));
+        self.gprs = [0; 16];
+        self.gprs[Reg::Rax as usize] = u64::from(c.eax);
+        self.gprs[Reg::Rbx as usize] = u64::from(c.ebx);
+        self.gprs[Reg::Rcx as usize] = u64::from(c.ecx);
+        self.gprs[Reg::Rdx as usize] = u64::from(c.edx);
+        self.gprs[Reg::Rsi as usize] = u64::from(c.esi);
+        self.gprs[Reg::Rdi as usize] = u64::from(c.edi);
+        self.gprs[Reg::Rbp as usize] = u64::from(c.ebp);
+        self.fx_valid = false;
+        self.flush_tlb();
+        true
+    }
+
     /// Flushes the guest's TLB entries at the next entry (after its nested tables changed).
     pub fn flush_tlb(&mut self) {
         self.vmcb.w32(TLB_CONTROL, 1);
