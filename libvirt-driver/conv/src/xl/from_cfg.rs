@@ -63,8 +63,12 @@ pub fn xl_config_to_domain(conf: &XlConfig) -> Result<Domain, Error> {
     // Memory (MiB in xl.cfg).
     let memory = uint(conf, "memory")?.unwrap_or(MIN_XEN_GUEST_SIZE_MIB * 2);
     let maxmem = uint(conf, "maxmem")?.unwrap_or(memory);
-    d.memory_kib = maxmem * 1024;
-    d.current_memory_kib = memory * 1024;
+    d.memory_kib = maxmem
+        .checked_mul(1024)
+        .ok_or_else(|| verr(conf, "maxmem", "the memory size is too large"))?;
+    d.current_memory_kib = memory
+        .checked_mul(1024)
+        .ok_or_else(|| verr(conf, "memory", "the memory size is too large"))?;
 
     // Lifecycle actions.
     d.on_poweroff = action(conf, "on_poweroff", LifecycleAction::Destroy)?;
@@ -629,7 +633,7 @@ pub(crate) fn disk_index(name: &str) -> Option<u64> {
     }
     let mut idx: u64 = 0;
     for c in letters.chars() {
-        idx = idx * 26 + (c as u64 - 'a' as u64 + 1);
+        idx = idx.checked_mul(26)?.checked_add(c as u64 - 'a' as u64 + 1)?;
     }
     Some(idx - 1)
 }
@@ -920,8 +924,10 @@ fn parse_vfb(conf: &XlConfig, hvm: bool, dev: &mut Devices) -> Result<(), Error>
             let port = if autoport {
                 -1
             } else {
-                5900 + i32::try_from(uint(conf, "vncdisplay")?.unwrap_or(0))
-                    .map_err(|_| verr(conf, "vncdisplay", "too large"))?
+                i32::try_from(uint(conf, "vncdisplay")?.unwrap_or(0))
+                    .ok()
+                    .and_then(|n| n.checked_add(5900))
+                    .ok_or_else(|| verr(conf, "vncdisplay", "the display number is too large"))?
             };
             let listen = conf.get_str("vnclisten")?.map(str::to_string);
             dev.graphics.push(Graphics {
@@ -975,7 +981,9 @@ fn parse_vfb(conf: &XlConfig, hvm: bool, dev: &mut Devices) -> Result<(), Error>
                 let n: i32 = v
                     .parse()
                     .map_err(|_| verr(conf, "vfb", format!("invalid vncdisplay value '{v}'")))?;
-                port = Some(5900 + n);
+                port = Some(n.checked_add(5900).ok_or_else(|| {
+                    verr(conf, "vfb", format!("invalid vncdisplay value '{v}'"))
+                })?);
             }
             (true, "display") => g.display = Some(v.to_string()),
             (true, "xauthority") => g.xauth = Some(v.to_string()),
@@ -1001,8 +1009,11 @@ fn parse_spice(conf: &XlConfig, hvm: bool, dev: &mut Devices) -> Result<(), Erro
         return Ok(());
     }
     let listen = conf.get_str("spicehost")?.map(str::to_string);
-    let tls = uint(conf, "spicetls_port")?.unwrap_or(0) as i32;
-    let port = uint(conf, "spiceport")?.unwrap_or(0) as i32;
+    let port_of = |key: &str| -> Result<i32, Error> {
+        i32::try_from(uint(conf, key)?.unwrap_or(0)).map_err(|_| verr(conf, key, "invalid port"))
+    };
+    let tls = port_of("spicetls_port")?;
+    let port = port_of("spiceport")?;
     let passwd = if xen_bool(conf, "spicedisable_ticketing", false)? {
         None
     } else {
@@ -1193,7 +1204,9 @@ fn parse_vnuma(conf: &XlConfig, d: &mut Domain) -> Result<(), Error> {
         cells.push(NumaCell {
             id: i as u32,
             cpus,
-            memory_kib: size * 1024,
+            memory_kib: size
+                .checked_mul(1024)
+                .ok_or_else(|| verr(conf, "vnuma", format!("vnode {i} size is too large")))?,
             distances,
         });
     }
@@ -1224,7 +1237,7 @@ fn cpuset_count(s: &str) -> Option<u64> {
             if b < a {
                 return None;
             }
-            n += b - a + 1;
+            n = u64::checked_add(n, b - a + 1)?;
         } else {
             part.trim().parse::<u64>().ok()?;
             n += 1;

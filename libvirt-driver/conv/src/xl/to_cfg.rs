@@ -586,7 +586,7 @@ fn format_vfb(c: &mut XlConfig, d: &Domain, hvm: bool) {
             c.set_int("vnc", 1);
             c.set_int("vncunused", i64::from(autoport));
             if !autoport {
-                c.set_int("vncdisplay", i64::from(g.port.unwrap_or(5900) - 5900));
+                c.set_int("vncdisplay", i64::from(g.port.unwrap_or(5900)) - 5900);
             }
             if let Some(l) = &listen {
                 c.set_str("vnclisten", l);
@@ -611,7 +611,10 @@ fn format_vfb(c: &mut XlConfig, d: &Domain, hvm: bool) {
         } else {
             s = format!("type=vnc,vncunused={}", i64::from(autoport));
             if !autoport {
-                s.push_str(&format!(",vncdisplay={}", g.port.unwrap_or(5900) - 5900));
+                s.push_str(&format!(
+                    ",vncdisplay={}",
+                    i64::from(g.port.unwrap_or(5900)) - 5900
+                ));
             }
             if let Some(l) = &listen {
                 s.push_str(&format!(",vnclisten={l}"));

@@ -1,0 +1,481 @@
+//! Protocol-level tests over a real socket: malformed packets, limits, keepalive during a slow call,
+//! overlapping calls, many connections, console streams and running-domain state across restarts.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use domain_xml::domain::Domain;
+use libvirt_driver::backend::{Backend, ConsoleIo, EventSink, NoHypervisor, RunInfo};
+use libvirt_driver::driver::{procs, Driver};
+use libvirt_driver::proto::{
+    self, ptype, status, DomRef, Header, RpcError, PROG_KEEPALIVE, PROG_REMOTE,
+};
+use libvirt_driver::server::Server;
+use libvirt_driver::store::Store;
+use libvirt_driver::xdr::{Dec, Enc};
+
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "virtxend-proto-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn start(dir: &Path, backend: Arc<dyn Backend>) -> (Arc<Driver>, PathBuf) {
+    let store = Store::open(&dir.join("config"), &dir.join("state")).unwrap();
+    let driver = Driver::new(store, backend);
+    let sock = dir.join("sock");
+    let server = Server::bind(driver.clone(), &sock, None).unwrap();
+    std::thread::spawn(move || server.run());
+    (driver, sock)
+}
+
+struct Client {
+    s: UnixStream,
+    serial: u32,
+}
+
+impl Client {
+    fn connect(sock: &Path) -> Client {
+        let s = UnixStream::connect(sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Client { s, serial: 0 }
+    }
+    fn open(sock: &Path) -> Client {
+        let mut c = Client::connect(sock);
+        let mut e = Enc::new();
+        e.opt_str(Some("xen:///system")).u32(0);
+        c.call_ok(procs::CONNECT_OPEN, &e.buf);
+        c
+    }
+    fn send(&mut self, h: &Header, payload: &[u8]) {
+        self.s.write_all(&h.packet(payload)).unwrap();
+    }
+    fn send_call(&mut self, proc_: i32, payload: &[u8]) -> u32 {
+        let serial = self.serial;
+        self.serial += 1;
+        let h = Header {
+            prog: PROG_REMOTE,
+            vers: 1,
+            proc_,
+            ptype: ptype::CALL,
+            serial,
+            status: status::OK,
+        };
+        self.send(&h, payload);
+        serial
+    }
+    fn recv(&mut self) -> Option<(Header, Vec<u8>)> {
+        let mut len = [0u8; 4];
+        self.s.read_exact(&mut len).ok()?;
+        let len = u32::from_be_bytes(len) as usize;
+        let mut buf = vec![0u8; len - 4];
+        self.s.read_exact(&mut buf).ok()?;
+        let h = Header::decode(&mut Dec::new(&buf[..24])).unwrap();
+        Some((h, buf[24..].to_vec()))
+    }
+    fn call(&mut self, proc_: i32, payload: &[u8]) -> Result<Vec<u8>, RpcError> {
+        let serial = self.send_call(proc_, payload);
+        loop {
+            let (h, p) = self.recv().expect("connection closed");
+            if h.ptype != ptype::REPLY {
+                continue;
+            }
+            assert_eq!((h.serial, h.proc_, h.prog), (serial, proc_, PROG_REMOTE));
+            return if h.status == status::OK {
+                Ok(p)
+            } else {
+                Err(RpcError::decode(&mut Dec::new(&p)).unwrap())
+            };
+        }
+    }
+    fn call_ok(&mut self, proc_: i32, payload: &[u8]) -> Vec<u8> {
+        self.call(proc_, payload)
+            .unwrap_or_else(|e| panic!("call {proc_} failed: {e}"))
+    }
+    fn define(&mut self, name: &str) -> DomRef {
+        let xml = format!("<domain type='xen'><name>{name}</name><memory>262144</memory><os><type>xen</type></os></domain>");
+        let mut e = Enc::new();
+        e.str(&xml);
+        let r = self.call_ok(procs::DOMAIN_DEFINE_XML, &e.buf);
+        DomRef::decode(&mut Dec::new(&r)).unwrap()
+    }
+    fn hostname_works(&mut self) {
+        let r = self.call_ok(procs::GET_HOSTNAME, &[]);
+        assert!(!Dec::new(&r).str().unwrap().is_empty());
+    }
+}
+
+fn dom_args(d: &DomRef) -> Vec<u8> {
+    let mut e = Enc::new();
+    d.encode(&mut e);
+    e.buf
+}
+
+#[test]
+fn malformed_packets_get_errors_and_the_daemon_keeps_serving() {
+    let t = TempDir::new("malformed");
+    let (_d, sock) = start(&t.0, Arc::new(NoHypervisor));
+
+    // A length below the header size: the connection is dropped.
+    let mut c = Client::connect(&sock);
+    c.s.write_all(&[0, 0, 0, 8, 0, 0, 0, 0]).unwrap();
+    assert!(c.recv().is_none());
+
+    // A huge length: the caller gets an RPC error naming the limit, then the connection is closed.
+    let mut c = Client::connect(&sock);
+    let h = Header {
+        prog: PROG_REMOTE,
+        vers: 1,
+        proc_: 3,
+        ptype: ptype::CALL,
+        serial: 7,
+        status: status::OK,
+    };
+    let mut pkt = h.packet(&[]);
+    pkt[..4].copy_from_slice(&(40u32 << 20).to_be_bytes());
+    c.s.write_all(&pkt).unwrap();
+    let (rh, p) = c.recv().expect("an error reply");
+    assert_eq!(
+        (rh.ptype, rh.status, rh.serial),
+        (ptype::REPLY, status::ERROR, 7)
+    );
+    let e = RpcError::decode(&mut Dec::new(&p)).unwrap();
+    assert_eq!((e.code, e.domain), (39, 7));
+    assert!(e.message.contains("too large"), "{}", e.message);
+    assert!(c.recv().is_none());
+
+    let mut c = Client::open(&sock);
+    // Truncated XDR: a string announcing more bytes than present.
+    let e = c
+        .call(
+            procs::DOMAIN_LOOKUP_BY_NAME,
+            &[0, 0, 0, 100, b'a', b'b', 0, 0],
+        )
+        .unwrap_err();
+    assert_eq!((e.code, e.domain), (39, 7), "{e}");
+    // Trailing garbage after a valid payload.
+    let e = c.call(procs::GET_HOSTNAME, &[1, 2, 3, 4]).unwrap_err();
+    assert_eq!(e.code, 39, "{e}");
+    // A string over REMOTE_STRING_MAX.
+    let mut big = Enc::new();
+    big.u32(5 << 20);
+    big.buf.resize(4 + (5 << 20), b'x');
+    let e = c.call(procs::DOMAIN_DEFINE_XML, &big.buf).unwrap_err();
+    assert!(e.message.contains("exceeds the limit"), "{e}");
+    // An array over its .x limit.
+    let mut arr = Enc::new();
+    arr.u32(20000).u32(0).u32(0);
+    let e = c.call(procs::GET_ALL_DOMAIN_STATS, &arr.buf).unwrap_err();
+    assert!(e.message.contains("domains length 20000"), "{e}");
+    // An unknown procedure: the message clients turn into VIR_ERR_NO_SUPPORT.
+    let e = c.call(9999, &[]).unwrap_err();
+    assert_eq!(
+        (e.code, e.domain, e.message.as_str()),
+        (39, 13, "unknown procedure: 9999")
+    );
+    // An unknown program.
+    let h = Header {
+        prog: 0x1234,
+        vers: 1,
+        proc_: 1,
+        ptype: ptype::CALL,
+        serial: 99,
+        status: status::OK,
+    };
+    c.send(&h, &[]);
+    let (rh, p) = c.recv().unwrap();
+    assert_eq!((rh.prog, rh.serial, rh.status), (0x1234, 99, status::ERROR));
+    let e = RpcError::decode(&mut Dec::new(&p)).unwrap();
+    assert_eq!(
+        e.message,
+        format!("Cannot find program {} version 1", 0x1234)
+    );
+    // Unknown lookups: NO_DOMAIN 42.
+    let mut e2 = Enc::new();
+    e2.str("nosuch");
+    let e = c.call(procs::DOMAIN_LOOKUP_BY_NAME, &e2.buf).unwrap_err();
+    assert_eq!(e.code, 42);
+    assert_eq!(
+        e.message,
+        "Domain not found: no domain with matching name 'nosuch'"
+    );
+    // Still serving on the same connection and on new ones.
+    c.hostname_works();
+    Client::open(&sock).hostname_works();
+}
+
+#[test]
+fn calls_before_open_are_refused() {
+    let t = TempDir::new("preopen");
+    let (_d, sock) = start(&t.0, Arc::new(NoHypervisor));
+    let mut c = Client::connect(&sock);
+    let r = c.call_ok(procs::AUTH_LIST, &[]);
+    assert_eq!(r, [0, 0, 0, 1, 0, 0, 0, 0]);
+    assert_eq!(
+        c.call_ok(procs::SUPPORTS_FEATURE, &[0, 0, 0, 10]),
+        [0, 0, 0, 1]
+    );
+    let e = c.call(procs::GET_HOSTNAME, &[]).unwrap_err();
+    assert!(e.message.contains("not open"), "{e}");
+    let mut e = Enc::new();
+    e.opt_str(Some("xen:///session")).u32(0);
+    assert!(c.call(procs::CONNECT_OPEN, &e.buf).is_err());
+}
+
+/// A backend whose create takes a while and then runs the guest, with an echoing console.
+#[derive(Default)]
+struct TestBackend {
+    delay: Duration,
+    running: Mutex<Vec<u32>>,
+}
+
+struct Echo(UnixStream);
+impl ConsoleIo for Echo {
+    fn reader(&mut self) -> Box<dyn Read + Send> {
+        Box::new(self.0.try_clone().unwrap())
+    }
+    fn writer(&mut self) -> Box<dyn Write + Send> {
+        Box::new(self.0.try_clone().unwrap())
+    }
+}
+
+impl Backend for TestBackend {
+    fn hypervisor_version(&self) -> Option<u64> {
+        Some(4_017_000)
+    }
+    fn create(&self, _def: &Domain, _paused: bool) -> Result<u32, RpcError> {
+        std::thread::sleep(self.delay);
+        let mut r = self.running.lock().unwrap();
+        let id = r.len() as u32 + 1;
+        r.push(id);
+        Ok(id)
+    }
+    fn destroy(&self, domid: u32) -> Result<(), RpcError> {
+        self.running.lock().unwrap().retain(|d| *d != domid);
+        Ok(())
+    }
+    fn shutdown(&self, _: u32) -> Result<(), RpcError> {
+        Ok(())
+    }
+    fn reboot(&self, _: u32) -> Result<(), RpcError> {
+        Ok(())
+    }
+    fn pause(&self, _: u32) -> Result<(), RpcError> {
+        Ok(())
+    }
+    fn unpause(&self, _: u32) -> Result<(), RpcError> {
+        Ok(())
+    }
+    fn info(&self, domid: u32) -> Result<Option<RunInfo>, RpcError> {
+        Ok(self
+            .running
+            .lock()
+            .unwrap()
+            .contains(&domid)
+            .then_some(RunInfo {
+                state: 1,
+                reason: 1,
+                memory_kib: 262144,
+                vcpus: 1,
+                cpu_time_ns: 5,
+            }))
+    }
+    fn open_console(
+        &self,
+        _domid: u32,
+        _dev: Option<&str>,
+    ) -> Result<Box<dyn ConsoleIo>, RpcError> {
+        let (a, b) = UnixStream::pair().unwrap();
+        std::thread::spawn(move || {
+            let mut b2 = b.try_clone().unwrap();
+            let mut b = b;
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = b.read(&mut buf) {
+                if n == 0 || b2.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Box::new(Echo(a)))
+    }
+    fn set_event_sink(&self, _sink: EventSink) {}
+}
+
+#[test]
+fn keepalive_and_other_calls_are_answered_while_a_slow_call_runs() {
+    let t = TempDir::new("slow");
+    let be = Arc::new(TestBackend {
+        delay: Duration::from_millis(1500),
+        ..TestBackend::default()
+    });
+    let (_d, sock) = start(&t.0, be);
+    let mut c = Client::open(&sock);
+    let dom = c.define("slow1");
+    let slow = c.send_call(procs::DOMAIN_CREATE, &dom_args(&dom));
+    let ping = Header {
+        prog: PROG_KEEPALIVE,
+        vers: 1,
+        proc_: proto::KEEPALIVE_PING,
+        ptype: ptype::MESSAGE,
+        serial: 0,
+        status: status::OK,
+    };
+    c.send(&ping, &[]);
+    let quick = c.send_call(procs::GET_HOSTNAME, &[]);
+    let t0 = std::time::Instant::now();
+    let (h1, _) = c.recv().unwrap();
+    assert_eq!(
+        (h1.prog, h1.proc_),
+        (PROG_KEEPALIVE, proto::KEEPALIVE_PONG),
+        "PONG first"
+    );
+    let (h2, _) = c.recv().unwrap();
+    assert_eq!(
+        (h2.serial, h2.ptype),
+        (quick, ptype::REPLY),
+        "the quick call overtakes the slow one"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(1000),
+        "answered while the slow call runs"
+    );
+    let (h3, _) = c.recv().unwrap();
+    assert_eq!((h3.serial, h3.status), (slow, status::OK));
+}
+
+#[test]
+fn many_concurrent_connections() {
+    let t = TempDir::new("many");
+    let (_d, sock) = start(&t.0, Arc::new(NoHypervisor));
+    let threads: Vec<_> = (0..40)
+        .map(|i| {
+            let sock = sock.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::open(&sock);
+                let d = c.define(&format!("many{i}"));
+                for _ in 0..20 {
+                    let x = c.call_ok(procs::DOMAIN_GET_XML_DESC, &{
+                        let mut e = Enc::new();
+                        d.encode(&mut e);
+                        e.u32(0);
+                        e.buf
+                    });
+                    assert!(Dec::new(&x)
+                        .str()
+                        .unwrap()
+                        .contains(&format!("<name>many{i}</name>")));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut c = Client::open(&sock);
+    let r = c.call_ok(procs::CONNECT_LIST_ALL_DOMAINS, &[0, 0, 0, 1, 0, 0, 0, 0]);
+    let mut d = Dec::new(&r);
+    let n = d.u32().unwrap();
+    assert_eq!(n, 40);
+}
+
+#[test]
+fn console_stream_data_finish_and_abort() {
+    let t = TempDir::new("console");
+    let be = Arc::new(TestBackend::default());
+    let (_d, sock) = start(&t.0, be);
+    let mut c = Client::open(&sock);
+    let dom = c.define("con1");
+    // Inactive: refused as libvirt does.
+    let open_args = {
+        let mut e = Enc::new();
+        dom.encode(&mut e);
+        e.opt_str(None).u32(0);
+        e.buf
+    };
+    let e = c.call(procs::DOMAIN_OPEN_CONSOLE, &open_args).unwrap_err();
+    assert_eq!(e.code, 55, "{e}");
+    c.call_ok(procs::DOMAIN_CREATE, &dom_args(&dom));
+    for abort in [false, true] {
+        let serial = c.call_serial_ok(procs::DOMAIN_OPEN_CONSOLE, &open_args);
+        let data = Header {
+            prog: PROG_REMOTE,
+            vers: 1,
+            proc_: procs::DOMAIN_OPEN_CONSOLE,
+            ptype: ptype::STREAM,
+            serial,
+            status: status::CONTINUE,
+        };
+        c.send(&data, b"hello");
+        let (h, p) = c.recv().unwrap();
+        assert_eq!(
+            (h.ptype, h.status, h.serial, p.as_slice()),
+            (ptype::STREAM, status::CONTINUE, serial, &b"hello"[..])
+        );
+        let end = Header {
+            status: if abort { status::ERROR } else { status::OK },
+            ..data
+        };
+        c.send(&end, &[]);
+        let (h, p) = c.recv().unwrap();
+        assert_eq!(
+            (h.ptype, h.status, h.serial, p.len()),
+            (ptype::STREAM, status::OK, serial, 0)
+        );
+    }
+    c.hostname_works();
+}
+
+impl Client {
+    fn call_serial_ok(&mut self, proc_: i32, payload: &[u8]) -> u32 {
+        let serial = self.send_call(proc_, payload);
+        let (h, p) = self.recv().unwrap();
+        assert_eq!(
+            (h.serial, h.status),
+            (serial, status::OK),
+            "{:?}",
+            RpcError::decode(&mut Dec::new(&p))
+        );
+        serial
+    }
+}
+
+#[test]
+fn running_domains_are_found_again_after_a_restart() {
+    let t = TempDir::new("restart");
+    let be = Arc::new(TestBackend::default());
+    {
+        let (_d, sock) = start(&t.0, be.clone());
+        let mut c = Client::open(&sock);
+        let dom = c.define("run1");
+        c.call_ok(procs::DOMAIN_CREATE, &dom_args(&dom));
+    }
+    assert!(t.0.join("state/run1.xml").exists());
+    // A new driver on the same directories with the same hypervisor finds the guest running.
+    let store = Store::open(&t.0.join("config"), &t.0.join("state")).unwrap();
+    let d2 = Driver::new(store, be);
+    let r = d2.lookup_name("run1").unwrap();
+    assert_eq!(r.id, 1);
+    // Without the hypervisor the status file is stale and removed.
+    let store = Store::open(&t.0.join("config"), &t.0.join("state")).unwrap();
+    let d3 = Driver::new(store, Arc::new(NoHypervisor));
+    assert_eq!(d3.lookup_name("run1").unwrap().id, -1);
+    assert!(!t.0.join("state/run1.xml").exists());
+}
