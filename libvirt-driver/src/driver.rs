@@ -1265,17 +1265,49 @@ impl Driver {
             }
             DOMAIN_XML_FROM_NATIVE | DOMAIN_XML_TO_NATIVE => {
                 let fmt = d.str()?;
-                let _cfg = d.str()?;
-                let _flags = d.u32()?;
+                let input = d.str()?;
+                let flags = d.u32()?;
                 finish(&d)?;
-                return Err(RpcError::libxl(
-                    code::CONFIG_UNSUPPORTED,
-                    format!("unsupported configuration: conversion of '{fmt}' configurations is not available yet"),
-                ));
+                check_flags(flags, 0)?;
+                if fmt != "xen-xl" {
+                    return Err(RpcError::libxl(
+                        code::CONFIG_UNSUPPORTED,
+                        format!("unsupported configuration: unsupported config type {fmt}"),
+                    ));
+                }
+                let r = if proc_ == DOMAIN_XML_FROM_NATIVE {
+                    xen_conv::xl_cfg_to_domain_xml(&input)
+                } else {
+                    xen_conv::domain_xml_to_xl_cfg(&input)
+                };
+                e.str(&r.map_err(|er| conv_error(&er))?);
             }
             _ => return Err(RpcError::unknown_procedure(proc_)),
         }
         Ok(e.buf)
+    }
+}
+
+fn conv_error(e: &xen_conv::Error) -> RpcError {
+    use std::error::Error as _;
+    let detail = match e.source() {
+        Some(src) => format!("{e}: {src}"),
+        None => e.to_string(),
+    };
+    match e {
+        xen_conv::Error::Xml(_) => RpcError::new(
+            code::XML_ERROR,
+            edomain::DOMAIN,
+            format!("XML error: {detail}"),
+        ),
+        // VIR_ERR_CONF_SYNTAX.
+        xen_conv::Error::XlCfg(_) => {
+            RpcError::libxl(48, format!("configuration file syntax error: {detail}"))
+        }
+        xen_conv::Error::Unsupported(m) => RpcError::libxl(
+            code::CONFIG_UNSUPPORTED,
+            format!("unsupported configuration: {m}"),
+        ),
     }
 }
 

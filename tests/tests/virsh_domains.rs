@@ -217,22 +217,33 @@ fn console_of_inactive_domain_is_refused() {
 }
 
 #[test]
-fn domxml_from_native_xen_xl() {
+fn domxml_from_native_and_to_native_xen_xl() {
     let d = Daemon::start("virsh-native");
     let cfg = d.write(
         "guest.cfg",
-        "name = \"n1\"\nmemory = 512\nvcpus = 2\ntype = \"pv\"\n",
+        "name = \"n1\"\nmemory = 512\nvcpus = 2\ntype = \"pv\"\nkernel = \"/boot/vmlinuz\"\n",
     );
-    let o = d.virsh(&["domxml-from-native", "xen-xl", cfg.to_str().unwrap()]);
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    // Until the xen-xl converter (xen-conv) is wired in, the call fails with CONFIG_UNSUPPORTED and says so.
-    if o.status.success() {
-        assert!(stdout.contains("<name>n1</name>"), "{stdout}");
-    } else {
-        assert!(
-            stderr.contains("conversion of 'xen-xl' configurations is not available yet"),
-            "{stderr}"
-        );
+    let xml = d.virsh_ok(&["domxml-from-native", "xen-xl", cfg.to_str().unwrap()]);
+    for want in [
+        "<name>n1</name>",
+        "<memory unit='KiB'>524288</memory>",
+        "<kernel>/boot/vmlinuz</kernel>",
+        "machine='xenpv'",
+    ] {
+        assert!(xml.contains(want), "from-native lacks {want:?}: {xml}");
     }
+    validate(&d, "native.xml", &xml, "domain");
+    // The converted XML defines, and converts back.
+    let f = d.write("n1.xml", &xml);
+    d.virsh_ok(&["define", f.to_str().unwrap()]);
+    let back = d.virsh_ok(&["domxml-to-native", "xen-xl", f.to_str().unwrap()]);
+    assert!(
+        back.contains("name = \"n1\"") && back.contains("vcpus = 2"),
+        "{back}"
+    );
+    let err = d.virsh_err(&["domxml-from-native", "xen-sxpr", cfg.to_str().unwrap()]);
+    assert!(err.contains("unsupported config type xen-sxpr"), "{err}");
+    let bad = d.write("bad.cfg", "bogus line\n");
+    let err = d.virsh_err(&["domxml-from-native", "xen-xl", bad.to_str().unwrap()]);
+    assert!(err.contains("configuration file syntax error"), "{err}");
 }
