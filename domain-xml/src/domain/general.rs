@@ -697,7 +697,7 @@ pub struct Timer {
 }
 
 /// `<clock>`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Clock {
     /// `offset`: utc, localtime, timezone, variable, absolute.
     pub offset: String,
@@ -709,6 +709,19 @@ pub struct Clock {
     pub timezone: Option<String>,
     /// `<timer>` list.
     pub timers: Vec<Timer>,
+}
+
+impl Default for Clock {
+    /// libvirt's default: `<clock offset='utc'/>`.
+    fn default() -> Self {
+        Clock {
+            offset: "utc".into(),
+            adjustment: None,
+            basis: None,
+            timezone: None,
+            timers: Vec::new(),
+        }
+    }
 }
 
 impl Clock {

@@ -122,7 +122,12 @@ impl XlConfig {
             p.pos += 1;
             p.skip_inline_ws();
             let value = p.value().map_err(|message| XlCfgError::Value {
-                line: p.line,
+                // An unterminated value is reported where it starts.
+                line: if message.starts_with("unterminated") {
+                    line
+                } else {
+                    p.line
+                },
                 key: key.clone(),
                 message,
             })?;

@@ -633,7 +633,9 @@ pub(crate) fn disk_index(name: &str) -> Option<u64> {
     }
     let mut idx: u64 = 0;
     for c in letters.chars() {
-        idx = idx.checked_mul(26)?.checked_add(c as u64 - 'a' as u64 + 1)?;
+        idx = idx
+            .checked_mul(26)?
+            .checked_add(c as u64 - 'a' as u64 + 1)?;
     }
     Some(idx - 1)
 }
@@ -981,9 +983,10 @@ fn parse_vfb(conf: &XlConfig, hvm: bool, dev: &mut Devices) -> Result<(), Error>
                 let n: i32 = v
                     .parse()
                     .map_err(|_| verr(conf, "vfb", format!("invalid vncdisplay value '{v}'")))?;
-                port = Some(n.checked_add(5900).ok_or_else(|| {
-                    verr(conf, "vfb", format!("invalid vncdisplay value '{v}'"))
-                })?);
+                port =
+                    Some(n.checked_add(5900).ok_or_else(|| {
+                        verr(conf, "vfb", format!("invalid vncdisplay value '{v}'"))
+                    })?);
             }
             (true, "display") => g.display = Some(v.to_string()),
             (true, "xauthority") => g.xauth = Some(v.to_string()),
