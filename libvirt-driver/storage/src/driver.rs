@@ -1527,8 +1527,9 @@ impl StorageDriver {
     }
 
     /// `virStorageVolUpload`: a sink writing the volume's bytes from `offset`; `length` 0 means up to the
-    /// capacity. Flags: `VOL_UPLOAD_SPARSE_STREAM` enables [`UploadSink::hole`]. Finishing the sink refreshes the
-    /// pool (and emits a refresh event), as libvirt does after an upload.
+    /// capacity. Flags: `VOL_UPLOAD_SPARSE_STREAM` enables [`UploadSink::hole`]. Closing the sink (finish, abort or
+    /// drop) refreshes the pool and emits a refresh event, as libvirt does when an upload stream closes. The sink
+    /// is also an `std::io::Write`.
     pub fn upload(&self, vol: &VolRef, offset: u64, length: u64, flags: u32) -> Result<UploadSink> {
         check_flags(flags, flags::VOL_UPLOAD_SPARSE_STREAM, "storageVolUpload")?;
         let mut state = self.inner.lock();
@@ -1564,6 +1565,7 @@ impl StorageDriver {
 
     /// `virStorageVolDownload`: a source reading the volume's bytes from `offset`; `length` 0 means to the end.
     /// Flags: `VOL_DOWNLOAD_SPARSE_STREAM` makes [`DownloadSource::next_chunk`] report holes instead of zeros.
+    /// The source is also an `std::io::Read` (holes read as zeros there).
     pub fn download(
         &self,
         vol: &VolRef,

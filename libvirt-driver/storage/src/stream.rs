@@ -109,22 +109,44 @@ impl UploadSink {
         Ok(())
     }
 
-    /// Completes the upload: flushes the file, refreshes the pool and emits its refresh event.
+    /// Completes the upload: flushes the file; dropping the sink then refreshes the pool and emits its refresh
+    /// event.
     pub fn finish(self) -> Result<()> {
         self.file
             .sync_all()
-            .map_err(|e| Error::system(format!("cannot sync volume '{}'", self.volume), e))?;
+            .map_err(|e| Error::system(format!("cannot sync volume '{}'", self.volume), e))
+    }
+
+    /// Abandons the upload (client abort). Bytes already written stay, as with libvirt; the pool is refreshed
+    /// on drop all the same.
+    pub fn abort(self) {}
+}
+
+impl Drop for UploadSink {
+    /// Whether finished, aborted or dropped with its connection, a closed upload refreshes its pool and emits the
+    /// refresh event, as libvirt's stream close callback does.
+    fn drop(&mut self) {
         let mut state = self.inner.lock();
         if let Some(pool) = state.pool_mut(&self.pool.name) {
             if self.inner.refresh_pool_obj(pool, &self.volume).is_ok() {
                 self.inner.events.emit(&self.pool, PoolEventKind::Refresh);
             }
         }
-        Ok(())
+    }
+}
+
+/// For stream plumbing built on `std::io` (the daemon's stream table holds `Box<dyn Write + Send>`): each
+/// `write` is a whole [`UploadSink::write`]; a refusal is an `io::Error` wrapping the crate [`Error`], recoverable
+/// with `err.get_ref().and_then(|e| e.downcast_ref::<xen_storage::Error>())` for its libvirt code and message.
+impl io::Write for UploadSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        UploadSink::write(self, buf).map_err(io::Error::other)?;
+        Ok(buf.len())
     }
 
-    /// Abandons the upload (client abort). Bytes already written stay, as with libvirt.
-    pub fn abort(self) {}
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// One piece of a download.
@@ -136,12 +158,32 @@ pub enum Chunk {
     Hole(u64),
 }
 
+/// For stream plumbing built on `std::io` (`Box<dyn Read + Send>` sources): the volume's bytes in order, holes
+/// of a sparse source read as zeros. Use [`DownloadSource::next_chunk`] to send `STREAM_HOLE` packets instead.
+impl io::Read for DownloadSource {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(hole) = self.pending_zeros.take() {
+            return Ok(self.fill_zeros(buf, hole));
+        }
+        match self.next_chunk(buf.len()).map_err(io::Error::other)? {
+            None => Ok(0),
+            Some(Chunk::Data(data)) => {
+                buf[..data.len()].copy_from_slice(&data);
+                Ok(data.len())
+            }
+            Some(Chunk::Hole(len)) => Ok(self.fill_zeros(buf, len)),
+        }
+    }
+}
+
 /// Reads a volume for a download. In sparse mode, data and holes are found with `SEEK_DATA`/`SEEK_HOLE`.
 pub struct DownloadSource {
     file: File,
     position: u64,
     end: u64,
     sparse: bool,
+    /// Zeros of a hole not yet handed out by the `Read` implementation.
+    pending_zeros: Option<u64>,
 }
 
 impl DownloadSource {
@@ -151,7 +193,19 @@ impl DownloadSource {
             position: offset,
             end,
             sparse,
+            pending_zeros: None,
         }
+    }
+
+    /// Hands out up to `buf.len()` zeros of a `len`-byte hole, keeping the rest for the next read.
+    fn fill_zeros(&mut self, buf: &mut [u8], len: u64) -> usize {
+        let n = usize::try_from(len).map_or(buf.len(), |len| len.min(buf.len()));
+        buf[..n].fill(0);
+        let left = len - n as u64;
+        if left > 0 {
+            self.pending_zeros = Some(left);
+        }
+        n
     }
 
     /// The volume offset of the next chunk.

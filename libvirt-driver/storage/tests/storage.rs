@@ -865,6 +865,40 @@ fn upload_and_download_with_holes() {
     );
     assert!(allocated(&path) + MIB < before, "the hole was deallocated");
 
+    // Through std::io, as the daemon's stream table drives sinks and sources; dropping the sink (the client's
+    // finish or abort removes it from the table) refreshes the pool.
+    drain(&rx);
+    {
+        use std::io::{Read, Write};
+        let mut sink = driver.upload(&vol, 0, 64, 0).expect("upload");
+        sink.write_all(b"via io::Write").expect("write");
+        let err = sink.write_all(&[0u8; 64]).expect_err("past the length");
+        let inner = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<xen_storage::Error>())
+            .expect("storage error inside");
+        assert_eq!(inner.code(), code::SYSTEM_ERROR);
+        drop(sink);
+        assert_eq!(
+            drain(&rx),
+            [("p".to_string(), PoolEventKind::Refresh)],
+            "refresh on drop"
+        );
+        assert_eq!(&fs::read(&path).expect("read")[..13], b"via io::Write");
+
+        let mut whole = Vec::new();
+        driver
+            .download(&sp, 0, 0, flags::VOL_DOWNLOAD_SPARSE_STREAM)
+            .expect("download")
+            .read_to_end(&mut whole)
+            .expect("read");
+        assert_eq!(
+            whole,
+            fs::read(&sp_path).expect("read"),
+            "holes read as zeros through io::Read"
+        );
+    }
+
     // Holes need a sparse stream.
     let mut sink = driver.upload(&vol, 0, 0, 0).expect("upload");
     assert_eq!(
