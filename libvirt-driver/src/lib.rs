@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 pub mod backend;
 pub mod cli;
+pub mod client;
 pub mod driver;
 pub mod host;
 pub mod proto;
