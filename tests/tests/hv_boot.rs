@@ -125,6 +125,49 @@ fn x86_64_runs_every_test_guest_under_svm() {
     ] {
         assert!(log.contains(line), "missing {line:?}:\n{log}");
     }
+    // Memory accounting: everything the domains took (RAM, nested tables, VMCBs, maps, shared_info) came back.
+    let line = log
+        .lines()
+        .find(|l| l.contains("KiB free before the domains were built"))
+        .expect("accounting line");
+    let before_kib = number_after(line, "(XEN)");
+    let after_kib = number_after(line, "built,");
+    assert!(before_kib > 0 && before_kib == after_kib, "{line}");
+}
+
+#[test]
+fn x86_64_dom0_options_shape_the_boot_domain() {
+    // dom0_mem= and dom0_max_vcpus= apply to the first guest, as Xen applies them to dom0.
+    let out = boot_with_guests_append(
+        &["hypercalls"],
+        "console=com1 dom0_mem=12M dom0_max_vcpus=1",
+    );
+    assert!(out.passed(), "{}", out.log);
+    assert!(
+        out.log
+            .contains("(XEN) d1: created \"hypercalls\": 12 MiB at"),
+        "{}",
+        out.log
+    );
+    assert!(out.log.contains("(d1) PASS hypercalls"), "{}", out.log);
+}
+
+#[test]
+fn x86_64_hypervisor_exception_prints_a_register_dump_and_fails() {
+    let out = boot_hv(
+        Arch::X86_64,
+        "console=com1 xenrs_selftest=trap",
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status, Some(xtask::qemu::EXIT_FAILURE), "{}", out.log);
+    for line in [
+        "(XEN) FATAL hypervisor exception 6 (#UD invalid opcode), error code 0x0",
+        "(XEN) rip 0x",
+        "(XEN) rax 0x",
+        "(XEN) r13 0x",
+    ] {
+        assert!(out.log.contains(line), "missing {line:?}:\n{}", out.log);
+    }
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! The hypervisor command line, with Xen's option names (`xen-command-line(7)`): `console=`, `loglvl=`,
-//! `dom0_mem=`, `dom0_max_vcpus=`. Unknown options are reported, not fatal, as Xen does.
+//! `dom0_mem=`, `dom0_max_vcpus=`, `nosmp`, `maxcpus=`, plus the project's `xenrs_selftest=trap` (raise an
+//! exception in the hypervisor to exercise the fatal-exception path). Unknown options are reported, not fatal,
+//! as Xen does.
 
 /// Where console output goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +40,10 @@ pub struct Options {
     pub dom0_mem: Option<u64>,
     /// `dom0_max_vcpus=`: maximum vCPUs of the boot domain.
     pub dom0_max_vcpus: Option<u32>,
+    /// `maxcpus=` (or 1 with `nosmp`): how many physical CPUs to use.
+    pub maxcpus: Option<u32>,
+    /// `xenrs_selftest=trap`: execute an invalid instruction after boot (tests the exception handlers).
+    pub selftest_trap: bool,
     /// Number of options that were not recognised or had bad values.
     pub unknown: u32,
 }
@@ -49,6 +55,8 @@ impl Default for Options {
             loglvl: LogLevel::Info,
             dom0_mem: None,
             dom0_max_vcpus: None,
+            maxcpus: None,
+            selftest_trap: false,
             unknown: 0,
         }
     }
@@ -115,6 +123,20 @@ impl Options {
                         .map(|n| o.dom0_max_vcpus = Some(n))
                         .is_some()
                 }
+                "nosmp" if value.is_empty() => {
+                    o.maxcpus = Some(1);
+                    true
+                }
+                "maxcpus" => value
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .map(|n| o.maxcpus = Some(n))
+                    .is_some(),
+                "xenrs_selftest" if value == "trap" => {
+                    o.selftest_trap = true;
+                    true
+                }
                 _ => false,
             };
             if !ok {
@@ -150,5 +172,9 @@ mod tests {
         assert_eq!(o.dom0_max_vcpus, Some(4));
         assert_eq!(o.unknown, 1);
         assert_eq!(Options::parse(""), Options::default());
+        let o = Options::parse("nosmp xenrs_selftest=trap");
+        assert_eq!((o.maxcpus, o.selftest_trap, o.unknown), (Some(1), true, 0));
+        let o = Options::parse("maxcpus=3 maxcpus=0 xenrs_selftest=boom");
+        assert_eq!((o.maxcpus, o.selftest_trap, o.unknown), (Some(3), false, 2));
     }
 }

@@ -130,6 +130,11 @@ pub extern "C" fn hv_main(protocol: u32, info_paddr: u64) -> ! {
         arch::x86_64::lapic::PERIOD_NS / 1_000_000,
         arch::x86_64::lapic::tsc_per_tick()
     );
+    if opts.selftest_trap {
+        let _ = writeln!(con, "(XEN) self-test: raising #UD in the hypervisor");
+        // SAFETY: deliberately executes an invalid instruction; the #UD handler prints a dump and stops.
+        unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+    }
     let Some(module) = info.modules().first().copied() else {
         let _ = writeln!(con, "(XEN) no guest domains to run; halting");
         arch::exit(0x10);
@@ -159,7 +164,8 @@ pub extern "C" fn hv_main(protocol: u32, info_paddr: u64) -> ! {
         arch::exit(0x11);
     }
     let _ = writeln!(con, "(XEN) SVM with nested paging enabled");
-    let cpus = if opts_smp(&info) {
+    MAX_CPUS_OPT.store(opts.maxcpus.unwrap_or(u32::MAX), Ordering::Relaxed);
+    let cpus = if opts.maxcpus != Some(1) {
         arch::x86_64::smp::start_aps(|n| {
             let t = arch::x86_64::lapic::TICKS.load(Ordering::Acquire);
             while arch::x86_64::lapic::TICKS.load(Ordering::Acquire) < t + n {
@@ -180,10 +186,21 @@ pub extern "C" fn hv_main(protocol: u32, info_paddr: u64) -> ! {
             arch::exit(0x11);
         }
     };
+    let free_before = frames.free_bytes();
     let mut machine = vm::Machine::new(frames);
     let mut built = 0;
-    for e in entries {
-        match machine.create_domain(e.name, e.image, e.mem_mib, e.vcpus) {
+    for (i, e) in entries.enumerate() {
+        // The first guest is the boot domain: dom0_mem= and dom0_max_vcpus= apply to it, as in Xen.
+        let (mem_mib, vcpus) = if i == 0 {
+            let mem = opts
+                .dom0_mem
+                .map_or(e.mem_mib, |b| u32::try_from(b >> 20).unwrap_or(u32::MAX));
+            let vcpus = opts.dom0_max_vcpus.map_or(e.vcpus, |m| e.vcpus.min(m));
+            (mem, vcpus)
+        } else {
+            (e.mem_mib, e.vcpus)
+        };
+        match machine.create_domain(e.name, e.image, mem_mib, vcpus) {
             Ok(_) => built += 1,
             Err(err) => {
                 let _ = writeln!(con, "(XEN) {}: cannot build the domain: {err}", e.name);
@@ -195,8 +212,17 @@ pub extern "C" fn hv_main(protocol: u32, info_paddr: u64) -> ! {
     GO.store(true, Ordering::Release);
     vm::cpu_loop(&MACHINE);
     // Every domain is gone; the other CPUs leave their loops too.
-    let passed = MACHINE.lock().as_mut().is_some_and(|m| m.report());
+    let (passed, free_after) = MACHINE
+        .lock()
+        .as_mut()
+        .map_or((false, 0), |m| (m.report(), m.free_bytes()));
     let _ = writeln!(con, "(XEN) all domains are gone");
+    let _ = writeln!(
+        con,
+        "(XEN) {} KiB free before the domains were built, {} KiB after they are gone",
+        free_before >> 10,
+        free_after >> 10
+    );
     if passed {
         let _ = writeln!(con, "(XEN) all guests passed");
         arch::exit(0x10);
@@ -212,19 +238,20 @@ static MACHINE: spin::Mutex<Option<vm::Machine>> = spin::Mutex::new(None);
 #[cfg(target_os = "none")]
 static GO: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
-/// `smp=off` (or `nosmp`) keeps the APs parked.
+/// `maxcpus=`: CPUs with an index at or above it stay parked.
 #[cfg(target_os = "none")]
-fn opts_smp(info: &xen_hv::bootinfo::BootInfo) -> bool {
-    !info
-        .cmdline()
-        .split_ascii_whitespace()
-        .any(|w| w == "nosmp" || w == "smp=off" || w == "smp=0")
-}
+static MAX_CPUS_OPT: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(u32::MAX);
 
 /// The Rust entry of an application processor, called by the trampoline with its CPU index on its own stack.
 #[cfg(target_os = "none")]
 #[no_mangle]
 pub extern "C" fn hv_ap_entry(idx: u32) -> ! {
+    if idx >= MAX_CPUS_OPT.load(Ordering::Relaxed) {
+        loop {
+            x86_64::instructions::interrupts::disable();
+            x86_64::instructions::hlt();
+        }
+    }
     let idx = idx as usize;
     arch::x86_64::cpu::init(idx);
     arch::x86_64::percpu::init(idx);

@@ -117,6 +117,9 @@ pub struct Domain {
     pub interrupts: u64,
     /// Physical CPUs its vCPUs ran on (bit per CPU).
     pub cpu_mask: u64,
+    iopm: u64,
+    msrpm: u64,
+    released: bool,
 }
 
 /// One vCPU's bookkeeping (its hardware state lives in [`Machine::hw`] and is taken out while it runs).
@@ -299,6 +302,9 @@ impl Machine {
             hypercalls: 0,
             interrupts: 0,
             cpu_mask: 0,
+            iopm,
+            msrpm,
+            released: false,
         });
         let _ = writeln!(
             self.con,
@@ -345,6 +351,9 @@ impl Machine {
         if self.meta[v].is_some() && self.sched.state(v) == State::Running {
             self.hw[v] = Some(hw);
             self.sched.set(v, next);
+        } else {
+            // Its domain died while it ran.
+            self.release_vcpu(v, hw);
         }
     }
 
@@ -368,6 +377,13 @@ impl Machine {
         let Some((dom, vid, timer)) = self.meta[v].as_ref().map(|m| (m.dom, m.id, m.timer)) else {
             return Flow::Stop(State::Dead);
         };
+        if self.domains[dom]
+            .as_ref()
+            .is_none_or(|d| d.state != DomState::Alive)
+        {
+            // Another vCPU of the domain ended it.
+            return Flow::Stop(State::Dead);
+        }
         if let Some(d) = self.domains[dom].as_mut() {
             d.exits += 1;
         }
@@ -562,26 +578,56 @@ impl Machine {
             "(XEN) d{} ({}) {why}; {} exits, {} hypercalls, {} interrupts, ran on pCPU mask {:#x}",
             d.id, d.name, d.exits, d.hypercalls, d.interrupts, d.cpu_mask
         );
-        for &v in &d.vcpus[..d.nr_vcpus] {
+        let vcpus = d.vcpus;
+        let nr = d.nr_vcpus;
+        // vCPUs not running anywhere are released now; a running one (the caller, or one on another CPU) is
+        // released by `put_back` when its CPU lets go of it. The domain's memory goes when the last one is back.
+        for &v in &vcpus[..nr] {
             self.sched.set(v, State::Dead);
-            self.meta[v] = None;
-            self.hw[v] = None;
-        }
-        // Return the domain's memory and tables. The shared_info frame and the per-domain maps are kept: other
-        // structures may still name them in this simple model, and they are small.
-        let npt = d.npt;
-        let mut tables = [0u64; 16];
-        let mut n = 0;
-        npt.table_frames(&HostMem, &mut |f| {
-            if n < tables.len() {
-                tables[n] = f;
-                n += 1;
+            if let Some(hw) = self.hw[v].take() {
+                self.release_vcpu(v, hw);
             }
-        });
-        for f in &tables[..n] {
-            self.frames.free(*f, PAGE);
         }
-        self.frames.free(d.mem_base, d.mem_bytes);
+        self.try_release(dom);
+    }
+
+    fn release_vcpu(&mut self, v: usize, hw: svm::SvmVcpu) {
+        self.frames.free(hw.vmcb_pa(), PAGE);
+        drop(hw);
+        let dom = self.meta[v].take().map(|m| m.dom);
+        if let Some(dom) = dom {
+            self.try_release(dom);
+        }
+    }
+
+    /// Returns a dead domain's memory, tables and frames once none of its vCPUs is in use.
+    fn try_release(&mut self, dom: usize) {
+        let Some(d) = self.domains[dom].as_mut() else {
+            return;
+        };
+        if d.state == DomState::Alive || d.released {
+            return;
+        }
+        if d.vcpus[..d.nr_vcpus]
+            .iter()
+            .any(|&v| self.meta[v].is_some())
+        {
+            return;
+        }
+        d.released = true;
+        let frames = &mut self.frames;
+        d.npt.table_frames(&HostMem, &mut |f| {
+            frames.free(f, PAGE);
+        });
+        frames.free(d.mem_base, d.mem_bytes);
+        frames.free(d.shared_info, PAGE);
+        frames.free(d.iopm, 3 * PAGE);
+        frames.free(d.msrpm, 2 * PAGE);
+    }
+
+    /// Free memory in bytes.
+    pub fn free_bytes(&self) -> u64 {
+        self.frames.free_bytes()
     }
 
     /// Prints the results and returns true when every domain passed.

@@ -19,8 +19,6 @@ mod guest {
     #[repr(C, align(4096))]
     struct Page([u8; 4096]);
 
-    /// Where shared_info gets mapped: the last page of the 8 MiB domain.
-    const SHARED_GPFN: u64 = 0x7ff;
     /// Mapped by the guest's own tables (first GiB) but not by the nested tables.
     const UNBACKED: u64 = 0x3000_0000;
     static mut VCPU_INFO_PAGE: Page = Page([0; 4096]);
@@ -48,7 +46,7 @@ mod guest {
         let mm: HvmMemmapEntry = read(si.memmap_paddr);
         c.check(
             "start_info memory map",
-            si.memmap_entries == 1 && mm.kind == 1 && mm.addr == 0 && mm.size == 8 << 20,
+            si.memmap_entries == 1 && mm.kind == 1 && mm.addr == 0 && mm.size >= 4 << 20,
             format_args!(
                 "{} entries, first {:#x}+{:#x} type {}",
                 si.memmap_entries, mm.addr, mm.size, mm.kind
@@ -205,16 +203,17 @@ mod guest {
         );
         let (addr, size, kind) = (e820[0].addr, e820[0].size, e820[0].kind);
         c.check(
-            "memory_op(XENMEM_memory_map)",
-            r == 0 && map.nr_entries == 1 && addr == 0 && size == 8 << 20 && kind == 1,
+            "memory_op(XENMEM_memory_map) matches start_info",
+            r == 0 && map.nr_entries == 1 && addr == 0 && size == mm.size && kind == 1,
             format_args!(
                 "ret {r:#x} n {} {addr:#x}+{size:#x} type {kind}",
                 map.nr_entries
             ),
         );
 
-        // memory_op(XENMEM_add_to_physmap, shared_info).
-        let shared = SHARED_GPFN << 12;
+        // memory_op(XENMEM_add_to_physmap, shared_info) over the last page of RAM.
+        let shared_gpfn = (mm.size >> 12) - 1;
+        let shared = shared_gpfn << 12;
         // SAFETY: the page at `shared` is RAM of this guest that nothing else uses.
         unsafe { core::ptr::write_volatile(shared as usize as *mut u64, 0x5a5a_5a5a_5a5a_5a5a) };
         let xatp = XenAddToPhysmap {
@@ -222,7 +221,7 @@ mod guest {
             size: 0,
             space: xenmem::MAPSPACE_SHARED_INFO,
             idx: 0,
-            gpfn: SHARED_GPFN,
+            gpfn: shared_gpfn,
         };
         let r = hypercall(
             MEMORY_OP,

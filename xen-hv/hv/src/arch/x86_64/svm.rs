@@ -395,6 +395,11 @@ impl SvmVcpu {
         true
     }
 
+    /// The VMCB's physical address (to free it with the vCPU).
+    pub fn vmcb_pa(&self) -> u64 {
+        self.vmcb.0
+    }
+
     /// Flushes the guest's TLB entries at the next entry (after its nested tables changed).
     pub fn flush_tlb(&mut self) {
         self.vmcb.w32(TLB_CONTROL, 1);
