@@ -593,7 +593,6 @@ impl Machine {
 
     fn release_vcpu(&mut self, v: usize, hw: svm::SvmVcpu) {
         self.frames.free(hw.vmcb_pa(), PAGE);
-        drop(hw);
         let dom = self.meta[v].take().map(|m| m.dom);
         if let Some(dom) = dom {
             self.try_release(dom);
