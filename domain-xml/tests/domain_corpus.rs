@@ -163,6 +163,19 @@ fn data(name: &str) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// A hand-written document in libvirt's canonical form that uses most of the model: parse and format must give
+/// it back byte for byte.
+#[test]
+fn canonical_hvm_document_round_trips_exactly() {
+    let input = data("libvirt-hvm-full.xml");
+    let d = Domain::parse(&input).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(d.to_xml(FLAGS), input);
+    assert_eq!(d.devices.disks[0].auth.as_ref().unwrap().username, "admin");
+    assert!(d.devices.disks[0].auth_in_disk);
+    assert_eq!(d.devices.interfaces[0].vlan_tags, vec![10, 20]);
+    assert_eq!(d.vcpus.len(), 4);
+}
+
 /// XML as virt-install and virt-manager write it (double quotes, units, elements in their own order) parses,
 /// and its formatting is libvirt's canonical form: a fixed point of parse and format.
 #[test]

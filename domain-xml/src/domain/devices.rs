@@ -112,6 +112,35 @@ pub struct DiskAuth {
     pub uuid: Option<String>,
 }
 
+impl DiskAuth {
+    fn parse(mut a: Cursor<'_>) -> Result<Self, Error> {
+        let username = a.req_attr("username")?.to_string();
+        let mut sec = a.req_child("secret")?;
+        let auth = DiskAuth {
+            username,
+            secret_type: sec
+                .attr_with("type", |v| one_of(v, &["ceph", "iscsi"]))?
+                .ok_or_else(|| Error::MissingAttribute {
+                    path: sec.attr_path("type"),
+                })?,
+            usage: sec.attr("usage").map(str::to_string),
+            uuid: sec.attr("uuid").map(str::to_string),
+        };
+        sec.finish()?;
+        a.finish()?;
+        Ok(auth)
+    }
+
+    fn to_element(&self) -> Element {
+        Element::new("auth").attr("username", &self.username).child(
+            Element::new("secret")
+                .attr("type", &self.secret_type)
+                .opt_attr("usage", self.usage.as_deref())
+                .opt_attr("uuid", self.uuid.as_deref()),
+        )
+    }
+}
+
 /// `<disk>`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Disk {
@@ -137,6 +166,9 @@ pub struct Disk {
     pub hosts: Vec<DiskHost>,
     /// Network authentication.
     pub auth: Option<DiskAuth>,
+    /// True when `<auth>` was given under `<disk>` (libvirt's older placement) rather than under `<source>`;
+    /// libvirt formats it back where it was found.
+    pub auth_in_disk: bool,
     /// `<target dev>`.
     pub target_dev: String,
     /// `<target bus>`.
@@ -203,6 +235,15 @@ impl Disk {
             d.driver_discard = dr.attr_with("discard", |v| one_of(v, &["unmap", "ignore"]))?;
             dr.finish()?;
         }
+        if let Some(a) = c.child("auth")? {
+            if d.disk_type != "network" {
+                return Err(Error::UnknownElement {
+                    path: a.path().to_string(),
+                });
+            }
+            d.auth = Some(DiskAuth::parse(a)?);
+            d.auth_in_disk = true;
+        }
         if let Some(mut s) = c.child("source")? {
             match d.disk_type.as_str() {
                 "file" => d.source = s.attr("file").map(str::to_string),
@@ -220,18 +261,8 @@ impl Disk {
                         });
                         h.finish()?;
                     }
-                    if let Some(mut a) = s.child("auth")? {
-                        let username = a.req_attr("username")?.to_string();
-                        let mut sec = a.req_child("secret")?;
-                        let auth = DiskAuth {
-                            username,
-                            secret_type: sec.req_attr("type")?.to_string(),
-                            usage: sec.attr("usage").map(str::to_string),
-                            uuid: sec.attr("uuid").map(str::to_string),
-                        };
-                        sec.finish()?;
-                        a.finish()?;
-                        d.auth = Some(auth);
+                    if let Some(a) = s.child("auth")? {
+                        d.auth = Some(DiskAuth::parse(a)?);
                     }
                 }
                 _ => {}
@@ -307,15 +338,11 @@ impl Disk {
                         .opt_attr("socket", h.socket.as_deref()),
                 );
             }
-            if let Some(a) = &self.auth {
-                s.push(
-                    Element::new("auth").attr("username", &a.username).child(
-                        Element::new("secret")
-                            .attr("type", &a.secret_type)
-                            .opt_attr("usage", a.usage.as_deref())
-                            .opt_attr("uuid", a.uuid.as_deref()),
-                    ),
-                );
+            if let Some(a) = self.auth.as_ref().filter(|_| !self.auth_in_disk) {
+                s.push(a.to_element());
+            }
+            if let Some(a) = self.auth.as_ref().filter(|_| self.auth_in_disk) {
+                e.push(a.to_element());
             }
             e.push(s);
         } else if let Some(src) = &self.source {
@@ -461,6 +488,9 @@ pub struct Interface {
     pub vlan_trunk: bool,
     /// `<virtualport type>`.
     pub virtualport: Option<String>,
+    /// `<virtualport><parameters .../>` in libvirt's order (managerid, typeid, typeidversion, instanceid,
+    /// interfaceid, profileid).
+    pub virtualport_params: Vec<(&'static str, String)>,
     /// `<bandwidth><outbound average peak burst/>` in KB/s.
     pub bandwidth_outbound: Option<Bandwidth>,
     /// `<bandwidth><inbound average peak burst/>`.
@@ -573,6 +603,14 @@ impl Interface {
             n.virtualport = v.attr_with("type", |v| {
                 one_of(v, &["openvswitch", "802.1Qbg", "802.1Qbh", "midonet"])
             })?;
+            if let Some(mut p) = v.child("parameters")? {
+                for key in VPORT_PARAMS {
+                    if let Some(val) = p.attr(key) {
+                        n.virtualport_params.push((key, val.to_string()));
+                    }
+                }
+                p.finish()?;
+            }
             v.finish()?;
         }
         if let Some(mut b) = c.child("bandwidth")? {
@@ -659,7 +697,15 @@ impl Interface {
             e.push(v);
         }
         if let Some(v) = &self.virtualport {
-            e.push(Element::new("virtualport").attr("type", v));
+            let mut vp = Element::new("virtualport").attr("type", v);
+            if !self.virtualport_params.is_empty() {
+                let mut p = Element::new("parameters");
+                for (k, val) in &self.virtualport_params {
+                    p.push_attr(*k, val);
+                }
+                vp.push(p);
+            }
+            e.push(vp);
         }
         if self.bandwidth_inbound.is_some() || self.bandwidth_outbound.is_some() {
             let mut b = Element::new("bandwidth");
@@ -706,6 +752,16 @@ impl Interface {
         e
     }
 }
+
+/// `<virtualport><parameters>` attributes in libvirt's order.
+const VPORT_PARAMS: [&str; 6] = [
+    "managerid",
+    "typeid",
+    "typeidversion",
+    "instanceid",
+    "interfaceid",
+    "profileid",
+];
 
 /// Parses and normalises a MAC address to lower-case colon form.
 pub fn parse_mac(v: &str) -> Result<String, String> {
@@ -852,9 +908,11 @@ impl Input {
                 path: c.attr_path("type"),
             })?;
         let mut bus = c.attr_with("bus", |v| one_of(v, &["ps2", "usb", "xen", "virtio"]))?;
-        // libvirt's default bus: ps2 for HVM guests, xen for PV guests.
-        if bus.is_none() && input_type != "tablet" {
-            bus = Some(if os.os_type == super::OsType::Hvm {
+        // libvirt's default bus: usb for tablets, ps2 for HVM guests, xen for PV guests.
+        if bus.is_none() {
+            bus = Some(if input_type == "tablet" {
+                "usb".into()
+            } else if os.os_type == super::OsType::Hvm {
                 "ps2".into()
             } else {
                 "xen".into()
@@ -928,6 +986,8 @@ pub struct Graphics {
     pub share_policy: Option<String>,
     /// `defaultMode` (spice): any, secure, insecure.
     pub default_mode: Option<String>,
+    /// `<channel name mode>` (spice) pairs.
+    pub spice_channels: Vec<(String, String)>,
     /// `<image compression>` (spice).
     pub image_compression: Option<String>,
     /// `<streaming mode>` (spice).
@@ -978,6 +1038,34 @@ impl Graphics {
                 socket: l.attr("socket").map(str::to_string),
             });
             l.finish()?;
+        }
+        for mut ch in c.children("channel") {
+            let name = ch
+                .attr_with("name", |v| {
+                    one_of(
+                        v,
+                        &[
+                            "main",
+                            "display",
+                            "inputs",
+                            "cursor",
+                            "playback",
+                            "record",
+                            "smartcard",
+                            "usbredir",
+                        ],
+                    )
+                })?
+                .ok_or_else(|| Error::MissingAttribute {
+                    path: ch.attr_path("name"),
+                })?;
+            let mode = ch
+                .attr_with("mode", |v| one_of(v, &["any", "secure", "insecure"]))?
+                .ok_or_else(|| Error::MissingAttribute {
+                    path: ch.attr_path("mode"),
+                })?;
+            ch.finish()?;
+            g.spice_channels.push((name, mode));
         }
         if let Some(mut m) = c.child("image")? {
             g.image_compression = m.attr_with("compression", |v| {
@@ -1055,6 +1143,9 @@ impl Graphics {
                     .opt_attr("network", l.network.as_deref())
                     .opt_attr("socket", l.socket.as_deref()),
             );
+        }
+        for (n, m) in &self.spice_channels {
+            e.push(Element::new("channel").attr("name", n).attr("mode", m));
         }
         if let Some(m) = &self.image_compression {
             e.push(Element::new("image").attr("compression", m));

@@ -197,6 +197,8 @@ pub struct NumaTune {
     pub nodeset: Option<String>,
     /// `placement`: static or auto.
     pub placement: Option<String>,
+    /// `<memnode cellid mode nodeset/>` entries.
+    pub memnodes: Vec<(u32, String, String)>,
 }
 
 impl NumaTune {
@@ -210,17 +212,40 @@ impl NumaTune {
             t.placement = m.attr_with("placement", |v| one_of(v, &["static", "auto"]))?;
             m.finish()?;
         }
+        for mut m in c.children("memnode") {
+            let cellid = m.req_attr_parse("cellid")?;
+            let mode = m
+                .attr_with("mode", |v| {
+                    one_of(v, &["strict", "preferred", "interleave", "restrictive"])
+                })?
+                .unwrap_or_else(|| "strict".into());
+            let nodeset = m.req_attr("nodeset")?.to_string();
+            m.finish()?;
+            t.memnodes.push((cellid, mode, nodeset));
+        }
         c.finish()?;
         Ok(t)
     }
 
     pub(crate) fn to_element(&self) -> Element {
-        Element::new("numatune").child(
-            Element::new("memory")
-                .attr("mode", self.mode.as_deref().unwrap_or("strict"))
-                .opt_attr("nodeset", self.nodeset.as_deref())
-                .opt_attr("placement", self.placement.as_deref()),
-        )
+        let mut e = Element::new("numatune");
+        if self.mode.is_some() || self.nodeset.is_some() || self.placement.is_some() {
+            e.push(
+                Element::new("memory")
+                    .attr("mode", self.mode.as_deref().unwrap_or("strict"))
+                    .opt_attr("nodeset", self.nodeset.as_deref())
+                    .opt_attr("placement", self.placement.as_deref()),
+            );
+        }
+        for (cell, mode, nodeset) in &self.memnodes {
+            e.push(
+                Element::new("memnode")
+                    .attr("cellid", cell)
+                    .attr("mode", mode)
+                    .attr("nodeset", nodeset),
+            );
+        }
+        e
     }
 }
 

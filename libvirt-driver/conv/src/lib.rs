@@ -7,8 +7,8 @@
 pub mod xl;
 
 pub use xl::{
-    domain_to_xl_config, domain_xml_to_xl_cfg, xl_cfg_to_domain, xl_cfg_to_domain_xml,
-    xl_config_to_domain,
+    domain_to_xl_config, domain_to_xl_config_with_networks, domain_xml_to_xl_cfg, xl_cfg_to_domain,
+    xl_cfg_to_domain_xml, xl_config_to_domain,
 };
 
 /// Errors from translating between configuration formats.

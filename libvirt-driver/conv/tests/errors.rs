@@ -142,3 +142,21 @@ fn missing_uuid_and_mac_are_generated() {
     assert!(mac.starts_with("00:16:3e:"), "{mac}");
     assert_eq!(d.memory_kib, 128 * 1024);
 }
+
+#[test]
+fn network_interfaces_need_their_bridge() {
+    let xml = "<domain type='xen'><name>g</name><uuid>c7a5fdb2-cdaf-9455-926a-d65c16db1809</uuid><memory>1024</memory><os><type>xen</type></os><devices><interface type='network'><mac address='00:16:3e:00:00:01'/><source network='default'/></interface></devices></domain>";
+    let e = domain_xml_to_xl_cfg(xml).unwrap_err();
+    assert_eq!(
+        chain(&e),
+        "unsupported configuration: network 'default' is not active"
+    );
+    let d = domain_xml::domain::Domain::parse(xml).unwrap();
+    let c = xen_conv::domain_to_xl_config_with_networks(&d, &|n| {
+        (n == "default").then(|| "virbr0".to_string())
+    })
+    .unwrap();
+    assert!(c
+        .to_text()
+        .contains("vif = [ \"mac=00:16:3e:00:00:01,bridge=virbr0,script=vif-bridge\" ]\n"));
+}

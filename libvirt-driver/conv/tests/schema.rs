@@ -55,7 +55,11 @@ fn formatted_corpus_xml_validates_against_libvirt_schema() {
     }
     // XML as virt-install and virt-manager write it (test data of the domain-xml crate).
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../domain-xml/tests/data");
-    for name in ["virt-install-hvm.xml", "virt-manager-pv.xml"] {
+    for name in [
+        "virt-install-hvm.xml",
+        "virt-manager-pv.xml",
+        "libvirt-hvm-full.xml",
+    ] {
         let text = std::fs::read_to_string(data.join(name)).unwrap();
         let d = Domain::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         outputs.push((format!("data-{name}"), d.to_xml(flags)));

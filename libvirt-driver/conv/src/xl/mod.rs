@@ -5,7 +5,7 @@ mod from_cfg;
 mod to_cfg;
 
 pub use from_cfg::xl_config_to_domain;
-pub use to_cfg::domain_to_xl_config;
+pub use to_cfg::{domain_to_xl_config, domain_to_xl_config_with_networks};
 
 use domain_xml::domain::Domain;
 use domain_xml::FormatFlags;

@@ -11,7 +11,19 @@ fn unsupported(m: impl Into<String>) -> Error {
 }
 
 /// Builds the xl.cfg libvirt writes for a domain.
+///
+/// An `<interface type='network'>` needs the bridge of its virtual network, which only the daemon knows: use
+/// [`domain_to_xl_config_with_networks`] for those; here they are an error.
 pub fn domain_to_xl_config(d: &Domain) -> Result<XlConfig, Error> {
+    domain_to_xl_config_with_networks(d, &|_| None)
+}
+
+/// As [`domain_to_xl_config`], resolving a virtual network's name to its bridge with `network_bridge` (`None`
+/// when the network does not exist or is not active, which is an error as in libvirt).
+pub fn domain_to_xl_config_with_networks(
+    d: &Domain,
+    network_bridge: &dyn Fn(&str) -> Option<String>,
+) -> Result<XlConfig, Error> {
     let mut c = XlConfig::new();
     let hvm = d.is_hvm();
 
@@ -149,6 +161,12 @@ pub fn domain_to_xl_config(d: &Domain) -> Result<XlConfig, Error> {
                 if !n.ips.is_empty() {
                     s.push_str(&format!(",ip={}", ip_list(n)));
                 }
+            }
+            "network" => {
+                let net = n.source.as_deref().unwrap_or("");
+                let br = network_bridge(net)
+                    .ok_or_else(|| unsupported(format!("network '{net}' is not active")))?;
+                s.push_str(&format!(",bridge={br},script=vif-bridge"));
             }
             other => return Err(unsupported(format!("unsupported net type '{other}'"))),
         }
