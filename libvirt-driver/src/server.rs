@@ -174,16 +174,45 @@ fn read_packet(s: &mut UnixStream, out: &Outbox) -> io::Result<Option<(Header, V
     Ok(Some((h, payload)))
 }
 
-/// Procedures executed on the reader thread, in order: connection state changes and cheap queries.
+/// Procedures executed on the reader thread, in order: connection state changes and cheap in-memory queries
+/// that never wait for the backend or the disk. Everything else runs on a worker thread, so a slow call never
+/// delays keepalive, events or other calls of the connection.
 fn inline_proc(p: i32) -> bool {
+    use procs::*;
     matches!(
         p,
-        procs::AUTH_LIST
-            | procs::SUPPORTS_FEATURE
-            | procs::CONNECT_OPEN
-            | procs::CONNECT_CLOSE
-            | procs::REGISTER_CLOSE_CALLBACK
-            | procs::UNREGISTER_CLOSE_CALLBACK
+        AUTH_LIST
+            | SUPPORTS_FEATURE
+            | CONNECT_OPEN
+            | CONNECT_CLOSE
+            | REGISTER_CLOSE_CALLBACK
+            | UNREGISTER_CLOSE_CALLBACK
+            | GET_TYPE
+            | GET_VERSION
+            | GET_LIB_VERSION
+            | GET_URI
+            | IS_SECURE
+            | GET_MAX_VCPUS
+            | DOMAIN_LOOKUP_BY_NAME
+            | DOMAIN_LOOKUP_BY_UUID
+            | DOMAIN_LOOKUP_BY_ID
+            | DOMAIN_GET_XML_DESC
+            | DOMAIN_GET_STATE
+            | DOMAIN_IS_ACTIVE
+            | DOMAIN_IS_PERSISTENT
+            | DOMAIN_HAS_MANAGED_SAVE_IMAGE
+            | DOMAIN_GET_OS_TYPE
+            | DOMAIN_GET_MAX_MEMORY
+            | DOMAIN_GET_MAX_VCPUS
+            | DOMAIN_GET_VCPUS_FLAGS
+            | DOMAIN_GET_METADATA
+            | CONNECT_LIST_ALL_DOMAINS
+            | NUM_OF_DOMAINS
+            | NUM_OF_DEFINED_DOMAINS
+            | LIST_DOMAINS
+            | LIST_DEFINED_DOMAINS
+            | DOMAIN_EVENT_CALLBACK_REGISTER_ANY
+            | DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY
     )
 }
 
