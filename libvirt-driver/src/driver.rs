@@ -73,6 +73,7 @@ pub mod procs {
     pub const DOMAIN_EVENT_CALLBACK_REGISTER_ANY: i32 = 316;
     pub const DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY: i32 = 317;
     pub const DOMAIN_EVENT_CALLBACK_LIFECYCLE: i32 = 318;
+    pub const DOMAIN_EVENT_CALLBACK_METADATA_CHANGE: i32 = 379;
     pub const GET_DOMAIN_CAPABILITIES: i32 = 342;
     pub const GET_ALL_DOMAIN_STATS: i32 = 344;
     pub const DOMAIN_DEFINE_XML_FLAGS: i32 = 350;
@@ -342,6 +343,21 @@ impl Driver {
             dom.encode(&mut e);
             e.i32(event).i32(detail);
             (r.out)(procs::DOMAIN_EVENT_CALLBACK_LIFECYCLE, e.buf);
+        }
+    }
+
+    /// Sends a metadata-change event (event id 23) to every matching registration.
+    pub fn emit_metadata_change(&self, dom: &DomRef, ty: i32, nsuri: Option<&str>) {
+        let regs = lock(&self.events);
+        for r in regs
+            .iter()
+            .filter(|r| r.event_id == 23 && r.dom.is_none_or(|u| u == dom.uuid))
+        {
+            let mut e = Enc::new();
+            e.i32(r.callback_id);
+            dom.encode(&mut e);
+            e.i32(ty).opt_str(nsuri);
+            (r.out)(procs::DOMAIN_EVENT_CALLBACK_METADATA_CHANGE, e.buf);
         }
     }
 
@@ -1234,8 +1250,9 @@ impl Driver {
                             .save_config(&x.def)
                             .map_err(|er| RpcError::libxl(code::OPERATION_FAILED, format!("operation failed: {er}")))?;
                     }
-                    Ok(())
-                })?;
+                    Ok(x.dref())
+                })
+                .map(|dref| self.emit_metadata_change(&dref, ty, None))?;
             }
             DOMAIN_EVENT_CALLBACK_REGISTER_ANY => {
                 let id = d.i32()?;

@@ -33,7 +33,10 @@ def cb(conn, dom, event, detail, opaque):
     got.set()
 cbid = c.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, cb, None)
 # Every id virt-manager registers is accepted.
-others = [c.domainEventRegisterAny(None, i, lambda *a: None, None) for i in (13, 10, 15, 19, 18, 23)]
+others = [c.domainEventRegisterAny(None, i, lambda *a: None, None) for i in (13, 10, 15, 19, 18)]
+meta_events = []
+others.append(c.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE,
+    lambda conn, dom, mtype, nsuri, opaque: meta_events.append((dom.name(), mtype, nsuri)), None))
 closed = []
 c.registerCloseCallback(lambda *a: closed.append(a), None)
 d = c.defineXML(xml)
@@ -78,6 +81,7 @@ deadline = time.time() + 5
 while len(events) < 2 and time.time() < deadline:
     time.sleep(0.05)
 assert events == [("pyguest", 0, 0), ("pyguest", 1, 0)], events
+assert meta_events == [("pyguest", libvirt.VIR_DOMAIN_METADATA_TITLE, None)], meta_events
 c.domainEventDeregisterAny(cbid)
 for o in others:
     c.domainEventDeregisterAny(o)
