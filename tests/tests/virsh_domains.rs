@@ -247,3 +247,33 @@ fn domxml_from_native_and_to_native_xen_xl() {
     let err = d.virsh_err(&["domxml-from-native", "xen-xl", bad.to_str().unwrap()]);
     assert!(err.contains("configuration file syntax error"), "{err}");
 }
+
+#[test]
+fn read_only_socket_allows_queries_and_refuses_changes() {
+    let d = Daemon::start("virsh-ro");
+    let f = d.write("g.xml", &pv_guest_xml("ro1"));
+    d.virsh_ok(&["define", f.to_str().unwrap()]);
+    let ro_uri = format!("xen:///system?socket={}-ro", d.socket.display());
+    let virsh_ro = |args: &[&str]| {
+        Command::new("virsh")
+            .args(["-r", "-c", &ro_uri])
+            .args(args)
+            .output()
+            .expect("virsh")
+    };
+    let o = virsh_ro(&["list", "--all"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("ro1"));
+    let o = virsh_ro(&["undefine", "ro1"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("read only access prevents virDomainUndefineFlags"),
+        "{err}"
+    );
+    let o = virsh_ro(&["dumpxml", "--security-info", "ro1"]);
+    assert!(!o.status.success());
+    assert!(
+        d.virsh_ok(&["list", "--all"]).contains("ro1"),
+        "still defined"
+    );
+}
