@@ -215,3 +215,16 @@ fn virt_install_and_virt_manager_xml() {
     );
     assert!(out.contains("    <vmport state='off'/>\n"), "{out}");
 }
+
+#[test]
+fn per_device_boot_order_excludes_os_boot() {
+    let hvm = "<domain type='xen'><name>h</name><memory>1024</memory><os><type>hvm</type>BOOT</os><devices><disk type='file' device='disk'><source file='/a'/><target dev='hda' bus='ide'/><boot order='1'/></disk></devices></domain>";
+    let d = Domain::parse(&hvm.replace("BOOT", "")).unwrap();
+    assert!(d.os.boot.is_empty());
+    assert!(d.to_xml(FLAGS).contains("      <boot order='1'/>\n"));
+    let e = Domain::parse(&hvm.replace("BOOT", "<boot dev='hd'/>")).unwrap_err();
+    assert!(e.to_string().contains("/domain/os/boot"), "{e}");
+    // Without any boot element an HVM guest boots from disk.
+    let d = Domain::parse(&hvm.replace("BOOT", "").replace("<boot order='1'/>", "")).unwrap();
+    assert_eq!(d.os.boot, vec!["hd".to_string()]);
+}

@@ -1185,7 +1185,7 @@ pub struct Sound {
 /// `<video><model type vram heads primary/></video>`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Video {
-    /// cirrus, vga, xen, qxl, virtio, none.
+    /// cirrus, vga, xen, qxl, virtio, none; `default` until a driver's post-parse picks one.
     pub model_type: String,
     /// `vram` KiB.
     pub vram: Option<u64>,
@@ -1201,27 +1201,28 @@ pub struct Video {
 
 impl Video {
     pub(crate) fn parse(mut c: Cursor<'_>) -> Result<Self, Error> {
-        let mut m = c.req_child("model")?;
         let mut v = Video {
-            model_type: m
+            model_type: "default".into(),
+            ..Video::default()
+        };
+        if let Some(mut m) = c.child("model")? {
+            v.model_type = m
                 .attr_with("type", |v| {
                     one_of(
                         v,
                         &[
-                            "cirrus", "vga", "xen", "qxl", "virtio", "vmvga", "bochs", "none",
+                            "default", "cirrus", "vga", "xen", "qxl", "virtio", "vmvga", "bochs",
+                            "none",
                         ],
                     )
                 })?
-                .ok_or_else(|| Error::MissingAttribute {
-                    path: m.attr_path("type"),
-                })?,
-            ram: m.attr_parse("ram")?,
-            vram: m.attr_parse("vram")?,
-            heads: m.attr_parse("heads")?,
-            primary: m.attr_yes_no("primary")?,
-            address: None,
-        };
-        m.finish()?;
+                .unwrap_or_else(|| "default".into());
+            v.ram = m.attr_parse("ram")?;
+            v.vram = m.attr_parse("vram")?;
+            v.heads = m.attr_parse("heads")?;
+            v.primary = m.attr_yes_no("primary")?;
+            m.finish()?;
+        }
         if let Some(a) = c.child("address")? {
             v.address = Some(Address::parse(a, None)?);
         }

@@ -383,10 +383,6 @@ impl Os {
             b.finish()?;
         }
         c.finish()?;
-        // libvirt's post-parse: HVM guests without a boot order boot from the disk.
-        if os.os_type == OsType::Hvm && os.boot.is_empty() && os.kernel.is_none() {
-            os.boot.push("hd".into());
-        }
         Ok(os)
     }
 

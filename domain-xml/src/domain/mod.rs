@@ -230,6 +230,20 @@ impl Domain {
         if let Some(f) = c.child("devices")? {
             d.devices = Devices::parse(f, &d.os)?;
         }
+        // libvirt's parser: an HVM guest with neither <boot dev> nor per-device boot order boots from disk.
+        let per_device_boot = d.devices.disks.iter().any(|x| x.boot_order.is_some())
+            || d.devices.interfaces.iter().any(|x| x.boot_order.is_some());
+        if d.os.os_type == OsType::Hvm && d.os.boot.is_empty() && !per_device_boot {
+            d.os.boot.push("hd".into());
+        }
+        if per_device_boot && !d.os.boot.is_empty() {
+            return Err(Error::InvalidValue {
+                path: "/domain/os/boot".into(),
+                value: d.os.boot.join(","),
+                reason: "per-device boot elements cannot be used together with os/boot elements"
+                    .into(),
+            });
+        }
         if let Some(mut cl) = c.child("xen:commandline")? {
             if let Some(ns) = cl.attr("xmlns:xen") {
                 if ns != XEN_NAMESPACE {

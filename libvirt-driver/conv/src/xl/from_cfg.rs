@@ -3,7 +3,7 @@
 use domain_xml::domain::{
     Address, Chardev, ChardevSource, Clock, Controller, Cpu, CpuFeature, Devices, Disk, DiskHost,
     Domain, Features, Graphics, GraphicsListen, Hostdev, Input, Interface, IpAddr, LifecycleAction,
-    Loader, NumaCell, Os, OsType, Sound, Timer, Vcpu, Video,
+    Loader, NumaCell, Os, OsType, Sound, Timer, Vcpu,
 };
 use libxl_rs::xlcfg::{DiskSpec, Value, VifSpec, XlCfgError, XlConfig};
 
@@ -509,135 +509,8 @@ pub fn xl_config_to_domain(conf: &XlConfig) -> Result<Domain, Error> {
     }
 
     d.devices = dev;
-    post_parse(&mut d);
+    crate::defaults::apply_libxl_defaults(&mut d);
     Ok(d)
-}
-
-/// The defaults libvirt's generic and libxl post-parse steps add.
-fn post_parse(d: &mut Domain) {
-    let hvm = d.is_hvm();
-    let dev = &mut d.devices;
-
-    // Drive addresses and the implicit IDE/SCSI controllers.
-    let mut need_ide = false;
-    let mut need_scsi = false;
-    for disk in &mut dev.disks {
-        let bus = disk.target_bus.as_deref().unwrap_or("");
-        let idx = disk_index(&disk.target_dev);
-        match (bus, idx) {
-            ("ide", Some(i)) => {
-                need_ide = true;
-                disk.address.get_or_insert(Address {
-                    addr_type: Some("drive".into()),
-                    fields: vec![
-                        ("controller", i / 4),
-                        ("bus", (i % 4) / 2),
-                        ("target", 0),
-                        ("unit", i % 2),
-                    ],
-                });
-            }
-            ("scsi", Some(i)) => {
-                need_scsi = true;
-                disk.address.get_or_insert(Address {
-                    addr_type: Some("drive".into()),
-                    fields: vec![
-                        ("controller", i / 7),
-                        ("bus", 0),
-                        ("target", 0),
-                        ("unit", i % 7),
-                    ],
-                });
-            }
-            _ => {}
-        }
-    }
-    if need_ide && !dev.controllers.iter().any(|c| c.controller_type == "ide") {
-        dev.controllers.push(Controller {
-            controller_type: "ide".into(),
-            index: 0,
-            ..Controller::default()
-        });
-    }
-    if need_scsi && !dev.controllers.iter().any(|c| c.controller_type == "scsi") {
-        dev.controllers.push(Controller {
-            controller_type: "scsi".into(),
-            index: 0,
-            ..Controller::default()
-        });
-    }
-
-    // Console: HVM guests mirror their first serial port.
-    if hvm && dev.consoles.is_empty() {
-        if let Some(s) = dev.serials.first() {
-            dev.consoles.push(Chardev {
-                chr_type: s.chr_type.clone(),
-                sources: s.sources.clone(),
-                protocol: s.protocol.clone(),
-                target_type: Some("serial".into()),
-                target_port: Some(0),
-                target_name: None,
-                address: None,
-            });
-        }
-    }
-
-    // Implicit mouse and keyboard.
-    let bus = if hvm { "ps2" } else { "xen" };
-    for t in ["mouse", "keyboard"] {
-        if !dev
-            .inputs
-            .iter()
-            .any(|i| i.input_type == t && i.bus.as_deref() == Some(bus))
-        {
-            dev.inputs.push(Input {
-                input_type: t.into(),
-                bus: Some(bus.into()),
-                address: None,
-            });
-        }
-    }
-    // libvirt keeps the implicit PS/2 or Xen devices ahead of USB ones.
-    dev.inputs.sort_by_key(|i| i.bus.as_deref() == Some("usb"));
-
-    // A default video device when there is a display.
-    if !dev.graphics.is_empty() && dev.videos.is_empty() {
-        dev.videos.push(Video {
-            model_type: if hvm { "cirrus" } else { "xen" }.into(),
-            vram: Some(if hvm { 8192 } else { 16384 }),
-            ram: None,
-            heads: Some(1),
-            primary: Some(true),
-            address: None,
-        });
-    }
-
-    // libxl's PCI passthrough backend.
-    for h in &mut dev.hostdevs {
-        if h.hostdev_type == "pci" && h.driver_name.is_none() {
-            h.driver_name = Some("xen".into());
-        }
-    }
-
-    dev.memballoon = Some("xen".into());
-}
-
-/// The index of a disk from its name: `hda` is 0, `hdc` 2, `sdb` 1, `xvdaa` 26.
-pub(crate) fn disk_index(name: &str) -> Option<u64> {
-    let letters = ["xvd", "hd", "sd", "vd", "fd"]
-        .iter()
-        .find_map(|p| name.strip_prefix(p))?;
-    let letters = letters.trim_end_matches(|c: char| c.is_ascii_digit());
-    if letters.is_empty() || !letters.chars().all(|c| c.is_ascii_lowercase()) {
-        return None;
-    }
-    let mut idx: u64 = 0;
-    for c in letters.chars() {
-        idx = idx
-            .checked_mul(26)?
-            .checked_add(c as u64 - 'a' as u64 + 1)?;
-    }
-    Some(idx - 1)
 }
 
 fn uint(conf: &XlConfig, key: &str) -> Result<Option<u64>, Error> {
@@ -693,7 +566,7 @@ fn parse_vif(spec: &str, line: usize) -> Result<Interface, Error> {
     let mut net = Interface {
         mac: Some(match v.get("mac") {
             Some(m) => domain_xml::domain::parse_mac(m).map_err(err)?,
-            None => random_mac(),
+            None => crate::defaults::random_mac(),
         }),
         ..Interface::default()
     };
@@ -783,12 +656,6 @@ fn parse_rate(rate: &str) -> Result<u64, String> {
     let n: u64 = digits.parse().map_err(|_| bad())?;
     let v = n.checked_mul(mult).ok_or_else(bad)?;
     Ok(if bits { v / 8 } else { v })
-}
-
-fn random_mac() -> String {
-    let b = uuid::Uuid::new_v4();
-    let b = b.as_bytes();
-    format!("00:16:3e:{:02x}:{:02x}:{:02x}", b[0] & 0x7f, b[1], b[2])
 }
 
 fn parse_pci(entry: &str) -> Result<Hostdev, String> {
