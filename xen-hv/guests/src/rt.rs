@@ -109,6 +109,19 @@ guest_ap_long:
     hlt
     jmp 3b
 
+    .section .text
+    .global guest_callback_isr
+/* The Xen callback vector: count the upcall and return (no EOI with the global callback). */
+guest_callback_isr:
+    lock incq guest_callback_count(%rip)
+    iretq
+
+    .section .data
+    .balign 8
+    .global guest_callback_count
+guest_callback_count:
+    .quad 0
+
     .section .rodata
     .balign 8
 guest_gdt:
@@ -146,6 +159,43 @@ struct Page([u8; 4096]);
 
 extern "C" {
     fn pvh_ap_entry();
+}
+
+extern "C" {
+    fn guest_callback_isr();
+    static guest_callback_count: u64;
+}
+
+#[repr(C, align(16))]
+struct Idt([[u64; 2]; 256]);
+static mut IDT: Idt = Idt([[0; 2]; 256]);
+
+/// Loads an IDT whose only entry is `vector`, counting upcalls (see [`callback_count`]). Any other interrupt or
+/// exception then escalates to a triple fault, which the hypervisor reports.
+pub fn install_callback_idt(vector: u8) {
+    let h = guest_callback_isr as unsafe extern "C" fn() as usize as u64;
+    let lo = (h & 0xffff) | (0x08 << 16) | (0x8e << 40) | (((h >> 16) & 0xffff) << 48);
+    #[repr(C, packed)]
+    struct Ptr {
+        limit: u16,
+        base: u64,
+    }
+    // SAFETY: the IDT is a static only this function writes, before loading it on this vCPU.
+    unsafe {
+        let idt = core::ptr::addr_of_mut!(IDT.0);
+        (*idt)[vector as usize] = [lo, h >> 32];
+        let p = Ptr {
+            limit: (256 * 16 - 1) as u16,
+            base: idt as u64,
+        };
+        core::arch::asm!("lidt ({})", in(reg) &p, options(att_syntax, nostack));
+    }
+}
+
+/// How many callback-vector upcalls arrived.
+pub fn callback_count() -> u64 {
+    // SAFETY: an aligned 8-byte read of a counter only the interrupt handler writes (atomically).
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(guest_callback_count)) }
 }
 
 /// What the secondary vCPU runs once in long mode.

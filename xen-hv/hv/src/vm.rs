@@ -130,6 +130,8 @@ pub struct VcpuMeta {
     timer: u64,
     /// Has a start state (vCPU 0 from the domain builder, the others from `VCPUOP_initialise`).
     initialised: bool,
+    /// A callback-vector upcall to inject at the next entry.
+    virq: Option<u8>,
 }
 
 /// All domains and vCPUs of the machine, behind one lock; guest code runs without it.
@@ -278,6 +280,7 @@ impl Machine {
                 vcpu_info: None,
                 timer: 0,
                 initialised: first,
+                virq: None,
             });
             self.hw[v] = Some(hw);
             *out = v;
@@ -328,7 +331,8 @@ impl Machine {
                 return Err(self.sched.all_dead());
             };
             match self.hw[i].take() {
-                Some(hw) => {
+                Some(mut hw) => {
+                    self.apply_virq(i, &mut hw);
                     let cpu = crate::arch::x86_64::percpu::current()
                         .idx
                         .load(Ordering::Relaxed);
@@ -362,14 +366,30 @@ impl Machine {
             return;
         };
         meta.timer = 0;
-        if let Some(pa) = meta.vcpu_info {
-            // SAFETY: `pa` was translated through the domain's nested tables when the guest registered it and
-            // lies inside the domain's memory; byte 0 is evtchn_upcall_pending.
-            unsafe { core::ptr::write_volatile(pa as usize as *mut u8, 1) };
-        } else if let Some(d) = self.domains[meta.dom].as_ref() {
-            let pa = d.shared_info + 64 * u64::from(meta.id);
-            // SAFETY: the shared_info frame belongs to the domain; vcpu_info[id] starts at 64 * id.
-            unsafe { core::ptr::write_volatile(pa as usize as *mut u8, 1) };
+        let Some(d) = self.domains[meta.dom].as_ref() else {
+            return;
+        };
+        let pa = meta
+            .vcpu_info
+            .unwrap_or(d.shared_info + 64 * u64::from(meta.id));
+        // SAFETY: `pa` is the vCPU's vcpu_info: either translated through the domain's nested tables when the
+        // guest registered it (inside the domain's RAM), or vcpu_info[id] of the domain's shared_info frame.
+        // Byte 0 is evtchn_upcall_pending, byte 1 evtchn_upcall_mask.
+        let masked = unsafe {
+            core::ptr::write_volatile(pa as usize as *mut u8, 1);
+            core::ptr::read_volatile((pa + 1) as usize as *const u8) != 0
+        };
+        // HVM_PARAM_CALLBACK_IRQ of type 2 (vector) in bits 63:56: deliver the upcall as that interrupt.
+        let cb = d.params[xen_abi::xen::hvmop::PARAM_CALLBACK_IRQ as usize];
+        if cb >> 56 == 2 && !masked {
+            meta.virq = Some(cb as u8);
+        }
+    }
+
+    /// Moves a pending upcall into the vCPU's hardware state.
+    fn apply_virq(&mut self, v: usize, hw: &mut svm::SvmVcpu) {
+        if let Some(vector) = self.meta[v].as_mut().and_then(|m| m.virq.take()) {
+            hw.set_virq(vector);
         }
     }
 
@@ -699,6 +719,7 @@ pub fn cpu_loop(machine: &spin::Mutex<Option<Machine>>) {
             if due {
                 m.raise_upcall(v);
             }
+            m.apply_virq(v, &mut hw);
             if cpu.ticks.load(Ordering::Acquire) != start {
                 break State::Runnable;
             }

@@ -321,6 +321,28 @@ mod guest {
             r == 0 && b == 0 && pending == 1,
             format_args!("{r:#x} {b:#x} pending {pending}"),
         );
+        // The callback vector (HVM_PARAM_CALLBACK_IRQ, set above to vector 0xf3): a timer upcall arrives as an
+        // interrupt once interrupts are enabled, and not before.
+        xen_test_guests::install_callback_idt(0xf3);
+        let before = xen_test_guests::callback_count();
+        // SAFETY: clears evtchn_upcall_pending/mask in our own registered vcpu_info.
+        unsafe { core::ptr::write_volatile((vi_page + 128) as usize as *mut u16, 0) };
+        let r = hypercall(SET_TIMER_OP, [1, 0, 0, 0, 0]);
+        // SAFETY: enables interrupts while waiting; the IDT handles the callback vector.
+        unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
+        let mut spins = 0u64;
+        while xen_test_guests::callback_count() == before && spins < 50_000_000 {
+            core::hint::spin_loop();
+            spins += 1;
+        }
+        // SAFETY: disables interrupts again.
+        unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
+        let after = xen_test_guests::callback_count();
+        c.check(
+            "timer upcall delivered through the callback vector (interrupt injection)",
+            r == 0 && before == 0 && after >= 1,
+            format_args!("ret {r:#x} upcalls before {before} after {after}"),
+        );
         let r = hypercall(SCHED_OP, [schedop::YIELD, 0, 0, 0, 0]);
         c.check("sched_op(SCHEDOP_yield)", r == 0, format_args!("{r:#x}"));
         let r = hypercall(SCHED_OP, [schedop::SHUTDOWN, UNBACKED, 0, 0, 0]);

@@ -14,6 +14,7 @@ const MSRPM_BASE: usize = 0x048;
 const GUEST_ASID: usize = 0x058;
 const TLB_CONTROL: usize = 0x05c;
 const VINTR: usize = 0x060;
+const VINTR_VECTOR: usize = 0x064;
 const EXITCODE: usize = 0x070;
 const EXITINFO1: usize = 0x078;
 const EXITINFO2: usize = 0x080;
@@ -393,6 +394,16 @@ impl SvmVcpu {
         self.fx_valid = false;
         self.flush_tlb();
         true
+    }
+
+    /// Queues a virtual interrupt with `vector` (V_IRQ): the CPU delivers it when the guest's IF allows, with no
+    /// end-of-interrupt needed (Xen's callback-vector upcall).
+    pub fn set_virq(&mut self, vector: u8) {
+        let ctl = self.vmcb.r64(VINTR) as u32;
+        // V_IRQ, priority 15, ignore V_TPR.
+        self.vmcb
+            .w32(VINTR, ctl | (1 << 8) | (0xf << 16) | (1 << 20));
+        self.vmcb.w32(VINTR_VECTOR, u32::from(vector));
     }
 
     /// The VMCB's physical address (to free it with the vCPU).
