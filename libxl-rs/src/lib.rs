@@ -1,3 +1,4 @@
 //! Toolstack library equivalent to Xen's libxl: domain configuration, domain builder, lifecycle, xl
 
+pub mod config;
 pub mod xlcfg;
