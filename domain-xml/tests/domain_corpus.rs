@@ -228,3 +228,14 @@ fn per_device_boot_order_excludes_os_boot() {
     let d = Domain::parse(&hvm.replace("BOOT", "").replace("<boot order='1'/>", "")).unwrap();
     assert_eq!(d.os.boot, vec!["hd".to_string()]);
 }
+
+#[test]
+fn efi_firmware_features() {
+    let xml = "<domain type='xen'>\n  <name>efi</name>\n  <memory unit='KiB'>1024</memory>\n  <currentMemory unit='KiB'>1024</currentMemory>\n  <vcpu placement='static'>1</vcpu>\n  <os firmware='efi'>\n    <type arch='x86_64' machine='xenfv'>hvm</type>\n    <firmware>\n      <feature enabled='no' name='secure-boot'/>\n    </firmware>\n    <boot dev='hd'/>\n  </os>\n  <clock offset='utc'/>\n  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>restart</on_reboot>\n  <on_crash>destroy</on_crash>\n  <devices>\n    <memballoon model='xen'/>\n  </devices>\n</domain>\n";
+    let d = Domain::parse(xml).unwrap();
+    assert_eq!(
+        d.os.firmware_features,
+        vec![(false, "secure-boot".to_string())]
+    );
+    assert_eq!(d.to_xml(FLAGS), xml);
+}

@@ -315,6 +315,8 @@ pub struct Loader {
 pub struct Os {
     /// `firmware` attribute (efi or bios).
     pub firmware: Option<String>,
+    /// `<firmware><feature enabled name/></firmware>` (secure-boot, enrolled-keys).
+    pub firmware_features: Vec<(bool, String)>,
     /// `<type>`.
     pub os_type: OsType,
     /// `arch`.
@@ -343,6 +345,23 @@ impl Os {
             firmware: c.attr_with("firmware", |v| one_of(v, &["efi", "bios"]))?,
             ..Os::default()
         };
+        if let Some(mut fw) = c.child("firmware")? {
+            for mut f in fw.children("feature") {
+                let enabled = f
+                    .attr_yes_no("enabled")?
+                    .ok_or_else(|| Error::MissingAttribute {
+                        path: f.attr_path("enabled"),
+                    })?;
+                let name = f
+                    .attr_with("name", |v| one_of(v, &["secure-boot", "enrolled-keys"]))?
+                    .ok_or_else(|| Error::MissingAttribute {
+                        path: f.attr_path("name"),
+                    })?;
+                f.finish()?;
+                os.firmware_features.push((enabled, name));
+            }
+            fw.finish()?;
+        }
         let mut t = c.req_child("type")?;
         os.arch = t.attr("arch").map(str::to_string);
         os.machine = t.attr_with("machine", |v| one_of(v, &["xenpv", "xenfv", "xenpvh"]))?;
@@ -394,6 +413,17 @@ impl Os {
                 .opt_attr("machine", self.machine.as_deref())
                 .text(self.os_type.as_str()),
         );
+        if !self.firmware_features.is_empty() {
+            let mut fw = Element::new("firmware");
+            for (en, name) in &self.firmware_features {
+                fw.push(
+                    Element::new("feature")
+                        .attr("enabled", yes_no(*en))
+                        .attr("name", name),
+                );
+            }
+            e.push(fw);
+        }
         if let Some(l) = &self.loader {
             let mut le = Element::new("loader")
                 .opt_attr("readonly", l.readonly.map(yes_no))

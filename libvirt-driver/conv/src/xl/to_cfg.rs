@@ -259,13 +259,15 @@ pub fn domain_to_xl_config_with_networks(
     // Operating system and boot.
     if hvm {
         c.set_str("builder", "hvm");
-        if let Some(l) = &d.os.loader {
-            if l.loader_type.as_deref() == Some("pflash") {
-                c.set_str("bios", "ovmf");
-                if let Some(p) = &l.path {
-                    c.set_str("bios_path_override", p);
-                }
-            }
+        let pflash =
+            d.os.loader
+                .as_ref()
+                .filter(|l| l.loader_type.as_deref() == Some("pflash"));
+        if pflash.is_some() || d.os.firmware.as_deref() == Some("efi") {
+            c.set_str("bios", "ovmf");
+        }
+        if let Some(p) = pflash.and_then(|l| l.path.as_ref()) {
+            c.set_str("bios_path_override", p);
         }
         if let Some(k) = &d.os.kernel {
             c.set_str("kernel", k);
