@@ -53,10 +53,18 @@ impl Value {
         match self {
             Value::Int(i) => out.push_str(&i.to_string()),
             Value::Str(s) => {
-                let q = if s.contains('"') { '\'' } else { '"' };
-                out.push(q);
+                // virConf's choice: triple quotes for multi-line text, else double quotes unless the text
+                // holds one.
+                let q = if s.contains('\n') {
+                    "\"\"\""
+                } else if s.contains('"') {
+                    "'"
+                } else {
+                    "\""
+                };
+                out.push_str(q);
                 out.push_str(s);
-                out.push(q);
+                out.push_str(q);
             }
             Value::List(items) => {
                 out.push_str("[ ");
@@ -444,6 +452,27 @@ mod tests {
             c.to_text(),
             "name = \"g\"\nmemory = 512\nvif = [ \"mac=1\", \"b\" ]\nvnuma = [ [ \"a\", \"b\" ], [ \"c\" ] ]\n"
         );
+    }
+
+    #[test]
+    fn quoting_follows_virconf() {
+        let mut c = XlConfig::new();
+        c.set_str("a", "say \"hi\"");
+        c.set_str("b", "two\nlines");
+        c.set_int("c", -3);
+        c.set("d", Value::List(Vec::new()));
+        let text = c.to_text();
+        assert_eq!(
+            text,
+            "a = 'say \"hi\"'\nb = \"\"\"two\nlines\"\"\"\nc = -3\nd = [  ]\n"
+        );
+        assert_eq!(XlConfig::parse(&text).unwrap(), {
+            let mut p = c.clone();
+            for (i, s) in p.settings.iter_mut().enumerate() {
+                s.line = [1, 2, 4, 5][i];
+            }
+            p
+        });
     }
 
     #[test]

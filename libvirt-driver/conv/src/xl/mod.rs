@@ -28,8 +28,10 @@ pub fn xl_cfg_to_domain_xml(cfg: &str) -> Result<String, Error> {
     Ok(xl_cfg_to_domain(cfg)?.to_xml(FormatFlags::INACTIVE | FormatFlags::SECURE))
 }
 
-/// `virsh domxml-to-native xen-xl`: domain XML to xl.cfg text.
+/// `virsh domxml-to-native xen-xl`: domain XML to xl.cfg text. The XML gets the libxl driver's post-parse
+/// defaults first (a generated UUID when it has none, PAE for x86_64 HVM...), as libvirt parses it.
 pub fn domain_xml_to_xl_cfg(xml: &str) -> Result<String, Error> {
-    let dom = Domain::parse(xml)?;
+    let mut dom = Domain::parse(xml)?;
+    crate::defaults::apply_libxl_defaults(&mut dom);
     Ok(domain_to_xl_config(&dom)?.to_text())
 }
