@@ -158,6 +158,7 @@ pub struct Driver {
     next_callback: AtomicI32,
     /// Problems found while loading state, for the daemon log.
     pub load_warnings: Vec<String>,
+    storage: Option<crate::storage_rpc::StorageRpc>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -216,6 +217,15 @@ fn finish(d: &Dec<'_>) -> Result<(), RpcError> {
 impl Driver {
     /// Opens the store, loads persistent definitions and running-domain status, and attaches the backend.
     pub fn new(store: Store, backend: Arc<dyn Backend>) -> Arc<Driver> {
+        Self::with_storage(store, backend, None)
+    }
+
+    /// As [`Driver::new`], also serving the storage procedures through `storage`.
+    pub fn with_storage(
+        store: Store,
+        backend: Arc<dyn Backend>,
+        storage: Option<crate::storage_rpc::StorageRpc>,
+    ) -> Arc<Driver> {
         let mut doms = BTreeMap::new();
         let (configs, mut warnings) = store.load_configs();
         for def in configs {
@@ -273,6 +283,7 @@ impl Driver {
             events: Mutex::new(Vec::new()),
             next_callback: AtomicI32::new(1),
             load_warnings: warnings,
+            storage,
         });
         let weak = Arc::downgrade(&drv);
         drv.backend.set_event_sink(Box::new(move |ev| {
@@ -364,6 +375,14 @@ impl Driver {
     /// Drops every event registration of a connection (on disconnect).
     pub fn drop_connection(&self, conn: u64) {
         lock(&self.events).retain(|r| r.conn != conn);
+        if let Some(s) = &self.storage {
+            s.drop_connection(conn);
+        }
+    }
+
+    /// The storage side, when the daemon serves storage.
+    pub fn storage(&self) -> Option<&crate::storage_rpc::StorageRpc> {
+        self.storage.as_ref()
     }
 
     fn find_by_ref<'a>(
@@ -1298,6 +1317,12 @@ impl Driver {
                     xen_conv::domain_xml_to_xl_cfg(&input)
                 };
                 e.str(&r.map_err(|er| conv_error(&er))?);
+            }
+            p if crate::storage_rpc::is_storage_proc(p) => {
+                return match &self.storage {
+                    Some(st) => st.call(conn_id, conn.readonly, p, args, out),
+                    None => Err(RpcError::unknown_procedure(p)),
+                };
             }
             _ => return Err(RpcError::unknown_procedure(proc_)),
         }

@@ -15,7 +15,9 @@ pub mod driver;
 pub mod host;
 pub mod proto;
 pub mod server;
+pub mod storage_rpc;
 pub mod store;
+pub mod stream;
 pub mod xdr;
 
 /// Errors of the daemon itself (startup, files, sockets); per-call failures are [`proto::RpcError`]s.
@@ -24,6 +26,9 @@ pub enum Error {
     /// A file or socket operation failed.
     #[error("I/O error on {0}: {1}")]
     Io(PathBuf, #[source] std::io::Error),
+    /// The storage driver could not start.
+    #[error("storage driver: {0}")]
+    Storage(String),
     /// Another daemon already serves the socket.
     #[error("socket {0} is in use by another daemon")]
     SocketInUse(PathBuf),

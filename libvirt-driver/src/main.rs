@@ -7,6 +7,7 @@ use libvirt_driver::backend::NoHypervisor;
 use libvirt_driver::cli::Cli;
 use libvirt_driver::driver::Driver;
 use libvirt_driver::server::Server;
+use libvirt_driver::storage_rpc::StorageRpc;
 use libvirt_driver::store::Store;
 
 fn main() {
@@ -19,7 +20,19 @@ fn main() {
 
 fn run(cli: &Cli) -> Result<(), libvirt_driver::Error> {
     let store = Store::open(&cli.config_dir, &cli.state_dir)?;
-    let driver = Driver::new(store, Arc::new(NoHypervisor));
+    // Storage pools live beside the driver's directories, as libvirt's (/etc/libvirt/storage, /run/libvirt/storage).
+    let parent = |p: &std::path::Path| {
+        p.parent()
+            .map_or_else(|| p.to_path_buf(), |d| d.to_path_buf())
+    };
+    let storage =
+        xen_storage::StorageDriver::open(&parent(&cli.config_dir), &parent(&cli.state_dir))
+            .map_err(|e| libvirt_driver::Error::Storage(e.libvirt_message()))?;
+    let storage = StorageRpc::new(storage);
+    for w in storage.startup_errors() {
+        eprintln!("virtxend: storage: {w}");
+    }
+    let driver = Driver::with_storage(store, Arc::new(NoHypervisor), Some(storage));
     for w in &driver.load_warnings {
         eprintln!("virtxend: {w}");
     }

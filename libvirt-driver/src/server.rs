@@ -13,7 +13,9 @@ use crate::driver::{procs, ConnState, Driver, EventOut};
 use crate::proto::{
     self, ptype, status, Header, RpcError, HEADER_LEN, MESSAGE_MAX, PROG_KEEPALIVE, PROG_REMOTE,
 };
-use crate::xdr::Dec;
+use crate::storage_rpc::{self, StorageStream};
+use crate::stream::{Chunk, NoSink, ReadSource, StreamSink, StreamSource, WriteSink};
+use crate::xdr::{Dec, Enc};
 use crate::Error;
 
 /// Most calls of one connection executing at once; the reader stops reading while at the limit.
@@ -53,7 +55,7 @@ impl InFlight {
     }
 }
 
-type StreamTable = Arc<Mutex<HashMap<u32, Box<dyn Write + Send>>>>;
+type StreamTable = Arc<Mutex<HashMap<u32, Box<dyn StreamSink>>>>;
 
 /// The daemon: listeners plus the driver.
 pub struct Server {
@@ -275,7 +277,7 @@ fn serve_connection(
         }
         match h.ptype {
             ptype::CALL => {}
-            ptype::STREAM => {
+            ptype::STREAM | ptype::STREAM_HOLE => {
                 handle_stream_packet(&streams, &out, &h, &payload);
                 continue;
             }
@@ -318,6 +320,11 @@ fn serve_connection(
             };
             if h.proc_ == procs::DOMAIN_OPEN_CONSOLE {
                 open_console(&driver, &snapshot, &out, &h, &payload, &streams, verbose);
+            } else if matches!(
+                h.proc_,
+                storage_rpc::procs::VOL_UPLOAD | storage_rpc::procs::VOL_DOWNLOAD
+            ) {
+                open_volume_stream(&driver, &snapshot, &out, &h, &payload, &streams, verbose);
             } else {
                 let r = driver.call(id, &mut snapshot, h.proc_, &payload, &ev_out);
                 reply(&out, &h, r, verbose);
@@ -374,19 +381,67 @@ fn open_console(
             streams
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(h.serial, writer);
+                .insert(h.serial, Box::new(WriteSink(writer)));
             out.send(&h.reply(status::OK), &[]);
-            spawn_stream_source(out.clone(), streams.clone(), *h, reader);
+            spawn_stream_source(
+                out.clone(),
+                streams.clone(),
+                *h,
+                Box::new(ReadSource(reader)),
+            );
         }
     }
 }
 
-/// Pumps a byte source to the client as STREAM CONTINUE packets, then an empty CONTINUE at EOF.
+fn open_volume_stream(
+    driver: &Driver,
+    st: &ConnState,
+    out: &Arc<Outbox>,
+    h: &Header,
+    payload: &[u8],
+    streams: &StreamTable,
+    verbose: bool,
+) {
+    if !st.opened {
+        reply(
+            out,
+            h,
+            Err(RpcError::rpc("internal error: connection not open")),
+            verbose,
+        );
+        return;
+    }
+    let Some(storage) = driver.storage() else {
+        reply(out, h, Err(RpcError::unknown_procedure(h.proc_)), verbose);
+        return;
+    };
+    match storage.open_stream(h.proc_, payload, st.readonly) {
+        Err(e) => reply(out, h, Err(e), verbose),
+        Ok(StorageStream::Upload(sink)) => {
+            streams
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(h.serial, sink);
+            out.send(&h.reply(status::OK), &[]);
+        }
+        Ok(StorageStream::Download(src)) => {
+            streams
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(h.serial, Box::new(NoSink));
+            out.send(&h.reply(status::OK), &[]);
+            spawn_stream_source(out.clone(), streams.clone(), *h, src);
+        }
+    }
+}
+
+/// Pumps a source to the client as STREAM CONTINUE (data) and STREAM_HOLE packets, then an empty CONTINUE
+/// at EOF; a source error ends the stream with a STREAM ERROR.
 pub fn spawn_stream_source(
     out: Arc<Outbox>,
     streams: StreamTable,
     call: Header,
-    mut src: Box<dyn Read + Send>,
+    mut src: Box<dyn StreamSource>,
 ) {
     std::thread::spawn(move || {
         let sh = Header {
@@ -394,7 +449,6 @@ pub fn spawn_stream_source(
             status: status::CONTINUE,
             ..call
         };
-        let mut buf = vec![0u8; 64 * 1024];
         loop {
             if !streams
                 .lock()
@@ -403,15 +457,40 @@ pub fn spawn_stream_source(
             {
                 return; // finished or aborted by the client
             }
-            match src.read(&mut buf) {
-                Ok(0) | Err(_) => {
+            match src.next(proto::STREAM_CHUNK_MAX) {
+                Ok(None) => {
                     out.send(&sh, &[]);
                     return;
                 }
-                Ok(n) => {
-                    for chunk in buf[..n].chunks(proto::STREAM_CHUNK_MAX) {
+                Ok(Some(Chunk::Data(b))) => {
+                    for chunk in b.chunks(proto::STREAM_CHUNK_MAX) {
                         out.send(&sh, chunk);
                     }
+                }
+                Ok(Some(Chunk::Hole(n))) => {
+                    let mut e = Enc::new();
+                    e.u64(n).u32(0);
+                    out.send(
+                        &Header {
+                            ptype: ptype::STREAM_HOLE,
+                            ..sh
+                        },
+                        &e.buf,
+                    );
+                }
+                Err(err) => {
+                    streams
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&call.serial);
+                    out.send(
+                        &Header {
+                            status: status::ERROR,
+                            ..sh
+                        },
+                        &err.encode(),
+                    );
+                    return;
                 }
             }
         }
@@ -425,30 +504,61 @@ fn handle_stream_packet(streams: &StreamTable, out: &Outbox, h: &Header, payload
         status: status::OK,
         ..*h
     };
+    let fail = |table: &mut HashMap<u32, Box<dyn StreamSink>>, e: RpcError| {
+        if let Some(mut s) = table.remove(&h.serial) {
+            s.abort();
+        }
+        out.send(
+            &Header {
+                status: status::ERROR,
+                ..confirm
+            },
+            &e.encode(),
+        );
+    };
+    let Some(sink) = table.get_mut(&h.serial) else {
+        return; // a packet for a stream already closed: dropped, as libvirt does
+    };
+    if h.ptype == ptype::STREAM_HOLE {
+        let mut d = Dec::new(payload);
+        let r = d
+            .i64()
+            .and_then(|len| d.u32().map(|_| len))
+            .map_err(RpcError::from);
+        let r = r.and_then(|len| {
+            let len = u64::try_from(len).map_err(|_| RpcError::rpc("negative hole length"))?;
+            sink.hole(len)
+        });
+        if let Err(e) = r {
+            fail(&mut table, e);
+        }
+        return;
+    }
     match h.status {
         status::CONTINUE => {
-            let failed = match table.get_mut(&h.serial) {
-                Some(w) => w.write_all(payload).and_then(|_| w.flush()).is_err(),
-                None => return, // data for a stream already closed: dropped, as libvirt does
-            };
-            if failed {
-                table.remove(&h.serial);
-                let e = RpcError::new(
-                    crate::proto::code::RPC,
-                    crate::proto::edomain::STREAMS,
-                    "stream write failed: the console is closed",
-                );
-                out.send(
+            if let Err(e) = sink.write(payload) {
+                fail(&mut table, e);
+            }
+        }
+        status::OK => {
+            let r = sink.finish();
+            table.remove(&h.serial);
+            match r {
+                Ok(()) => out.send(&confirm, &[]),
+                Err(e) => out.send(
                     &Header {
                         status: status::ERROR,
                         ..confirm
                     },
                     &e.encode(),
-                );
+                ),
             }
         }
-        // Finish (OK) and abort (ERROR): close our side and confirm with an empty STREAM OK.
-        status::OK | status::ERROR if table.remove(&h.serial).is_some() => out.send(&confirm, &[]),
+        status::ERROR => {
+            sink.abort();
+            table.remove(&h.serial);
+            out.send(&confirm, &[]);
+        }
         _ => {}
     }
 }

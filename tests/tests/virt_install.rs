@@ -89,3 +89,56 @@ fn virt_install_boot_fails_honestly_without_a_hypervisor() {
         "nothing is defined or running"
     );
 }
+
+#[test]
+fn virt_install_creates_its_disk_in_a_pool() {
+    let d = Daemon::start("virt-install-disk");
+    let t = d.dir.join("images");
+    d.virsh_ok(&[
+        "pool-define-as",
+        "default",
+        "dir",
+        "--target",
+        t.to_str().unwrap(),
+    ]);
+    d.virsh_ok(&["pool-build", "default"]);
+    d.virsh_ok(&["pool-start", "default"]);
+    let o = Command::new("virt-install")
+        .args([
+            "--connect",
+            &d.uri(),
+            "--name",
+            "vi3",
+            "--memory",
+            "256",
+            "--vcpus",
+            "1",
+            "--import",
+        ])
+        .args([
+            "--noreboot",
+            "--disk",
+            "size=1",
+            "--network",
+            "none",
+            "--osinfo",
+            "linux2022",
+            "--noautoconsole",
+        ])
+        .output()
+        .expect("running virt-install");
+    assert!(
+        o.status.success(),
+        "virt-install failed: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        d.log()
+    );
+    let img = t.join("vi3.img");
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 1 << 30);
+    let xml = d.virsh_ok(&["dumpxml", "vi3"]);
+    assert!(
+        xml.contains(&format!("<source file='{}'/>", img.display())),
+        "{xml}"
+    );
+    assert!(d.virsh_ok(&["vol-list", "default"]).contains("vi3.img"));
+}
