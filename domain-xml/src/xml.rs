@@ -14,6 +14,10 @@ use quick_xml::Reader;
 
 use crate::Error;
 
+/// The deepest element nesting accepted (libxml2's default limit is 256 as well); it bounds the recursion of
+/// formatting and dropping a tree built from untrusted input.
+pub const MAX_DEPTH: usize = 256;
+
 /// A node of an element's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
@@ -144,6 +148,12 @@ impl Element {
             })?;
             match ev {
                 Event::Start(start) => {
+                    if stack.len() >= MAX_DEPTH {
+                        return Err(malformed(
+                            pos,
+                            &format!("elements nest deeper than {MAX_DEPTH} levels"),
+                        ));
+                    }
                     let el = start_element(&start, pos)?;
                     if root.is_some() && stack.is_empty() {
                         return Err(malformed(pos, "content after the root element"));
@@ -730,6 +740,15 @@ mod tests {
         ));
         assert!(Element::parse("").is_err());
         assert!(Element::parse("<a/><b/>").is_err());
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = "<a>".repeat(MAX_DEPTH + 1) + &"</a>".repeat(MAX_DEPTH + 1);
+        let e = Element::parse(&deep).unwrap_err();
+        assert!(e.to_string().contains("nest deeper"), "{e}");
+        let ok = "<a>".repeat(MAX_DEPTH) + &"</a>".repeat(MAX_DEPTH);
+        assert!(Element::parse(&ok).is_ok());
     }
 
     #[test]

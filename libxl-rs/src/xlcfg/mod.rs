@@ -110,6 +110,7 @@ impl XlConfig {
             s: text.as_bytes(),
             pos: 0,
             line: 1,
+            depth: 0,
         };
         let mut cfg = XlConfig::new();
         loop {
@@ -297,10 +298,14 @@ impl XlConfig {
     }
 }
 
+/// The deepest value nesting accepted (`vnuma`, a list of lists of strings, needs three).
+const MAX_VALUE_DEPTH: usize = 8;
+
 struct Parser<'a> {
     s: &'a [u8],
     pos: usize,
     line: usize,
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -360,6 +365,16 @@ impl Parser<'_> {
     }
 
     fn value(&mut self) -> Result<Value, String> {
+        if self.depth >= MAX_VALUE_DEPTH {
+            return Err(format!("lists nest deeper than {MAX_VALUE_DEPTH} levels"));
+        }
+        self.depth += 1;
+        let r = self.value_at_depth();
+        self.depth -= 1;
+        r
+    }
+
+    fn value_at_depth(&mut self) -> Result<Value, String> {
         match self.peek() {
             Some(q @ (b'"' | b'\'')) => {
                 let triple = self.s[self.pos..].starts_with(&[q, q, q]);
@@ -452,6 +467,14 @@ mod tests {
             c.to_text(),
             "name = \"g\"\nmemory = 512\nvif = [ \"mac=1\", \"b\" ]\nvnuma = [ [ \"a\", \"b\" ], [ \"c\" ] ]\n"
         );
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = format!("x = {}1{}\n", "[".repeat(100), "]".repeat(100));
+        let e = XlConfig::parse(&deep).unwrap_err();
+        assert!(e.to_string().contains("nest deeper"), "{e}");
+        assert!(XlConfig::parse("x = [ [ [ \"a\" ] ] ]\n").is_ok());
     }
 
     #[test]
