@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::driver::{procs, ConnState, Driver, EventOut};
@@ -20,6 +20,8 @@ use crate::Error;
 
 /// Most calls of one connection executing at once; the reader stops reading while at the limit.
 pub const MAX_CALLS_IN_FLIGHT: usize = 16;
+/// Most clients connected at once (libvirtd's `max_clients` default); further connections are closed at once.
+pub const MAX_CLIENTS: usize = 5000;
 
 /// A connection's writing half, shared by the reader, the workers, events and stream pumps.
 pub struct Outbox {
@@ -62,6 +64,7 @@ pub struct Server {
     driver: Arc<Driver>,
     listeners: Vec<(UnixListener, bool)>,
     next_conn: Arc<AtomicU64>,
+    clients: Arc<AtomicUsize>,
     verbose: bool,
 }
 
@@ -90,6 +93,7 @@ impl Server {
             driver,
             listeners,
             next_conn: Arc::new(AtomicU64::new(1)),
+            clients: Arc::new(AtomicUsize::new(0)),
             verbose: false,
         })
     }
@@ -106,12 +110,23 @@ impl Server {
         for (l, ro) in self.listeners {
             let driver = self.driver.clone();
             let next = self.next_conn.clone();
+            let clients = self.clients.clone();
             let verbose = self.verbose;
             handles.push(std::thread::spawn(move || {
                 for s in l.incoming() {
                     let Ok(s) = s else { continue };
+                    if clients.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+                        clients.fetch_sub(1, Ordering::AcqRel);
+                        if verbose {
+                            eprintln!(
+                                "virtxend: too many clients ({MAX_CLIENTS}), connection refused"
+                            );
+                        }
+                        continue;
+                    }
                     let id = next.fetch_add(1, Ordering::Relaxed);
                     let driver = driver.clone();
+                    let clients = clients.clone();
                     std::thread::spawn(move || {
                         if verbose {
                             eprintln!(
@@ -121,6 +136,7 @@ impl Server {
                         }
                         let r = serve_connection(&driver, s, id, ro, verbose);
                         driver.drop_connection(id);
+                        clients.fetch_sub(1, Ordering::AcqRel);
                         if verbose {
                             eprintln!(
                                 "virtxend: client {id} disconnected: {}",
