@@ -239,3 +239,22 @@ fn efi_firmware_features() {
     );
     assert_eq!(d.to_xml(FLAGS), xml);
 }
+
+#[test]
+fn pty_tty_is_runtime_state() {
+    let xml = MINIMAL.replace(
+        "  </devices>",
+        "    <console type='pty' tty='/dev/pts/4'>\n      <source path='/dev/pts/4'/>\n      <target type='xen' port='0'/>\n    </console>\n  </devices>",
+    );
+    let d = Domain::parse(&xml).unwrap();
+    let live = d.to_xml(FormatFlags::SECURE);
+    assert!(
+        live.contains("<console type='pty' tty='/dev/pts/4'>\n      <source path='/dev/pts/4'/>\n"),
+        "{live}"
+    );
+    let inactive = d.to_xml(FLAGS);
+    assert!(
+        inactive.contains("<console type='pty'>\n      <target type='xen' port='0'/>\n"),
+        "{inactive}"
+    );
+}

@@ -809,6 +809,8 @@ pub struct Chardev {
     pub target_port: Option<u32>,
     /// `<target name>` (channels).
     pub target_name: Option<String>,
+    /// `tty`: the pty's path on an active domain (runtime state, not in the inactive configuration).
+    pub tty: Option<String>,
     /// `<address>`.
     pub address: Option<Address>,
 }
@@ -827,6 +829,7 @@ impl Chardev {
                     )
                 })?
                 .unwrap_or_else(|| "pty".into()),
+            tty: c.attr("tty").map(str::to_string),
             ..Chardev::default()
         };
         for mut s in c.children("source") {
@@ -858,6 +861,9 @@ impl Chardev {
 
     pub(crate) fn to_element(&self, name: &str, flags: FormatFlags) -> Element {
         let mut e = Element::new(name).attr("type", &self.chr_type);
+        if !flags.contains(FormatFlags::INACTIVE) {
+            e = e.opt_attr("tty", self.tty.as_deref());
+        }
         for s in &self.sources {
             // A pty's path is runtime state: libvirt omits it from the inactive configuration.
             if self.chr_type == "pty" && flags.contains(FormatFlags::INACTIVE) {

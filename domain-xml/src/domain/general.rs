@@ -337,6 +337,8 @@ pub struct Os {
     pub boot: Vec<String>,
     /// `<bootmenu enable>`.
     pub bootmenu: Option<bool>,
+    /// `<acpi><table type>` entries (type `slic` for Xen's `acpi_firmware`).
+    pub acpi_tables: Vec<(String, String)>,
 }
 
 impl Os {
@@ -401,6 +403,19 @@ impl Os {
             os.bootmenu = b.attr_yes_no("enable")?;
             b.finish()?;
         }
+        if let Some(mut a) = c.child("acpi")? {
+            for mut t in a.children("table") {
+                let kind = t
+                    .attr_with("type", |v| one_of(v, &["raw", "rawset", "slic", "msdm"]))?
+                    .ok_or_else(|| Error::MissingAttribute {
+                        path: t.attr_path("type"),
+                    })?;
+                let path = t.text();
+                t.finish()?;
+                os.acpi_tables.push((kind, path));
+            }
+            a.finish()?;
+        }
         c.finish()?;
         Ok(os)
     }
@@ -451,6 +466,13 @@ impl Os {
         }
         if let Some(b) = self.bootmenu {
             e.push(Element::new("bootmenu").attr("enable", yes_no(b)));
+        }
+        if !self.acpi_tables.is_empty() {
+            let mut a = Element::new("acpi");
+            for (kind, path) in &self.acpi_tables {
+                a.push(Element::new("table").attr("type", kind).text(path));
+            }
+            e.push(a);
         }
         e
     }

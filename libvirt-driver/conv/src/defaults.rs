@@ -117,6 +117,7 @@ pub fn apply_libxl_defaults(d: &mut Domain) {
                 target_type: Some("serial".into()),
                 target_port: Some(0),
                 target_name: None,
+                tty: s.tty.clone(),
                 address: None,
             });
         }

@@ -160,3 +160,20 @@ fn network_interfaces_need_their_bridge() {
         .to_text()
         .contains("vif = [ \"mac=00:16:3e:00:00:01,bridge=virbr0,script=vif-bridge\" ]\n"));
 }
+
+#[test]
+fn acpi_firmware_round_trips() {
+    let cfg = format!("{HVM}acpi_firmware = \"/etc/xen/slic.bin\"\n");
+    let xml = xl_cfg_to_domain_xml(&cfg).unwrap();
+    assert!(
+        xml.contains(
+            "    <acpi>\n      <table type='slic'>/etc/xen/slic.bin</table>\n    </acpi>\n"
+        ),
+        "{xml}"
+    );
+    let back = domain_xml_to_xl_cfg(&xml).unwrap();
+    assert!(
+        back.contains("acpi_firmware = \"/etc/xen/slic.bin\"\n"),
+        "{back}"
+    );
+}

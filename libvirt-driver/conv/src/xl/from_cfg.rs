@@ -293,6 +293,9 @@ pub fn xl_config_to_domain(conf: &XlConfig) -> Result<Domain, Error> {
                 loader_type: Some("rom".into()),
             });
         }
+        if let Some(t) = conf.get_str("acpi_firmware")? {
+            d.os.acpi_tables.push(("slic".into(), t.to_string()));
+        }
         d.os.kernel = conf.get_str("kernel")?.map(str::to_string);
         d.os.initrd = conf.get_str("ramdisk")?.map(str::to_string);
         d.os.cmdline = cmdline;

@@ -269,6 +269,9 @@ pub fn domain_to_xl_config_with_networks(
         if let Some(p) = pflash.and_then(|l| l.path.as_ref()) {
             c.set_str("bios_path_override", p);
         }
+        if let Some((_, t)) = d.os.acpi_tables.iter().find(|(k, _)| k == "slic") {
+            c.set_str("acpi_firmware", t);
+        }
         if let Some(k) = &d.os.kernel {
             c.set_str("kernel", k);
         }
