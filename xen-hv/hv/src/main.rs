@@ -3,6 +3,9 @@
 #![cfg_attr(target_os = "none", no_main)]
 
 #[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
 mod arch;
 #[cfg(target_os = "none")]
 mod console;
@@ -116,6 +119,15 @@ pub extern "C" fn hv_main(protocol: u32, info_paddr: u64) -> ! {
         "(XEN) {} MiB free for domains",
         frames.free_bytes() >> 20
     );
+    let Some(heap) = frames.alloc(HEAP_BYTES, 4096) else {
+        let _ = writeln!(con, "(XEN) panic: no memory for the heap");
+        arch::exit(0x11);
+    };
+    // SAFETY: the range was just taken from the frame allocator, is identity-mapped and used by nothing else.
+    unsafe {
+        HEAP.lock()
+            .init(heap as usize as *mut u8, HEAP_BYTES as usize)
+    };
     arch::x86_64::cpu::init(0);
     arch::x86_64::percpu::init(0);
     arch::x86_64::cpu::enable_fxsave();
@@ -230,6 +242,15 @@ pub extern "C" fn hv_main(protocol: u32, info_paddr: u64) -> ! {
     let _ = writeln!(con, "(XEN) some guests failed");
     arch::exit(0x11);
 }
+
+/// The hypervisor heap: linked_list_allocator (rust-osdev, small, no_std, spin-locked), over frames taken from
+/// the frame allocator at boot. It holds the per-vCPU hardware state (boxed so scheduling moves a pointer).
+#[cfg(target_os = "none")]
+#[global_allocator]
+static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
+/// Heap size.
+#[cfg(target_os = "none")]
+const HEAP_BYTES: u64 = 4 << 20;
 
 /// The machine every CPU schedules from.
 #[cfg(target_os = "none")]

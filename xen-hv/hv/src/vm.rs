@@ -1,6 +1,7 @@
 //! Domains on the bare-metal image: building them from the guest pack, running their vCPUs round robin on the
 //! boot CPU, handling their exits and hypercalls, and judging the test guests' results.
 
+use alloc::boxed::Box;
 use core::fmt::Write as _;
 use core::sync::atomic::Ordering;
 
@@ -140,7 +141,7 @@ pub struct Machine {
     pub frames: FrameAllocator,
     domains: [Option<Domain>; MAX_DOMAINS],
     meta: [Option<VcpuMeta>; MAX_VCPUS],
-    hw: [Option<svm::SvmVcpu>; MAX_VCPUS],
+    hw: [Option<Box<svm::SvmVcpu>>; MAX_VCPUS],
     sched: RoundRobin<MAX_VCPUS>,
     con: Serial,
 }
@@ -282,7 +283,7 @@ impl Machine {
                 initialised: first,
                 virq: None,
             });
-            self.hw[v] = Some(hw);
+            self.hw[v] = Some(Box::new(hw));
             *out = v;
         }
         self.domains[slot] = Some(Domain {
@@ -318,7 +319,7 @@ impl Machine {
 
     /// Picks the next vCPU for this CPU and takes its hardware state; `Err(true)` when every domain is gone,
     /// `Err(false)` when nothing is runnable now.
-    fn take_next(&mut self) -> Result<(usize, svm::SvmVcpu), bool> {
+    fn take_next(&mut self) -> Result<(usize, Box<svm::SvmVcpu>), bool> {
         let now = lapic::now_ns();
         let woken = self.sched.expire(now);
         for i in 0..MAX_VCPUS {
@@ -351,7 +352,7 @@ impl Machine {
     }
 
     /// Puts a vCPU back after its slice.
-    fn put_back(&mut self, v: usize, hw: svm::SvmVcpu, next: State) {
+    fn put_back(&mut self, v: usize, hw: Box<svm::SvmVcpu>, next: State) {
         if self.meta[v].is_some() && self.sched.state(v) == State::Running {
             self.hw[v] = Some(hw);
             self.sched.set(v, next);
@@ -611,7 +612,7 @@ impl Machine {
         self.try_release(dom);
     }
 
-    fn release_vcpu(&mut self, v: usize, hw: svm::SvmVcpu) {
+    fn release_vcpu(&mut self, v: usize, hw: Box<svm::SvmVcpu>) {
         self.frames.free(hw.vmcb_pa(), PAGE);
         let dom = self.meta[v].take().map(|m| m.dom);
         if let Some(dom) = dom {
@@ -842,7 +843,7 @@ struct Ctx<'a> {
     d: &'a mut Domain,
     v: usize,
     metas: &'a mut [Option<VcpuMeta>; MAX_VCPUS],
-    hws: &'a mut [Option<svm::SvmVcpu>; MAX_VCPUS],
+    hws: &'a mut [Option<Box<svm::SvmVcpu>>; MAX_VCPUS],
     sched: &'a mut RoundRobin<MAX_VCPUS>,
     hw: &'a mut svm::SvmVcpu,
     frames: &'a mut FrameAllocator,
