@@ -214,6 +214,26 @@ fn virt_install_and_virt_manager_xml() {
         "{out}"
     );
     assert!(out.contains("    <vmport state='off'/>\n"), "{out}");
+    // virt-install's legacy "-1" ports mean automatic allocation, which a definition does not keep.
+    assert!(
+        out.contains("    <graphics type='spice' autoport='yes' listen='127.0.0.1'>\n"),
+        "{out}"
+    );
+    let vnc = MINIMAL.replace("  </devices>", "    <graphics type='vnc'/>\n  </devices>");
+    let out = Domain::parse(&vnc).unwrap().to_xml(FLAGS);
+    assert!(
+        out.contains("    <graphics type='vnc' port='-1' autoport='yes'/>\n"),
+        "{out}"
+    );
+    let live = MINIMAL.replace(
+        "  </devices>",
+        "    <graphics type='vnc' port='5903' autoport='yes'/>\n  </devices>",
+    );
+    let d = Domain::parse(&live).unwrap();
+    assert!(d
+        .to_xml(FormatFlags::empty())
+        .contains("port='5903' autoport='yes'"));
+    assert!(d.to_xml(FLAGS).contains("port='-1' autoport='yes'"));
 }
 
 #[test]

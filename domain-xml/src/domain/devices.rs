@@ -1114,6 +1114,30 @@ impl Graphics {
         } else if g.listen.is_none() && g.listens[0].listen_type == "address" {
             g.listen = g.listens[0].address.clone();
         }
+        // libvirt's port semantics: a VNC display without a port, or with the legacy -1, allocates one
+        // automatically; SPICE does when both ports are -1; automatic ports are not kept in a definition.
+        match g.graphics_type.as_str() {
+            "vnc" => {
+                let auto_by_port = matches!(g.port, None | Some(-1));
+                let auto = g.autoport.unwrap_or(auto_by_port);
+                g.autoport = Some(auto);
+                if matches!(g.port, Some(0 | -1)) {
+                    g.port = None;
+                }
+            }
+            "spice" => {
+                let legacy = g.port == Some(-1) && g.tls_port == Some(-1);
+                let auto = g.autoport.unwrap_or(false) || legacy;
+                g.autoport = Some(auto);
+                if auto {
+                    g.port = None;
+                    g.tls_port = None;
+                }
+                g.port = g.port.filter(|p| *p != 0);
+                g.tls_port = g.tls_port.filter(|p| *p != 0);
+            }
+            _ => {}
+        }
         Ok(g)
     }
 
@@ -1125,6 +1149,22 @@ impl Graphics {
                     .opt_attr("display", self.display.as_deref())
                     .opt_attr("xauth", self.xauth.as_deref())
                     .opt_attr("fullscreen", self.fullscreen.map(yes_no));
+            }
+            "vnc" => {
+                let auto = self.autoport.unwrap_or(false);
+                let port = self.port.filter(|p| *p != 0);
+                let port = match port {
+                    Some(p) if !auto || !flags.contains(FormatFlags::INACTIVE) => Some(p),
+                    _ if auto => Some(-1),
+                    _ => None,
+                };
+                e = e
+                    .opt_attr("port", port)
+                    .opt_attr("autoport", self.autoport.map(yes_no))
+                    .opt_attr("websocket", self.websocket)
+                    .opt_attr("listen", self.listen.as_deref())
+                    .opt_attr("keymap", self.keymap.as_deref())
+                    .opt_attr("sharePolicy", self.share_policy.as_deref());
             }
             _ => {
                 e = e
