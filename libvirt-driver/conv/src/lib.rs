@@ -6,6 +6,7 @@
 //! - [`apply_libxl_defaults`]: the defaults libvirt's libxl driver fills into every definition it accepts.
 
 pub mod defaults;
+pub mod libxl;
 pub mod xl;
 
 pub use defaults::apply_libxl_defaults;
