@@ -67,7 +67,7 @@ fn main() {
     let store = Store::open(&dir.join("config"), &dir.join("state")).expect("store");
     let driver = Driver::new(store, Arc::new(NoHypervisor));
     let sock = dir.join("sock");
-    let server = Server::bind(driver, &sock, None).expect("bind");
+    let server = Server::bind(driver, &sock, None, libvirt_driver::auth::Auth::None).expect("bind");
     std::thread::spawn(move || server.run());
     let mut c = Client::open(&sock, "xen:///system").expect("open");
     let xml = "<domain type='xen'><name>bench</name><memory>262144</memory><vcpu>2</vcpu>\

@@ -18,12 +18,28 @@ pub struct Cli {
     /// Directory of running-domain status files.
     #[arg(long, default_value = "/run/libvirt/libxl")]
     pub state_dir: PathBuf,
+    /// Client authentication: `polkit` (the default when running as root, as libvirt's privileged daemons) or
+    /// `none` (the default otherwise: the socket permissions are the access control).
+    #[arg(long, value_enum)]
+    pub auth: Option<crate::auth::Auth>,
     /// Log connections and failed calls to stderr.
     #[arg(long, short)]
     pub verbose: bool,
 }
 
 impl Cli {
+    /// The authentication mode in effect.
+    pub fn auth_mode(&self) -> crate::auth::Auth {
+        self.auth.unwrap_or_else(|| {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            if unsafe { libc::geteuid() } == 0 {
+                crate::auth::Auth::Polkit
+            } else {
+                crate::auth::Auth::None
+            }
+        })
+    }
+
     /// The read-only socket path.
     pub fn ro_socket(&self) -> PathBuf {
         self.socket_ro.clone().unwrap_or_else(|| {

@@ -49,6 +49,7 @@ pub mod procs {
     pub const GET_HOSTNAME: i32 = 59;
     pub const SUPPORTS_FEATURE: i32 = 60;
     pub const AUTH_LIST: i32 = 66;
+    pub const AUTH_POLKIT: i32 = 70;
     pub const NODE_GET_FREE_MEMORY: i32 = 102;
     pub const GET_URI: i32 = 110;
     pub const DOMAIN_XML_FROM_NATIVE: i32 = 135;
@@ -139,7 +140,7 @@ struct EventReg {
 }
 
 /// Per-connection state the driver needs.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ConnState {
     /// CONNECT_OPEN succeeded.
     pub opened: bool,
@@ -147,6 +148,11 @@ pub struct ConnState {
     pub readonly: bool,
     /// A close callback is registered.
     pub close_callback: bool,
+    /// The client must authenticate with polkit before anything but the auth calls (non-root peer on a
+    /// polkit-protected socket); cleared once it has.
+    pub needs_polkit: bool,
+    /// The peer's process id and user id (SO_PEERCRED).
+    pub peer: Option<(u32, u32)>,
 }
 
 /// The driver: domain objects, event registrations, store and backend.
@@ -725,13 +731,28 @@ impl Driver {
         use procs::*;
         let mut d = Dec::new(args);
         let mut e = Enc::new();
-        // Calls allowed before CONNECT_OPEN.
+        // Calls allowed before authentication.
         match proc_ {
             AUTH_LIST => {
                 finish(&d)?;
-                e.u32(1).i32(0); // AUTH_NONE: the socket permissions are the access control
+                // NONE 0 when no check is needed (root peer, or a socket without polkit), else POLKIT 2.
+                e.u32(1).i32(if conn.needs_polkit { 2 } else { 0 });
                 return Ok(e.buf);
             }
+            AUTH_POLKIT => {
+                finish(&d)?;
+                if conn.needs_polkit {
+                    crate::auth::polkit_check(conn)?;
+                    conn.needs_polkit = false;
+                }
+                e.i32(1);
+                return Ok(e.buf);
+            }
+            _ if conn.needs_polkit => return Err(RpcError::rpc("authentication required")),
+            _ => {}
+        }
+        // Calls allowed before CONNECT_OPEN.
+        match proc_ {
             SUPPORTS_FEATURE => {
                 let f = d.i32()?;
                 finish(&d)?;

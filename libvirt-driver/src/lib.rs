@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+pub mod auth;
 pub mod backend;
 pub mod cli;
 pub mod client;

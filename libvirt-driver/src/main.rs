@@ -36,8 +36,13 @@ fn run(cli: &Cli) -> Result<(), libvirt_driver::Error> {
     for w in &driver.load_warnings {
         eprintln!("virtxend: {w}");
     }
-    let server =
-        Server::bind(driver.clone(), &cli.socket, Some(&cli.ro_socket()))?.verbose(cli.verbose);
+    let server = Server::bind(
+        driver.clone(),
+        &cli.socket,
+        Some(&cli.ro_socket()),
+        cli.auth_mode(),
+    )?
+    .verbose(cli.verbose);
     for e in driver.autostart() {
         eprintln!("virtxend: {e}");
     }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
+use crate::auth::Auth;
 use crate::driver::{procs, ConnState, Driver, EventOut};
 use crate::proto::{
     self, ptype, status, Header, RpcError, HEADER_LEN, MESSAGE_MAX, PROG_KEEPALIVE, PROG_REMOTE,
@@ -66,6 +67,7 @@ pub struct Server {
     next_conn: Arc<AtomicU64>,
     clients: Arc<AtomicUsize>,
     verbose: bool,
+    auth: Auth,
 }
 
 fn bind(path: &Path, mode: u32) -> Result<UnixListener, Error> {
@@ -83,9 +85,17 @@ fn bind(path: &Path, mode: u32) -> Result<UnixListener, Error> {
 }
 
 impl Server {
-    /// Binds the read-write socket (mode 0700) and optionally the read-only one (mode 0777).
-    pub fn bind(driver: Arc<Driver>, rw: &Path, ro: Option<&Path>) -> Result<Server, Error> {
-        let mut listeners = vec![(bind(rw, 0o700)?, false)];
+    /// Binds the read-write socket and optionally the read-only one (mode 0777). Without authentication the
+    /// read-write socket is mode 0700 (its owner only); with polkit it is 0777 and non-root peers must pass
+    /// polkit's `org.libvirt.unix.manage` check, as with libvirt.
+    pub fn bind(
+        driver: Arc<Driver>,
+        rw: &Path,
+        ro: Option<&Path>,
+        auth: Auth,
+    ) -> Result<Server, Error> {
+        let rw_mode = if auth == Auth::Polkit { 0o777 } else { 0o700 };
+        let mut listeners = vec![(bind(rw, rw_mode)?, false)];
         if let Some(ro) = ro {
             listeners.push((bind(ro, 0o777)?, true));
         }
@@ -95,6 +105,7 @@ impl Server {
             next_conn: Arc::new(AtomicU64::new(1)),
             clients: Arc::new(AtomicUsize::new(0)),
             verbose: false,
+            auth,
         })
     }
 
@@ -112,6 +123,7 @@ impl Server {
             let next = self.next_conn.clone();
             let clients = self.clients.clone();
             let verbose = self.verbose;
+            let auth = self.auth;
             handles.push(std::thread::spawn(move || {
                 for s in l.incoming() {
                     let Ok(s) = s else { continue };
@@ -134,7 +146,7 @@ impl Server {
                                 if ro { " (read-only)" } else { "" }
                             );
                         }
-                        let r = serve_connection(&driver, s, id, ro, verbose);
+                        let r = serve_connection(&driver, s, id, ro, auth, verbose);
                         driver.drop_connection(id);
                         clients.fetch_sub(1, Ordering::AcqRel);
                         if verbose {
@@ -201,6 +213,7 @@ fn inline_proc(p: i32) -> bool {
         p,
         AUTH_LIST
             | SUPPORTS_FEATURE
+            | AUTH_POLKIT
             | CONNECT_OPEN
             | CONNECT_CLOSE
             | REGISTER_CLOSE_CALLBACK
@@ -239,13 +252,18 @@ fn serve_connection(
     mut s: UnixStream,
     id: u64,
     ro: bool,
+    auth: Auth,
     verbose: bool,
 ) -> io::Result<()> {
     let out = Arc::new(Outbox {
         stream: Mutex::new(s.try_clone()?),
     });
+    let peer = crate::auth::peer_cred(&s);
     let state = Arc::new(Mutex::new(ConnState {
         readonly: ro,
+        // Root peers are trusted without asking, as libvirt does.
+        needs_polkit: auth == Auth::Polkit && peer.is_none_or(|(_, uid)| uid != 0),
+        peer,
         ..ConnState::default()
     }));
     let inflight = Arc::new(InFlight {
@@ -326,14 +344,7 @@ fn serve_connection(
             streams.clone(),
         );
         std::thread::spawn(move || {
-            let mut snapshot = {
-                let st = state.lock().unwrap_or_else(|p| p.into_inner());
-                ConnState {
-                    opened: st.opened,
-                    readonly: st.readonly,
-                    close_callback: st.close_callback,
-                }
-            };
+            let mut snapshot = state.lock().unwrap_or_else(|p| p.into_inner()).clone();
             if h.proc_ == procs::DOMAIN_OPEN_CONSOLE {
                 open_console(&driver, &snapshot, &out, &h, &payload, &streams, verbose);
             } else if matches!(

@@ -42,7 +42,13 @@ fn start(dir: &Path, backend: Arc<dyn Backend>) -> (Arc<Driver>, PathBuf) {
     let store = Store::open(&dir.join("config"), &dir.join("state")).unwrap();
     let driver = Driver::new(store, backend);
     let sock = dir.join("sock");
-    let server = Server::bind(driver.clone(), &sock, None).unwrap();
+    let server = Server::bind(
+        driver.clone(),
+        &sock,
+        None,
+        libvirt_driver::auth::Auth::None,
+    )
+    .unwrap();
     std::thread::spawn(move || server.run());
     (driver, sock)
 }

@@ -82,6 +82,8 @@ pub mod virtxend {
     /// A daemon listening on a socket in its own temporary directory; killed on drop.
     pub struct Daemon {
         child: Option<Child>,
+        args: Vec<String>,
+        envs: Vec<(String, String)>,
         /// The temporary directory (socket, config and state directories).
         pub dir: PathBuf,
         /// The read-write socket.
@@ -91,11 +93,21 @@ pub mod virtxend {
     impl Daemon {
         /// Starts a daemon in a fresh temporary directory.
         pub fn start(tag: &str) -> Daemon {
+            Self::start_with(tag, &[], &[])
+        }
+
+        /// Starts a daemon with extra command-line arguments and environment variables.
+        pub fn start_with(tag: &str, args: &[&str], envs: &[(&str, &str)]) -> Daemon {
             let dir = std::env::temp_dir().join(format!("virtxend-{tag}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).expect("creating the test directory");
             let mut d = Daemon {
                 child: None,
+                args: args.iter().map(|a| a.to_string()).collect(),
+                envs: envs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 socket: dir.join("sock"),
                 dir,
             };
@@ -114,6 +126,8 @@ pub mod virtxend {
                 .arg("--state-dir")
                 .arg(self.dir.join("state"))
                 .arg("--verbose")
+                .args(&self.args)
+                .envs(self.envs.iter().map(|(k, v)| (k, v)))
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
