@@ -278,3 +278,22 @@ fn pty_tty_is_runtime_state() {
         "{inactive}"
     );
 }
+
+#[test]
+fn volume_disks() {
+    let xml = MINIMAL.replace(
+        "<disk type='file' device='disk'>\n      <source file='/b'/>",
+        "<disk type='volume' device='disk'>\n      <source pool='default' volume='b.qcow2'/>",
+    );
+    let d = Domain::parse(&xml).unwrap();
+    assert_eq!(d.devices.disks[1].source_pool.as_deref(), Some("default"));
+    assert!(d.to_xml(FLAGS).contains(
+        "    <disk type='volume' device='disk'>\n      <source pool='default' volume='b.qcow2'/>\n"
+    ));
+    let bad = xml.replace("pool='default' ", "");
+    let e = Domain::parse(&bad).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "missing attribute /domain/devices/disk[2]/source/@pool"
+    );
+}

@@ -160,6 +160,10 @@ pub struct Disk {
     pub driver_discard: Option<String>,
     /// `file`, `dev` or `dir` of the source, or the network `name`.
     pub source: Option<String>,
+    /// Storage pool of a `type='volume'` disk (`source` holds the volume name).
+    pub source_pool: Option<String>,
+    /// `mode` of a volume source: host or direct (iSCSI pools).
+    pub source_mode: Option<String>,
     /// Network protocol (rbd, nbd, iscsi...).
     pub protocol: Option<String>,
     /// Network hosts.
@@ -249,6 +253,11 @@ impl Disk {
                 "file" => d.source = s.attr("file").map(str::to_string),
                 "block" => d.source = s.attr("dev").map(str::to_string),
                 "dir" => d.source = s.attr("dir").map(str::to_string),
+                "volume" => {
+                    d.source_pool = Some(s.req_attr("pool")?.to_string());
+                    d.source = Some(s.req_attr("volume")?.to_string());
+                    d.source_mode = s.attr_with("mode", |v| one_of(v, &["host", "direct"]))?;
+                }
                 "network" => {
                     d.protocol = Some(s.req_attr("protocol")?.to_string());
                     d.source = s.attr("name").map(str::to_string);
@@ -345,6 +354,13 @@ impl Disk {
                 e.push(a.to_element());
             }
             e.push(s);
+        } else if self.disk_type == "volume" {
+            e.push(
+                Element::new("source")
+                    .opt_attr("pool", self.source_pool.as_deref())
+                    .opt_attr("volume", self.source.as_deref())
+                    .opt_attr("mode", self.source_mode.as_deref()),
+            );
         } else if let Some(src) = &self.source {
             e.push(Element::new("source").attr(src_attr, src));
         }

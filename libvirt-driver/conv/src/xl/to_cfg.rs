@@ -717,6 +717,14 @@ fn chr_string(ch: &Chardev) -> Result<String, Error> {
 }
 
 fn disk_target(disk: &domain_xml::domain::Disk) -> Result<Option<String>, Error> {
+    if disk.disk_type == "volume" {
+        return Err(unsupported(format!(
+            "disk '{}' uses storage pool volume '{}/{}'; xl.cfg needs its path",
+            disk.target_dev,
+            disk.source_pool.as_deref().unwrap_or(""),
+            disk.source.as_deref().unwrap_or("")
+        )));
+    }
     if disk.disk_type != "network" {
         return Ok(disk.source.clone().filter(|s| !s.is_empty()));
     }
