@@ -18,7 +18,36 @@ fn main() {
     }
 }
 
+/// Blocks SIGTERM, SIGINT and SIGHUP in every thread and handles them on one thread: the sockets are removed
+/// and the process exits, so a restarted daemon binds cleanly (definitions and status files are always on disk).
+fn handle_signals(sockets: Vec<std::path::PathBuf>) {
+    // SAFETY: an all-zero sigset_t is a valid value to pass to sigemptyset, which initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t owned by this frame; the signal numbers are valid; blocking them in the
+    // calling thread (before any other thread exists) makes every later thread inherit the mask.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    std::thread::spawn(move || {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` was initialised above and `sig` is a valid place for the result.
+        let r = unsafe { libc::sigwait(&set, &mut sig) };
+        if r == 0 {
+            for s in &sockets {
+                let _ = std::fs::remove_file(s);
+            }
+            eprintln!("virtxend: shutting down on signal {sig}");
+            std::process::exit(0);
+        }
+    });
+}
+
 fn run(cli: &Cli) -> Result<(), libvirt_driver::Error> {
+    handle_signals(vec![cli.socket.clone(), cli.ro_socket()]);
     let store = Store::open(&cli.config_dir, &cli.state_dir)?;
     // Storage pools live beside the driver's directories, as libvirt's (/etc/libvirt/storage, /run/libvirt/storage).
     let parent = |p: &std::path::Path| {
