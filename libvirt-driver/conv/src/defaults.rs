@@ -15,6 +15,20 @@ pub fn apply_libxl_defaults(d: &mut Domain) {
     if d.uuid.is_none() {
         d.uuid = Some(uuid::Uuid::new_v4().to_string());
     }
+    // The guest's architecture and machine from the host capabilities (x86_64 Xen).
+    if d.os.arch.is_none() {
+        d.os.arch = Some("x86_64".into());
+    }
+    if d.os.machine.is_none() {
+        d.os.machine = Some(
+            match d.os.os_type {
+                OsType::Hvm => "xenfv",
+                OsType::Xenpvh => "xenpvh",
+                _ => "xenpv",
+            }
+            .into(),
+        );
+    }
 
     // Device callbacks.
     for c in &mut d.devices.consoles {

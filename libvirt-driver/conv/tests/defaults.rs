@@ -51,7 +51,7 @@ fn pv_definition_gets_console_inputs_balloon_and_xenbus() {
   <currentMemory unit='KiB'>262144</currentMemory>
   <vcpu placement='static'>1</vcpu>
   <os>
-    <type>linux</type>
+    <type arch='x86_64' machine='xenpv'>linux</type>
     <kernel>/boot/vmlinuz</kernel>
   </os>
   <clock offset='utc'/>
