@@ -297,3 +297,25 @@ fn volume_disks() {
         "missing attribute /domain/devices/disk[2]/source/@pool"
     );
 }
+
+#[test]
+fn libvirt_validity_rules() {
+    let e = Domain::parse(&MINIMAL.replace("<name>g</name>", "<name>a/b</name>")).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("invalid value 'a/b' at /domain/name"),
+        "{e}"
+    );
+    let e = Domain::parse(&MINIMAL.replace("<name>g</name>", "<name>g</name><title>a\nb</title>"))
+        .unwrap_err();
+    assert!(e.to_string().contains("at /domain/title"), "{e}");
+    let e = Domain::parse(&MINIMAL.replace(">64<", ">0<")).unwrap_err();
+    assert!(e.to_string().contains("at /domain/memory"), "{e}");
+    let e = Domain::parse(&MINIMAL.replace("<name>g</name>", "<name>g</name><uuid>1234</uuid>"))
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("invalid value '1234' at /domain/uuid"),
+        "{e}"
+    );
+}

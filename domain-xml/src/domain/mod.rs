@@ -136,11 +136,11 @@ impl Domain {
             }
         }
         d.name = c.req_child("name")?.text_finish()?;
-        if d.name.is_empty() {
+        if d.name.is_empty() || d.name.contains('/') {
             return Err(Error::InvalidValue {
                 path: "/domain/name".into(),
-                value: String::new(),
-                reason: "the name must not be empty".into(),
+                value: d.name.clone(),
+                reason: "a domain name must be non-empty and cannot contain '/'".into(),
             });
         }
         if let Some(mut u) = c.child("uuid")? {
@@ -149,7 +149,16 @@ impl Domain {
             d.uuid = Some(v);
         }
         if let Some(t) = c.child("title")? {
-            d.title = Some(t.text_finish()?);
+            let path = t.path().to_string();
+            let title = t.text_finish()?;
+            if title.contains('\n') {
+                return Err(Error::InvalidValue {
+                    path,
+                    value: title,
+                    reason: "a title cannot contain newlines".into(),
+                });
+            }
+            d.title = Some(title);
         }
         if let Some(t) = c.child("description")? {
             d.description = Some(t.text_finish()?);
@@ -261,6 +270,14 @@ impl Domain {
             cl.finish()?;
         }
         c.finish()?;
+        let numa = d.cpu.as_ref().is_some_and(|c| !c.numa.is_empty());
+        if d.memory_kib == 0 && !numa {
+            return Err(Error::InvalidValue {
+                path: "/domain/memory".into(),
+                value: "0".into(),
+                reason: "the memory size must be specified via <memory> or the NUMA cells".into(),
+            });
+        }
         Ok(d)
     }
 
