@@ -110,7 +110,10 @@ const EVENT_ID_LAST: i32 = 25;
 pub type EventOut = Arc<dyn Fn(i32, Vec<u8>) + Send + Sync>;
 
 struct DomObj {
+    /// The live definition while running, else the persistent one.
     def: Domain,
+    /// A persistent definition saved while the domain runs; it replaces `def` when the domain stops.
+    next_def: Option<Domain>,
     uuid: [u8; 16],
     persistent: bool,
     domid: Option<u32>,
@@ -240,6 +243,7 @@ impl Driver {
                 def.name.clone(),
                 DomObj {
                     def,
+                    next_def: None,
                     uuid,
                     persistent: true,
                     domid: None,
@@ -260,11 +264,19 @@ impl Driver {
             match (domid, alive) {
                 (Some(id), Some(info)) => {
                     let uuid = def.uuid.as_deref().and_then(uuid_bytes).unwrap_or([0; 16]);
-                    let persistent = doms.contains_key(&def.name);
+                    // The persistent definition, if it differs from the live one, applies from the next boot.
+                    let config = doms.remove(&def.name).map(|o| o.def);
+                    let persistent = config.is_some();
+                    let live_as_config = Domain {
+                        id: None,
+                        ..def.clone()
+                    };
+                    let next_def = config.filter(|c| *c != live_as_config);
                     doms.insert(
                         def.name.clone(),
                         DomObj {
                             def,
+                            next_def,
                             uuid,
                             persistent,
                             domid: Some(id),
@@ -331,6 +343,10 @@ impl Driver {
         match ev.event {
             lifecycle::STOPPED => {
                 obj.domid = None;
+                obj.def.id = None;
+                if let Some(next) = obj.next_def.take() {
+                    obj.def = next;
+                }
                 obj.state = STATE_SHUTOFF;
                 obj.reason = ev.detail;
                 self.store.delete_status(&name);
@@ -479,6 +495,7 @@ impl Driver {
         let name = def.name.clone();
         let obj = doms.entry(name.clone()).or_insert_with(|| DomObj {
             def: def.clone(),
+            next_def: None,
             uuid,
             persistent: true,
             domid: None,
@@ -489,10 +506,7 @@ impl Driver {
             obj.def = def;
         } else {
             // A running domain keeps its live definition; the new one applies from the next boot.
-            obj.def = Domain {
-                id: obj.def.id,
-                ..def
-            };
+            obj.next_def = Some(def);
         }
         obj.persistent = true;
         let dref = obj.dref();
@@ -575,7 +589,10 @@ impl Driver {
             if !d.active() {
                 f |= FormatFlags::INACTIVE;
             }
-            Ok(d.def.to_xml(f))
+            match &d.next_def {
+                Some(next) if f.contains(FormatFlags::INACTIVE) => Ok(next.to_xml(f)),
+                _ => Ok(d.def.to_xml(f)),
+            }
         })
     }
 
@@ -1065,6 +1082,7 @@ impl Driver {
                 let _ = self.store.save_status(&def);
                 let obj = DomObj {
                     def,
+                    next_def: None,
                     uuid,
                     persistent,
                     domid: Some(domid),

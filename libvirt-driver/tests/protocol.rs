@@ -485,3 +485,134 @@ fn running_domains_are_found_again_after_a_restart() {
     assert_eq!(d3.lookup_name("run1").unwrap().id, -1);
     assert!(!t.0.join("state/run1.xml").exists());
 }
+
+fn next_message(c: &mut Client) -> (Header, Vec<u8>) {
+    loop {
+        let (h, p) = c.recv().expect("a packet");
+        if h.ptype == ptype::MESSAGE {
+            return (h, p);
+        }
+    }
+}
+
+#[test]
+fn lifecycle_events_and_transient_domains_through_a_backend() {
+    let t = TempDir::new("lifecycle");
+    let be = Arc::new(TestBackend::default());
+    let (_d, sock) = start(&t.0, be);
+    let mut c = Client::open(&sock);
+    let mut ev = Client::open(&sock);
+    let r = ev.call_ok(
+        procs::DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
+        &[0, 0, 0, 0, 0, 0, 0, 0],
+    );
+    let cb = Dec::new(&r).i32().unwrap();
+    let lifecycle = |p: &[u8]| {
+        let mut d = Dec::new(p);
+        let id = d.i32().unwrap();
+        let dom = DomRef::decode(&mut d).unwrap();
+        (id, dom.name, dom.id, d.i32().unwrap(), d.i32().unwrap())
+    };
+
+    // Persistent domain: defined, started (gets an id and a status file), destroyed (back to shut off).
+    let dom = c.define("life1");
+    assert_eq!(
+        lifecycle(&next_message(&mut ev).1),
+        (cb, "life1".into(), -1, 0, 0)
+    );
+    c.call_ok(procs::DOMAIN_CREATE, &dom_args(&dom));
+    let (h, p) = next_message(&mut ev);
+    assert_eq!(h.proc_, procs::DOMAIN_EVENT_CALLBACK_LIFECYCLE);
+    assert_eq!(lifecycle(&p), (cb, "life1".into(), 1, 2, 0));
+    assert!(t.0.join("state/life1.xml").exists());
+    let mut e = Enc::new();
+    e.str("life1");
+    let r = c.call_ok(procs::DOMAIN_LOOKUP_BY_NAME, &e.buf);
+    let running = DomRef::decode(&mut Dec::new(&r)).unwrap();
+    assert_eq!(running.id, 1);
+    let live = c.call_ok(procs::DOMAIN_GET_XML_DESC, &{
+        let mut e = Enc::new();
+        running.encode(&mut e);
+        e.u32(0);
+        e.buf
+    });
+    assert!(Dec::new(&live)
+        .str()
+        .unwrap()
+        .contains("<domain type='xen' id='1'>"));
+    c.call_ok(procs::DOMAIN_DESTROY, &dom_args(&running));
+    assert_eq!(
+        lifecycle(&next_message(&mut ev).1),
+        (cb, "life1".into(), -1, 5, 2)
+    );
+    assert!(!t.0.join("state/life1.xml").exists());
+    let st = c.call_ok(procs::DOMAIN_GET_STATE, &{
+        let mut e = Enc::new();
+        dom.encode(&mut e);
+        e.u32(0);
+        e.buf
+    });
+    assert_eq!(Dec::new(&st).i32().unwrap(), 5);
+
+    // Transient domain (create-xml): exists while running, disappears when destroyed.
+    let mut e = Enc::new();
+    e.str("<domain type='xen'><name>tr1</name><memory>262144</memory><os><type>xen</type></os></domain>")
+        .u32(0);
+    let r = c.call_ok(procs::DOMAIN_CREATE_XML, &e.buf);
+    let tr = DomRef::decode(&mut Dec::new(&r)).unwrap();
+    assert!(tr.id > 0);
+    let pers = c.call_ok(procs::DOMAIN_IS_PERSISTENT, &dom_args(&tr));
+    assert_eq!(pers, [0, 0, 0, 0]);
+    assert_eq!(lifecycle(&next_message(&mut ev).1).3, 2);
+    c.call_ok(procs::DOMAIN_DESTROY, &dom_args(&tr));
+    assert_eq!(lifecycle(&next_message(&mut ev).1).3, 5);
+    let mut e = Enc::new();
+    e.str("tr1");
+    assert_eq!(
+        c.call(procs::DOMAIN_LOOKUP_BY_NAME, &e.buf)
+            .unwrap_err()
+            .code,
+        42
+    );
+    ev.call_ok(
+        procs::DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY,
+        &cb.to_be_bytes(),
+    );
+}
+
+#[test]
+fn redefining_a_running_domain_applies_at_the_next_boot() {
+    let t = TempDir::new("nextdef");
+    let be = Arc::new(TestBackend::default());
+    let (_d, sock) = start(&t.0, be);
+    let mut c = Client::open(&sock);
+    let dom = c.define("nd1");
+    c.call_ok(procs::DOMAIN_CREATE, &dom_args(&dom));
+    let uuid = libvirt_driver::proto::uuid_string(&dom.uuid);
+    let mut e = Enc::new();
+    e.str(&format!(
+        "<domain type='xen'><name>nd1</name><uuid>{uuid}</uuid><memory>524288</memory><os><type>xen</type></os></domain>"
+    ));
+    c.call_ok(procs::DOMAIN_DEFINE_XML, &e.buf);
+    let xml = |c: &mut Client, flags: u32| {
+        let mut e = Enc::new();
+        dom.encode(&mut e);
+        e.u32(flags);
+        Dec::new(&c.call_ok(procs::DOMAIN_GET_XML_DESC, &e.buf))
+            .str()
+            .unwrap()
+    };
+    assert!(
+        xml(&mut c, 0).contains("<memory unit='KiB'>262144</memory>"),
+        "live keeps the running config"
+    );
+    assert!(
+        xml(&mut c, 2).contains("<memory unit='KiB'>524288</memory>"),
+        "inactive shows the new config"
+    );
+    c.call_ok(procs::DOMAIN_DESTROY, &dom_args(&dom));
+    assert!(
+        xml(&mut c, 0).contains("<memory unit='KiB'>524288</memory>"),
+        "the new config applies after stop"
+    );
+}
