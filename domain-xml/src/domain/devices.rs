@@ -183,6 +183,8 @@ pub struct Disk {
     pub readonly: bool,
     /// `<shareable/>`.
     pub shareable: bool,
+    /// `<transient/>`: changes are discarded when the guest stops.
+    pub transient: bool,
     /// `<serial>`.
     pub serial: Option<String>,
     /// `<boot order>`.
@@ -298,6 +300,10 @@ impl Disk {
             r.finish()?;
             d.shareable = true;
         }
+        if let Some(r) = c.child("transient")? {
+            r.finish()?;
+            d.transient = true;
+        }
         if let Some(s) = c.child("serial")? {
             d.serial = Some(s.text_finish()?);
         }
@@ -375,6 +381,9 @@ impl Disk {
         }
         if self.shareable {
             e.push(Element::new("shareable"));
+        }
+        if self.transient {
+            e.push(Element::new("transient"));
         }
         if let Some(s) = &self.serial {
             e.push(Element::new("serial").text(s));

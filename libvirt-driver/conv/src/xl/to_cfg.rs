@@ -410,6 +410,9 @@ pub fn domain_to_xl_config_with_networks(
         } else {
             "rw"
         });
+        if disk.transient {
+            return Err(unsupported("transient disks not supported yet"));
+        }
         if let Some(drv) = &disk.driver_name {
             s.push_str(",backendtype=");
             s.push_str(match drv.as_str() {
