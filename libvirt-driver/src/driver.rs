@@ -219,6 +219,56 @@ fn xml_error(e: &domain_xml::Error, validate: bool) -> RpcError {
     }
 }
 
+/// libvirt's domain schema, as installed by Debian's libvirt packages.
+pub const DOMAIN_SCHEMA: &str = "/usr/share/libvirt/schemas/domain.rng";
+
+/// `VIR_DOMAIN_DEFINE_VALIDATE`: checks the document against libvirt's RelaxNG schema (with xmllint, libxml2's
+/// validator, which libvirt itself uses).
+fn validate_schema(xml: &str) -> Result<(), RpcError> {
+    use std::io::Write as _;
+    let internal = |m: String| {
+        RpcError::new(
+            code::INTERNAL_ERROR,
+            edomain::DOMAIN,
+            format!("internal error: {m}"),
+        )
+    };
+    let mut child = std::process::Command::new("xmllint")
+        .args(["--noout", "--relaxng", DOMAIN_SCHEMA, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            internal(format!(
+                "cannot run xmllint to validate against {DOMAIN_SCHEMA}: {e}"
+            ))
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A write error means xmllint exited early; its status and messages tell why.
+        let _ = stdin.write_all(xml.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| internal(format!("xmllint failed: {e}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let detail: Vec<String> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.contains("fails to validate") && !l.trim().is_empty())
+        .map(|l| l.strip_prefix("-:").unwrap_or(l).to_string())
+        .collect();
+    Err(RpcError::new(
+        code::XML_INVALID_SCHEMA,
+        edomain::DOMAIN,
+        format!(
+            "XML document failed to validate against schema: Unable to validate doc against {DOMAIN_SCHEMA}\n{}",
+            detail.join("\n")
+        ),
+    ))
+}
+
 fn finish(d: &Dec<'_>) -> Result<(), RpcError> {
     d.finish().map_err(RpcError::from)
 }
@@ -439,6 +489,9 @@ impl Driver {
     pub fn define(&self, xml: &str, flags: u32) -> Result<DomRef, RpcError> {
         check_flags(flags, 1)?;
         let validate = flags & 1 != 0;
+        if validate {
+            validate_schema(xml)?;
+        }
         let mut def = Domain::parse(xml).map_err(|e| xml_error(&e, validate))?;
         if def.domain_type != "xen" {
             return Err(RpcError::new(

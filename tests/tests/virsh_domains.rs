@@ -138,6 +138,14 @@ fn errors_have_libvirt_codes_and_messages() {
     );
     let err = d.virsh_err(&["define", kvm.to_str().unwrap()]);
     assert!(err.contains("not supported by the Xen driver"), "{err}");
+    // --validate checks libvirt's RelaxNG schema first.
+    let err = d.virsh_err(&["define", "--validate", bad.to_str().unwrap()]);
+    assert!(
+        err.contains("XML document failed to validate against schema"),
+        "{err}"
+    );
+    let ok = d.write("ok.xml", &pv_guest_xml("valid1"));
+    d.virsh_ok(&["define", "--validate", ok.to_str().unwrap()]);
     let notxml = d.write("n.xml", "this is not xml <");
     let err = d.virsh_err(&["define", notxml.to_str().unwrap()]);
     assert!(err.contains("XML error"), "{err}");
