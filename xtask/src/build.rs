@@ -67,6 +67,7 @@ pub const TEST_GUESTS: &[GuestSpec] = &[
     ("smp", 1, 8, 2),
     ("hostile", 1, 8, 1),
     ("triplefault", 1, 8, 1),
+    ("sleeper", 1, 8, 1),
 ];
 
 /// Guests that only run when named: `failing` reports FAIL on purpose, to check that a failure is detected.

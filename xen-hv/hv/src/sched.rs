@@ -80,6 +80,17 @@ impl<const N: usize> RoundRobin<N> {
         self.states[..self.len].iter().all(|s| *s == State::Dead)
     }
 
+    /// True when live vCPUs remain but none can ever run again on its own: none runnable or running, and every
+    /// blocked one waits without a deadline (with no event source left that could wake it).
+    pub fn stuck(&self) -> bool {
+        let live = &self.states[..self.len];
+        live.iter()
+            .any(|s| matches!(s, State::Blocked(0) | State::Down))
+            && live
+                .iter()
+                .all(|s| matches!(s, State::Blocked(0) | State::Down | State::Dead))
+    }
+
     /// The earliest deadline among blocked vCPUs.
     pub fn next_deadline(&self) -> Option<u64> {
         self.states[..self.len]
@@ -178,7 +189,16 @@ mod tests {
         s.wake(0);
         assert_eq!(s.pick(0), Some(0));
         assert!(!s.all_dead());
+        s.set(0, State::Blocked(0));
+        assert!(
+            s.stuck(),
+            "blocked without a deadline and nothing else alive"
+        );
+        s.set(1, State::Blocked(5));
+        assert!(!s.stuck(), "a timer can still wake vCPU 1");
+        s.set(1, State::Dead);
         s.set(0, State::Dead);
         assert!(s.all_dead());
+        assert!(!s.stuck());
     }
 }

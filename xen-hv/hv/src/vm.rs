@@ -329,6 +329,9 @@ impl Machine {
         }
         loop {
             let Some(i) = self.sched.pick(now) else {
+                if self.sched.stuck() {
+                    self.destroy_stuck();
+                }
                 return Err(self.sched.all_dead());
             };
             match self.hw[i].take() {
@@ -348,6 +351,25 @@ impl Machine {
                 // Already gone: forget it.
                 None => self.sched.set(i, State::Dead),
             }
+        }
+    }
+
+    /// Every remaining vCPU waits for an event nothing can send (there are no event sources besides timers yet):
+    /// destroy those domains instead of idling forever.
+    fn destroy_stuck(&mut self) {
+        for dom in 0..MAX_DOMAINS {
+            let Some(d) = self.domains[dom].as_ref() else {
+                continue;
+            };
+            if d.state != DomState::Alive {
+                continue;
+            }
+            let _ = writeln!(
+                self.con,
+                "(XEN) d{}: every vCPU is blocked with nothing left that could wake it: domain destroyed",
+                d.id
+            );
+            self.destroy(dom, DomState::Crashed);
         }
     }
 
