@@ -156,6 +156,18 @@ pub mod virtxend {
             }
         }
 
+        /// Sends SIGTERM and waits for the daemon to exit; returns whether it exited successfully.
+        pub fn terminate(&mut self) -> bool {
+            let Some(mut c) = self.child.take() else {
+                return false;
+            };
+            let sent = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            sent && c.wait().is_ok_and(|s| s.success())
+        }
+
         /// The URI clients use.
         pub fn uri(&self) -> String {
             format!("xen:///system?socket={}", self.socket.display())

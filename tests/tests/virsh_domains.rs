@@ -1,6 +1,7 @@
 //! The stock Debian `virsh` against `virtxend`: definitions, listings, XML, autostart, host queries, events and
 //! the honest failures of lifecycle calls while no hypervisor is attached.
 
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -284,4 +285,16 @@ fn read_only_socket_allows_queries_and_refuses_changes() {
         d.virsh_ok(&["list", "--all"]).contains("ro1"),
         "still defined"
     );
+}
+
+#[test]
+fn sigterm_removes_the_sockets_and_keeps_definitions() {
+    let mut d = Daemon::start("virsh-sigterm");
+    let f = d.write("g.xml", &pv_guest_xml("keep1"));
+    d.virsh_ok(&["define", f.to_str().unwrap()]);
+    assert!(d.terminate(), "clean exit on SIGTERM:\n{}", d.log());
+    assert!(!d.socket.exists());
+    assert!(!PathBuf::from(format!("{}-ro", d.socket.display())).exists());
+    d.restart();
+    assert!(d.virsh_ok(&["list", "--all"]).contains("keep1"));
 }
