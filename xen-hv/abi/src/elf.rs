@@ -237,11 +237,12 @@ impl<'a> ElfImage<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// Builds an ELF64 executable with one PT_LOAD and one PT_NOTE holding the PVH entry.
-    fn elf64(entry_desc: &[u8]) -> Vec<u8> {
+    /// Builds an ELF64 executable with one PT_LOAD (paddr 1 MiB, 8 KiB in memory) and one PT_NOTE holding the
+    /// PVH entry.
+    pub(crate) fn elf64(entry_desc: &[u8]) -> Vec<u8> {
         let mut f = vec![0u8; 0x200];
         f[..4].copy_from_slice(b"\x7fELF");
         f[4] = 2;

@@ -11,5 +11,6 @@ pub mod elf;
 pub mod errno;
 pub mod hypercall;
 pub mod plain;
+pub mod pvh;
 pub mod start_info;
 pub mod xen;

@@ -7,8 +7,7 @@ use core::sync::atomic::Ordering;
 
 use xen_abi::elf::ElfImage;
 use xen_abi::errno::Errno;
-use xen_abi::plain::Plain;
-use xen_abi::start_info::{HvmMemmapEntry, HvmStartInfo, HVM_START_MAGIC};
+use xen_abi::start_info::HvmMemmapEntry;
 use xen_abi::xen::{cpuid, E820Entry, VcpuHvmX86_32};
 use xen_hv::frames::{FrameAllocator, PAGE};
 use xen_hv::hypercall::{self, Guest, Next, NR_PARAMS};
@@ -151,8 +150,8 @@ pub struct Machine {
 pub enum BuildError {
     /// The image is unusable.
     Elf(xen_abi::elf::ElfError),
-    /// The image does not fit the domain's memory.
-    Layout,
+    /// The image or its start info does not fit the domain's memory.
+    Layout(xen_abi::pvh::PvhError),
     /// Out of host memory or table slots.
     NoMemory,
     /// More vCPUs than a domain may have.
@@ -163,9 +162,7 @@ impl core::fmt::Display for BuildError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::Elf(e) => write!(f, "{e}"),
-            Self::Layout => f.write_str(
-                "the image does not fit between 1 MiB and the end of the domain's memory",
-            ),
+            Self::Layout(e) => write!(f, "{e}"),
             Self::NoMemory => f.write_str("out of memory for the domain"),
             Self::TooManyVcpus => write!(f, "a domain has 1 to {MAX_DOMAIN_VCPUS} vCPUs"),
         }
@@ -204,15 +201,9 @@ impl Machine {
             .position(Option::is_none)
             .ok_or(BuildError::NoMemory)?;
         let elf = ElfImage::parse(image).map_err(BuildError::Elf)?;
-        let entry = elf.pvh_entry().map_err(BuildError::Elf)?;
         let mem_bytes = u64::from(mem_mib) << 20;
-        let (lo, hi) = elf
-            .phys_extent()
-            .map_err(BuildError::Elf)?
-            .ok_or(BuildError::Layout)?;
-        if lo < IMAGE_MIN_GPA || hi > mem_bytes || entry < lo || entry >= hi {
-            return Err(BuildError::Layout);
-        }
+        let entry = xen_abi::pvh::check_layout(&elf, IMAGE_MIN_GPA, mem_bytes)
+            .map_err(BuildError::Layout)?;
         let id = slot as u16 + 1;
         let mem_base = self
             .frames
@@ -231,30 +222,17 @@ impl Machine {
             copy_in(mem_base + seg.paddr, data);
         }
         // hvm_start_info, its memory map and the command line (the guest's name) in page 1.
-        let memmap_gpa = START_INFO_GPA + 0x100;
-        let cmdline_gpa = START_INFO_GPA + 0x200;
-        let si = HvmStartInfo {
-            magic: HVM_START_MAGIC,
-            version: 1,
-            flags: 0,
-            nr_modules: 0,
-            modlist_paddr: 0,
-            cmdline_paddr: cmdline_gpa,
-            rsdp_paddr: 0,
-            memmap_paddr: memmap_gpa,
-            memmap_entries: 1,
-            reserved: 0,
-        };
-        copy_in(mem_base + START_INFO_GPA, si.as_bytes());
-        let mm = HvmMemmapEntry {
+        let map = [HvmMemmapEntry {
             addr: 0,
             size: mem_bytes,
             kind: 1,
             reserved: 0,
-        };
-        copy_in(mem_base + memmap_gpa, mm.as_bytes());
-        let n = name.len().min(200);
-        copy_in(mem_base + cmdline_gpa, &name.as_bytes()[..n]);
+        }];
+        let mut page = [0u8; PAGE as usize];
+        let si =
+            xen_abi::pvh::write_start_info(&mut page, START_INFO_GPA, &map, &[], name.as_bytes())
+                .map_err(BuildError::Layout)?;
+        copy_in(mem_base + START_INFO_GPA, &page);
         let shared_info = fs.alloc_table().ok_or(BuildError::NoMemory)?;
         let iopm = fs.0.alloc(3 * PAGE, PAGE).ok_or(BuildError::NoMemory)?;
         let msrpm = fs.0.alloc(2 * PAGE, PAGE).ok_or(BuildError::NoMemory)?;
@@ -273,8 +251,7 @@ impl Machine {
                 return Err(BuildError::NoMemory);
             }
             // Each vCPU has its own ASID (guest TLB tag), never 0.
-            let hw =
-                svm::SvmVcpu::new_pvh(vmcb, maps, npt.root, v as u32 + 1, entry, START_INFO_GPA);
+            let hw = svm::SvmVcpu::new_pvh(vmcb, maps, npt.root, v as u32 + 1, entry, si);
             self.meta[v] = Some(VcpuMeta {
                 dom: slot,
                 id: i as u32,
