@@ -41,6 +41,9 @@ pub mod procs {
     pub const DOMAIN_REBOOT: i32 = 27;
     pub const DOMAIN_RESUME: i32 = 28;
     pub const DOMAIN_SET_AUTOSTART: i32 = 29;
+    pub const DOMAIN_SET_MAX_MEMORY: i32 = 30;
+    pub const DOMAIN_SET_MEMORY: i32 = 31;
+    pub const DOMAIN_SET_VCPUS: i32 = 32;
     pub const DOMAIN_SHUTDOWN: i32 = 33;
     pub const DOMAIN_SUSPEND: i32 = 34;
     pub const DOMAIN_UNDEFINE: i32 = 35;
@@ -60,9 +63,11 @@ pub mod procs {
     pub const GET_LIB_VERSION: i32 = 157;
     pub const DOMAIN_HAS_MANAGED_SAVE_IMAGE: i32 = 183;
     pub const DOMAIN_CREATE_WITH_FLAGS: i32 = 196;
+    pub const DOMAIN_SET_VCPUS_FLAGS: i32 = 199;
     pub const DOMAIN_GET_VCPUS_FLAGS: i32 = 200;
     pub const DOMAIN_OPEN_CONSOLE: i32 = 201;
     pub const GET_SYSINFO: i32 = 203;
+    pub const DOMAIN_SET_MEMORY_FLAGS: i32 = 204;
     pub const DOMAIN_GET_STATE: i32 = 212;
     pub const DOMAIN_UNDEFINE_FLAGS: i32 = 231;
     pub const DOMAIN_DESTROY_FLAGS: i32 = 234;
@@ -649,6 +654,119 @@ impl Driver {
         })
     }
 
+    /// Applies a configuration change (`VIR_DOMAIN_AFFECT_CONFIG`, or CURRENT on an inactive domain): to the
+    /// persistent definition, which is saved; a running domain's change applies from its next boot.
+    /// `AFFECT_LIVE` needs the hypervisor and is refused clearly.
+    fn modify_config(
+        &self,
+        r: &DomRef,
+        flags: u32,
+        f: impl FnOnce(&mut Domain) -> Result<(), RpcError>,
+    ) -> Result<(), RpcError> {
+        self.with_dom(r, |d| {
+            let live = flags & 1 != 0 || (flags & 3 == 0 && d.active());
+            let config = flags & 2 != 0 || (flags & 3 == 0 && !d.active());
+            if live && !d.active() {
+                return Err(not_running());
+            }
+            if live {
+                return Err(RpcError::libxl(
+                    code::OPERATION_UNSUPPORTED,
+                    "Operation not supported: changing a running domain needs the hypervisor connection, which is not attached",
+                ));
+            }
+            if config && !d.persistent {
+                return Err(RpcError::libxl(
+                    code::OPERATION_INVALID,
+                    "Requested operation is not valid: transient domains do not have any persistent config",
+                ));
+            }
+            let mut cfg = if d.active() {
+                d.next_def.clone().unwrap_or_else(|| Domain {
+                    id: None,
+                    ..d.def.clone()
+                })
+            } else {
+                d.def.clone()
+            };
+            f(&mut cfg)?;
+            self.store
+                .save_config(&cfg)
+                .map_err(|er| RpcError::libxl(code::OPERATION_FAILED, format!("operation failed: {er}")))?;
+            if d.active() {
+                d.next_def = Some(cfg);
+            } else {
+                d.def = cfg;
+            }
+            Ok(())
+        })
+    }
+
+    fn set_memory(&self, r: &DomRef, kib: u64, flags: u32) -> Result<(), RpcError> {
+        // AFFECT_LIVE 1, AFFECT_CONFIG 2, MEM_MAXIMUM 4.
+        check_flags(flags, 7)?;
+        self.modify_config(r, flags, |def| {
+            if flags & 4 != 0 {
+                if kib == 0 {
+                    return Err(RpcError::libxl(
+                        code::INVALID_ARG,
+                        "invalid argument: memory must not be 0",
+                    ));
+                }
+                def.memory_kib = kib;
+                def.current_memory_kib = def.current_memory_kib.min(kib);
+            } else {
+                if kib > def.memory_kib {
+                    return Err(RpcError::libxl(
+                        code::INVALID_ARG,
+                        "invalid argument: cannot set memory higher than max memory",
+                    ));
+                }
+                def.current_memory_kib = kib;
+            }
+            Ok(())
+        })
+    }
+
+    fn set_vcpus(&self, r: &DomRef, n: u32, flags: u32) -> Result<(), RpcError> {
+        // AFFECT_LIVE 1, AFFECT_CONFIG 2, VCPU_MAXIMUM 4, VCPU_GUEST 8.
+        check_flags(flags, 7)?;
+        if n == 0 {
+            return Err(RpcError::libxl(
+                code::INVALID_ARG,
+                "invalid argument: nvcpus must be at least 1",
+            ));
+        }
+        if n > host::MAX_VCPUS as u32 {
+            return Err(RpcError::libxl(
+                code::INVALID_ARG,
+                format!(
+                    "invalid argument: requested vcpus is greater than max allowable vcpus for the connection: {n} > {}",
+                    host::MAX_VCPUS
+                ),
+            ));
+        }
+        self.modify_config(r, flags, |def| {
+            if flags & 4 != 0 {
+                let cur = def.vcpu.current.unwrap_or(def.vcpu.count).min(n);
+                def.vcpu.count = n;
+                def.vcpu.current = (cur < n).then_some(cur);
+            } else {
+                if n > def.vcpu.count {
+                    return Err(RpcError::libxl(
+                        code::INVALID_ARG,
+                        format!(
+                            "invalid argument: requested vcpus is greater than max allowable vcpus for the domain: {n} > {}",
+                            def.vcpu.count
+                        ),
+                    ));
+                }
+                def.vcpu.current = (n < def.vcpu.count).then_some(n);
+            }
+            Ok(())
+        })
+    }
+
     /// Whether a domain with this name exists.
     pub fn lookup_name(&self, name: &str) -> Result<DomRef, RpcError> {
         lock(&self.doms)
@@ -1201,6 +1319,33 @@ impl Driver {
                         });
                     }
                 }
+            }
+            DOMAIN_SET_MAX_MEMORY | DOMAIN_SET_MEMORY | DOMAIN_SET_MEMORY_FLAGS => {
+                let r = DomRef::decode(&mut d)?;
+                let kib = d.u64()?;
+                let flags = match proc_ {
+                    DOMAIN_SET_MEMORY_FLAGS => d.u32()?,
+                    // As libxl: the legacy setmem acts on the running domain (AFFECT_LIVE), setmaxmem on the
+                    // maximum of the current state.
+                    DOMAIN_SET_MAX_MEMORY => 4,
+                    _ => 1,
+                };
+                finish(&d)?;
+                ro("virDomainSetMemoryFlags")?;
+                self.set_memory(&r, kib, flags)?;
+            }
+            DOMAIN_SET_VCPUS | DOMAIN_SET_VCPUS_FLAGS => {
+                let r = DomRef::decode(&mut d)?;
+                let n = d.u32()?;
+                // The legacy call acts on the running domain (AFFECT_LIVE), as libxl's.
+                let flags = if proc_ == DOMAIN_SET_VCPUS_FLAGS {
+                    d.u32()?
+                } else {
+                    1
+                };
+                finish(&d)?;
+                ro("virDomainSetVcpusFlags")?;
+                self.set_vcpus(&r, n, flags)?;
             }
             DOMAIN_GET_INFO => {
                 let r = DomRef::decode(&mut d)?;

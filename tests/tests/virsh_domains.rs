@@ -298,3 +298,45 @@ fn sigterm_removes_the_sockets_and_keeps_definitions() {
     d.restart();
     assert!(d.virsh_ok(&["list", "--all"]).contains("keep1"));
 }
+
+#[test]
+fn memory_and_vcpu_configuration_of_an_inactive_domain() {
+    let d = Daemon::start("virsh-config");
+    let f = d.write("g.xml", &pv_guest_xml("cfg1"));
+    d.virsh_ok(&["define", f.to_str().unwrap()]);
+    d.virsh_ok(&["setmaxmem", "cfg1", "1G", "--config"]);
+    d.virsh_ok(&["setmem", "cfg1", "512M", "--config"]);
+    d.virsh_ok(&["setvcpus", "cfg1", "4", "--maximum", "--config"]);
+    d.virsh_ok(&["setvcpus", "cfg1", "3", "--config"]);
+    let info = d.virsh_ok(&["dominfo", "cfg1"]);
+    assert!(info.contains("Max memory:     1048576 KiB"), "{info}");
+    assert!(info.contains("Used memory:    524288 KiB"), "{info}");
+    assert!(info.contains("CPU(s):         3"), "{info}");
+    let xml = d.virsh_ok(&["dumpxml", "cfg1"]);
+    assert!(
+        xml.contains("<vcpu placement='static' current='3'>4</vcpu>"),
+        "{xml}"
+    );
+    let saved = std::fs::read_to_string(d.config_dir().join("cfg1.xml")).unwrap();
+    assert!(
+        saved.contains("<currentMemory unit='KiB'>524288</currentMemory>"),
+        "{saved}"
+    );
+    let err = d.virsh_err(&["setmem", "cfg1", "2G", "--config"]);
+    assert!(
+        err.contains("cannot set memory higher than max memory"),
+        "{err}"
+    );
+    let err = d.virsh_err(&["setvcpus", "cfg1", "8", "--config"]);
+    assert!(
+        err.contains("greater than max allowable vcpus for the domain"),
+        "{err}"
+    );
+    let err = d.virsh_err(&["setmem", "cfg1", "256M", "--live"]);
+    assert!(err.contains("domain is not running"), "{err}");
+    assert_eq!(
+        d.virsh_ok(&["vcpucount", "cfg1", "--config", "--maximum"])
+            .trim(),
+        "4"
+    );
+}
