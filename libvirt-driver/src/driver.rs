@@ -23,10 +23,12 @@ pub mod procs {
     pub const GET_MAX_VCPUS: i32 = 5;
     pub const NODE_GET_INFO: i32 = 6;
     pub const GET_CAPABILITIES: i32 = 7;
+    pub const DOMAIN_ATTACH_DEVICE: i32 = 8;
     pub const DOMAIN_CREATE: i32 = 9;
     pub const DOMAIN_CREATE_XML: i32 = 10;
     pub const DOMAIN_DEFINE_XML: i32 = 11;
     pub const DOMAIN_DESTROY: i32 = 12;
+    pub const DOMAIN_DETACH_DEVICE: i32 = 13;
     pub const DOMAIN_GET_XML_DESC: i32 = 14;
     pub const DOMAIN_GET_AUTOSTART: i32 = 15;
     pub const DOMAIN_GET_INFO: i32 = 16;
@@ -63,6 +65,9 @@ pub mod procs {
     pub const GET_LIB_VERSION: i32 = 157;
     pub const DOMAIN_HAS_MANAGED_SAVE_IMAGE: i32 = 183;
     pub const DOMAIN_CREATE_WITH_FLAGS: i32 = 196;
+    pub const DOMAIN_ATTACH_DEVICE_FLAGS: i32 = 160;
+    pub const DOMAIN_DETACH_DEVICE_FLAGS: i32 = 161;
+    pub const DOMAIN_UPDATE_DEVICE_FLAGS: i32 = 174;
     pub const DOMAIN_SET_VCPUS_FLAGS: i32 = 199;
     pub const DOMAIN_GET_VCPUS_FLAGS: i32 = 200;
     pub const DOMAIN_OPEN_CONSOLE: i32 = 201;
@@ -1347,6 +1352,40 @@ impl Driver {
                 ro("virDomainSetVcpusFlags")?;
                 self.set_vcpus(&r, n, flags)?;
             }
+            DOMAIN_ATTACH_DEVICE
+            | DOMAIN_ATTACH_DEVICE_FLAGS
+            | DOMAIN_DETACH_DEVICE
+            | DOMAIN_DETACH_DEVICE_FLAGS
+            | DOMAIN_UPDATE_DEVICE_FLAGS => {
+                let r = DomRef::decode(&mut d)?;
+                let xml = d.str()?;
+                // The legacy calls act on the running domain (AFFECT_LIVE).
+                let flags = if matches!(proc_, DOMAIN_ATTACH_DEVICE | DOMAIN_DETACH_DEVICE) {
+                    1
+                } else {
+                    d.u32()?
+                };
+                finish(&d)?;
+                ro("virDomainAttachDeviceFlags")?;
+                // AFFECT_LIVE 1, AFFECT_CONFIG 2, DEVICE_MODIFY_FORCE 4 (update only).
+                check_flags(
+                    flags,
+                    if proc_ == DOMAIN_UPDATE_DEVICE_FLAGS {
+                        7
+                    } else {
+                        3
+                    },
+                )?;
+                let dev = domain_xml::xml::Element::parse(&xml).map_err(|er| {
+                    RpcError::new(code::XML_ERROR, edomain::DOMAIN, format!("XML error: {er}"))
+                })?;
+                let op = match proc_ {
+                    DOMAIN_ATTACH_DEVICE | DOMAIN_ATTACH_DEVICE_FLAGS => DeviceOp::Attach,
+                    DOMAIN_DETACH_DEVICE | DOMAIN_DETACH_DEVICE_FLAGS => DeviceOp::Detach,
+                    _ => DeviceOp::Update,
+                };
+                self.modify_config(&r, flags & 3, |def| edit_device(def, &dev, op))?;
+            }
             DOMAIN_GET_INFO => {
                 let r = DomRef::decode(&mut d)?;
                 finish(&d)?;
@@ -1588,6 +1627,98 @@ fn conv_error(e: &xen_conv::Error) -> RpcError {
             format!("unsupported configuration: {m}"),
         ),
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeviceOp {
+    Attach,
+    Detach,
+    Update,
+}
+
+/// The identity libvirt matches a device by: a disk by its target, an interface by its MAC, others by content.
+fn device_key(e: &domain_xml::xml::Element) -> Option<String> {
+    let child_attr = |child: &str, attr: &str| {
+        e.elements()
+            .find(|c| c.name == child)
+            .and_then(|c| c.get_attr(attr))
+    };
+    match e.name.as_str() {
+        "disk" => child_attr("target", "dev").map(|t| format!("disk target {t}")),
+        "interface" => child_attr("mac", "address")
+            .map(|m| format!("interface mac {}", m.to_ascii_lowercase())),
+        _ => None,
+    }
+}
+
+/// True when every attribute and child of `want` appears in `have` (libvirt's lenient matching for devices
+/// without a key).
+fn subset(want: &domain_xml::xml::Element, have: &domain_xml::xml::Element) -> bool {
+    want.name == have.name
+        && want
+            .attrs
+            .iter()
+            .all(|(k, v)| have.get_attr(k) == Some(v.as_str()))
+        && want
+            .elements()
+            .all(|w| have.elements().any(|h| subset(w, h)))
+}
+
+/// Attaches, detaches or updates one device in a definition, through the element tree, and re-validates the
+/// result with the domain model.
+fn edit_device(
+    def: &mut Domain,
+    dev: &domain_xml::xml::Element,
+    op: DeviceOp,
+) -> Result<(), RpcError> {
+    use domain_xml::xml::{Element, Node};
+    let failed =
+        |m: String| RpcError::libxl(code::OPERATION_FAILED, format!("operation failed: {m}"));
+    let mut root = def.to_element(FormatFlags::INACTIVE | FormatFlags::SECURE);
+    if !root.elements().any(|c| c.name == "devices") {
+        root.push(Element::new("devices"));
+    }
+    let devices = root
+        .children
+        .iter_mut()
+        .find_map(|n| match n {
+            Node::Element(e) if e.name == "devices" => Some(e),
+            _ => None,
+        })
+        .ok_or_else(|| failed("the definition has no devices element".into()))?;
+    let key = device_key(dev);
+    let matches = |e: &Element| match &key {
+        Some(k) => device_key(e).as_ref() == Some(k),
+        None => subset(dev, e),
+    };
+    let pos = devices
+        .children
+        .iter()
+        .position(|n| matches!(n, Node::Element(e) if matches(e)));
+    let not_found = || failed("matching device was not found".into());
+    match op {
+        DeviceOp::Attach => {
+            if let (Some(k), Some(_)) = (&key, pos) {
+                return Err(failed(format!("{k} already exists")));
+            }
+            devices.push(dev.clone());
+        }
+        DeviceOp::Detach => {
+            devices.children.remove(pos.ok_or_else(not_found)?);
+        }
+        DeviceOp::Update => {
+            if key.is_none() {
+                return Err(RpcError::libxl(
+                    code::OPERATION_UNSUPPORTED,
+                    format!("Operation not supported: persistent update of device '{}' is not supported", dev.name),
+                ));
+            }
+            devices.children[pos.ok_or_else(not_found)?] = Node::Element(dev.clone());
+        }
+    }
+    *def = Domain::from_element(&root)
+        .map_err(|e| RpcError::new(code::XML_ERROR, edomain::DOMAIN, format!("XML error: {e}")))?;
+    Ok(())
 }
 
 fn metadata_get(def: &Domain, ty: i32, uri: Option<&str>) -> Result<String, RpcError> {

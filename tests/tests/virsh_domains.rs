@@ -340,3 +340,52 @@ fn memory_and_vcpu_configuration_of_an_inactive_domain() {
         "4"
     );
 }
+
+#[test]
+fn attach_and_detach_devices_in_the_persistent_configuration() {
+    let d = Daemon::start("virsh-devices");
+    let f = d.write("g.xml", &pv_guest_xml("dev1"));
+    d.virsh_ok(&["define", f.to_str().unwrap()]);
+    let img = d.write("d.img", "");
+    let img = img.to_str().unwrap();
+    d.virsh_ok(&["attach-disk", "dev1", img, "xvdb", "--config"]);
+    let err = d.virsh_err(&["attach-disk", "dev1", img, "xvdb", "--config"]);
+    assert!(err.contains("already exists"), "{err}");
+    d.virsh_ok(&[
+        "attach-interface",
+        "dev1",
+        "bridge",
+        "br0",
+        "--mac",
+        "52:54:00:11:22:33",
+        "--config",
+    ]);
+    let xml = d.virsh_ok(&["dumpxml", "dev1"]);
+    assert!(
+        xml.contains(&format!("<source file='{img}'/>")) && xml.contains("<target dev='xvdb'"),
+        "{xml}"
+    );
+    assert!(xml.contains("<mac address='52:54:00:11:22:33'/>"), "{xml}");
+    assert!(std::fs::read_to_string(d.config_dir().join("dev1.xml"))
+        .unwrap()
+        .contains("xvdb"));
+    // Live changes need a running domain.
+    let err = d.virsh_err(&["attach-disk", "dev1", img, "xvdc"]);
+    assert!(err.contains("domain is not running"), "{err}");
+    d.virsh_ok(&["detach-disk", "dev1", "xvdb", "--config"]);
+    d.virsh_ok(&[
+        "detach-interface",
+        "dev1",
+        "bridge",
+        "--mac",
+        "52:54:00:11:22:33",
+        "--config",
+    ]);
+    let xml = d.virsh_ok(&["dumpxml", "dev1"]);
+    assert!(
+        !xml.contains("xvdb") && !xml.contains("52:54:00:11:22:33"),
+        "{xml}"
+    );
+    let err = d.virsh_err(&["detach-disk", "dev1", "xvdz", "--config"]);
+    assert!(!err.is_empty());
+}
