@@ -1,8 +1,8 @@
-//! Storage pool XML (`<pool>`), as libvirt's `virStoragePoolDefParseXML` reads it and
+//! Storage pool (`<pool>`) and volume (`<volume>`) XML. Pools as libvirt's `virStoragePoolDefParseXML` reads it and
 //! `virStoragePoolDefFormat` writes it (inactive definition: sizes in bytes, sanitised target paths, per-type
 //! defaults for the source name, format and target path, no free-extent lists).
 
-use crate::xml::{scale_to_kib, Cursor, Element};
+use crate::xml::{Cursor, Element};
 use crate::Error;
 
 /// The fs storage pool XML namespace (`<fs:mount_opts>`).
@@ -145,7 +145,7 @@ impl Permissions {
                         .trim()
                         .parse()
                         .map_err(|_| "expected a numeric id".to_string())?;
-                    if v == -1 {
+                    if v == -1 || v == i64::from(u32::MAX) {
                         Ok(None)
                     } else {
                         u32::try_from(v)
@@ -236,23 +236,39 @@ pub fn sanitize_path(p: &str) -> String {
     out
 }
 
-fn size_bytes(c: &mut Cursor<'_>, name: &str) -> Result<u64, Error> {
+/// Scales `value` in `unit` to bytes as libvirt's `virScaleInteger` does: `b`/`bytes`, powers of 1024
+/// (`k`, `KiB`, `M`, `MiB`... `E`, `EiB`) and powers of 1000 (`KB`, `MB`... `EB`).
+pub fn scale_to_bytes(value: u64, unit: Option<&str>) -> Result<u64, String> {
+    let unit = unit.unwrap_or("b");
+    let (base, exp): (u64, u32) = match unit {
+        "b" | "B" | "byte" | "bytes" => (1, 0),
+        "k" | "K" | "KiB" => (1024, 1),
+        "KB" => (1000, 1),
+        "m" | "M" | "MiB" => (1024, 2),
+        "MB" => (1000, 2),
+        "g" | "G" | "GiB" => (1024, 3),
+        "GB" => (1000, 3),
+        "t" | "T" | "TiB" => (1024, 4),
+        "TB" => (1000, 4),
+        "p" | "P" | "PiB" => (1024, 5),
+        "PB" => (1000, 5),
+        "e" | "E" | "EiB" => (1024, 6),
+        "EB" => (1000, 6),
+        _ => return Err(format!("unknown unit '{unit}'")),
+    };
+    value
+        .checked_mul(base.pow(exp))
+        .ok_or_else(|| "size overflows".to_string())
+}
+
+fn size_bytes(c: &mut Cursor<'_>, name: &str) -> Result<Option<u64>, Error> {
     let Some(mut e) = c.child(name)? else {
-        return Ok(0);
+        return Ok(None);
     };
     let unit = e.attr("unit").map(str::to_string);
-    let v = e.text_with(|t| {
-        let n: u64 = crate::xml::parse_uint(t.trim())?;
-        match unit.as_deref() {
-            None | Some("b") | Some("bytes") | Some("B") => Ok(n),
-            Some(u) => scale_to_kib(n, Some(u)).and_then(|k| {
-                k.checked_mul(1024)
-                    .ok_or_else(|| "size overflows".to_string())
-            }),
-        }
-    })?;
+    let v = e.text_with(|t| scale_to_bytes(crate::xml::parse_uint(t.trim())?, unit.as_deref()))?;
     e.finish()?;
-    Ok(v)
+    Ok(Some(v))
 }
 
 fn yes_no_attr(c: &mut Cursor<'_>, name: &str) -> Result<Option<bool>, Error> {
@@ -739,5 +755,408 @@ mod tests {
         assert!(e.to_string().contains("unknown storage pool type"), "{e}");
         assert!(StoragePool::parse("<pool type='dir'><name>p</name></pool>").is_err());
         assert!(StoragePool::parse("<volume/>").is_err());
+    }
+}
+
+/// The volume type a pool's volumes get when the XML gives none (`virStorageVolOptionsForPoolType`).
+pub fn default_volume_type(pool_type: &str) -> &'static str {
+    match pool_type {
+        "logical" | "disk" | "iscsi" | "iscsi-direct" | "scsi" | "mpath" | "zfs" => "block",
+        "rbd" | "sheepdog" | "gluster" => "network",
+        _ => "file",
+    }
+}
+
+/// Volume types libvirt knows.
+pub const VOLUME_TYPES: &[&str] = &["file", "block", "dir", "network", "netdir", "ploop"];
+
+/// Image formats of file-backed volumes (`virStorageFileFormat`).
+pub const FILE_FORMATS: &[&str] = &[
+    "none", "raw", "dir", "bochs", "cloop", "dmg", "iso", "vpc", "vdi", "fat", "vhd", "ploop",
+    "cow", "qcow", "qcow2", "qed", "vmdk", "luks",
+];
+
+/// Partition types of disk-pool volumes.
+pub const PARTITION_FORMATS: &[&str] = &[
+    "none",
+    "linux",
+    "fat16",
+    "fat32",
+    "linux-swap",
+    "linux-lvm",
+    "linux-raid",
+    "extended",
+];
+
+/// The volume format options of a pool type: the formats and the default, or `None` when volumes of the
+/// pool have no format.
+fn volume_formats(pool_type: &str) -> Option<(&'static [&'static str], &'static str)> {
+    match pool_type {
+        "dir" | "fs" | "netfs" | "gluster" | "vstorage" => Some((FILE_FORMATS, "raw")),
+        "disk" => Some((PARTITION_FORMATS, "none")),
+        _ => None,
+    }
+}
+
+/// `<encryption>` of a volume.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Encryption {
+    /// `format`: default, qcow, luks, luks2, luks-any.
+    pub format: String,
+    /// `<secret type uuid|usage/>` entries: (type, uuid, usage).
+    pub secrets: Vec<(String, Option<String>, Option<String>)>,
+    /// `<cipher name size mode hash/>`.
+    pub cipher: Option<(String, u32, Option<String>, Option<String>)>,
+    /// `<ivgen name hash/>`.
+    pub ivgen: Option<(String, Option<String>)>,
+}
+
+impl Encryption {
+    fn parse(mut c: Cursor<'_>) -> Result<Encryption, Error> {
+        let format = c.req_attr("format")?.to_string();
+        if !matches!(
+            format.as_str(),
+            "default" | "qcow" | "luks" | "luks2" | "luks-any"
+        ) {
+            return Err(c.invalid_attr("format", &format, "unknown encryption format"));
+        }
+        let mut e = Encryption {
+            format,
+            ..Encryption::default()
+        };
+        for mut s in c.children("secret") {
+            let t = s.req_attr("type")?.to_string();
+            if t != "passphrase" {
+                return Err(s.invalid_attr("type", &t, "expected 'passphrase'"));
+            }
+            let uuid = match s.attr("uuid") {
+                Some(u) => {
+                    Some(crate::domain::parse_uuid(u).map_err(|r| s.invalid_attr("uuid", u, r))?)
+                }
+                None => None,
+            };
+            let usage = s.attr("usage").map(str::to_string);
+            s.finish()?;
+            e.secrets.push((t, uuid, usage));
+        }
+        if let Some(mut ci) = c.child("cipher")? {
+            let name = ci.req_attr("name")?.to_string();
+            let size = ci.req_attr_parse::<u32>("size")?;
+            let mode = ci.attr("mode").map(str::to_string);
+            let hash = ci.attr("hash").map(str::to_string);
+            ci.finish()?;
+            e.cipher = Some((name, size, mode, hash));
+        }
+        if let Some(mut iv) = c.child("ivgen")? {
+            let name = iv.req_attr("name")?.to_string();
+            let hash = iv.attr("hash").map(str::to_string);
+            iv.finish()?;
+            e.ivgen = Some((name, hash));
+        }
+        c.finish()?;
+        Ok(e)
+    }
+
+    fn to_element(&self) -> Element {
+        let mut e = Element::new("encryption").attr("format", &self.format);
+        for (t, uuid, usage) in &self.secrets {
+            e.push(
+                Element::new("secret")
+                    .attr("type", t)
+                    .opt_attr("uuid", uuid.as_deref())
+                    .opt_attr("usage", usage.as_deref()),
+            );
+        }
+        if let Some((name, size, mode, hash)) = &self.cipher {
+            e.push(
+                Element::new("cipher")
+                    .attr("name", name)
+                    .attr("size", size)
+                    .opt_attr("mode", mode.as_deref())
+                    .opt_attr("hash", hash.as_deref()),
+            );
+        }
+        if let Some((name, hash)) = &self.ivgen {
+            e.push(
+                Element::new("ivgen")
+                    .attr("name", name)
+                    .opt_attr("hash", hash.as_deref()),
+            );
+        }
+        e
+    }
+}
+
+/// The `<target>` or `<backingStore>` of a volume.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VolumeTarget {
+    /// Path.
+    pub path: Option<String>,
+    /// Format.
+    pub format: Option<String>,
+    /// Permissions.
+    pub permissions: Permissions,
+    /// Encryption.
+    pub encryption: Option<Encryption>,
+    /// qcow2 compatibility level.
+    pub compat: Option<String>,
+    /// qcow2 cluster size in bytes.
+    pub cluster_size: Option<u64>,
+    /// qcow2 features (`lazy_refcounts`, `extended_l2`); `Some(empty)` is `<features/>`.
+    pub features: Option<Vec<String>>,
+    /// `<nocow/>`: create without copy-on-write (a creation hint libvirt does not format).
+    pub nocow: bool,
+}
+
+const QCOW2_FEATURES: &[&str] = &["lazy_refcounts", "extended_l2"];
+
+impl VolumeTarget {
+    fn parse(
+        mut c: Cursor<'_>,
+        formats: Option<(&'static [&'static str], &'static str)>,
+        backing: bool,
+    ) -> Result<VolumeTarget, Error> {
+        let mut t = VolumeTarget::default();
+        if let Some(p) = c.child("path")? {
+            t.path = Some(p.text_finish()?.trim().to_string());
+        }
+        if let Some(mut f) = c.child("format")? {
+            let v = f.req_attr("type")?;
+            match formats {
+                Some((known, _)) if known.contains(&v) => t.format = Some(v.to_string()),
+                Some(_) => return Err(f.invalid_attr("type", v, "unknown volume format")),
+                None => {
+                    return Err(f.invalid_attr("type", v, "volumes of this pool have no format"))
+                }
+            }
+            f.finish()?;
+        }
+        if t.format.is_none() {
+            t.format = formats.map(|(_, d)| d.to_string());
+        }
+        if let Some(p) = c.child("permissions")? {
+            t.permissions = Permissions::parse(p)?;
+        }
+        if !backing {
+            // Timestamps are runtime state: checked, not kept.
+            if let Some(mut ts) = c.child("timestamps")? {
+                for n in ["atime", "mtime", "ctime", "btime"] {
+                    if let Some(mut x) = ts.child(n)? {
+                        x.text_with(|v| {
+                            let (s, ns) = v.trim().split_once('.').unwrap_or((v.trim(), "0"));
+                            s.parse::<u64>()
+                                .ok()
+                                .zip(ns.parse::<u64>().ok())
+                                .map(|_| ())
+                                .ok_or_else(|| "expected seconds[.nanoseconds]".to_string())
+                        })?;
+                        x.finish()?;
+                    }
+                }
+                ts.finish()?;
+            }
+            if let Some(e) = c.child("encryption")? {
+                t.encryption = Some(Encryption::parse(e)?);
+            }
+            if let Some(cp) = c.child("compat")? {
+                let v = cp.text_finish()?.trim().to_string();
+                let ok = v.split('.').count() == 2
+                    && v.split('.')
+                        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+                if !ok {
+                    return Err(Error::InvalidValue {
+                        path: format!("{}/compat", c.path()),
+                        value: v,
+                        reason: "expected a version like 1.1".into(),
+                    });
+                }
+                t.compat = Some(v);
+            }
+            if let Some(cs) = size_bytes(&mut c, "clusterSize")? {
+                t.cluster_size = Some(cs);
+            }
+            if let Some(mut fe) = c.child("features")? {
+                let mut list = Vec::new();
+                for name in QCOW2_FEATURES {
+                    if let Some(x) = fe.child(name)? {
+                        x.finish()?;
+                        list.push((*name).to_string());
+                    }
+                }
+                fe.finish()?;
+                if t.compat.is_none() {
+                    t.compat = Some("1.1".into());
+                }
+                t.features = Some(list);
+            }
+            if let Some(n) = c.child("nocow")? {
+                n.finish()?;
+                t.nocow = true;
+            }
+        }
+        c.finish()?;
+        Ok(t)
+    }
+
+    fn to_element(&self, name: &str) -> Element {
+        let mut e = Element::new(name);
+        if let Some(p) = &self.path {
+            e.push(Element::new("path").text(p.clone()));
+        }
+        if let Some(f) = &self.format {
+            e.push(Element::new("format").attr("type", f));
+        }
+        if !self.permissions.is_empty() {
+            e.push(self.permissions.to_element());
+        }
+        if let Some(enc) = &self.encryption {
+            e.push(enc.to_element());
+        }
+        if let Some(c) = &self.compat {
+            e.push(Element::new("compat").text(c.clone()));
+        }
+        if let Some(cs) = self.cluster_size.filter(|c| *c > 0) {
+            e.push(
+                Element::new("clusterSize")
+                    .attr("unit", "B")
+                    .text(cs.to_string()),
+            );
+        }
+        if let Some(f) = &self.features {
+            let mut fe = Element::new("features");
+            for n in f {
+                fe.push(Element::new(n.clone()));
+            }
+            e.push(fe);
+        }
+        e
+    }
+}
+
+/// A storage volume definition (`<volume>`), read in the context of its pool's type as libvirt does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageVolume {
+    /// Volume type (one of [`VOLUME_TYPES`]).
+    pub vol_type: String,
+    /// Name.
+    pub name: String,
+    /// Key.
+    pub key: Option<String>,
+    /// Capacity in bytes.
+    pub capacity: u64,
+    /// Allocation in bytes.
+    pub allocation: u64,
+    /// Target.
+    pub target: VolumeTarget,
+    /// Backing store.
+    pub backing_store: Option<VolumeTarget>,
+}
+
+impl StorageVolume {
+    /// Parses a `<volume>` document for a volume of a pool of type `pool_type`.
+    pub fn parse(xml: &str, pool_type: &str) -> Result<StorageVolume, Error> {
+        let root = Element::parse(xml)?;
+        if root.name != "volume" {
+            return Err(Error::WrongRoot {
+                expected: "volume".into(),
+                found: root.name.clone(),
+            });
+        }
+        if !POOL_TYPES.contains(&pool_type) {
+            return Err(Error::InvalidValue {
+                path: "/volume".into(),
+                value: pool_type.into(),
+                reason: "unknown storage pool type".into(),
+            });
+        }
+        let mut c = Cursor::root(&root);
+        let vol_type = match c.attr("type") {
+            Some(t) if VOLUME_TYPES.contains(&t) => t.to_string(),
+            Some(t) => return Err(c.invalid_attr("type", t, "unknown volume type")),
+            None => default_volume_type(pool_type).to_string(),
+        };
+        let name = c.req_child("name")?.text_finish()?.trim().to_string();
+        if name.is_empty() || name.contains('/') {
+            return Err(Error::InvalidValue {
+                path: "/volume/name".into(),
+                value: name,
+                reason: "a volume name must be non-empty and contain no '/'".into(),
+            });
+        }
+        let key = match c.child("key")? {
+            Some(k) => Some(k.text_finish()?.trim().to_string()),
+            None => None,
+        };
+        // Source extents are runtime state (the pool reports them): checked, not kept.
+        if let Some(mut s) = c.child("source")? {
+            for mut d in s.children("device") {
+                d.req_attr("path")?;
+                for mut x in d.children("extent") {
+                    x.req_attr_parse::<u64>("start")?;
+                    x.req_attr_parse::<u64>("end")?;
+                    x.finish()?;
+                }
+                d.finish()?;
+            }
+            s.finish()?;
+        }
+        let capacity = size_bytes(&mut c, "capacity")?;
+        let allocation = size_bytes(&mut c, "allocation")?;
+        // Display only; libvirt does not read it back.
+        size_bytes(&mut c, "physical")?;
+        let formats = volume_formats(pool_type);
+        let target = match c.child("target")? {
+            Some(t) => VolumeTarget::parse(t, formats, false)?,
+            None => VolumeTarget {
+                format: formats.map(|(_, d)| d.to_string()),
+                ..VolumeTarget::default()
+            },
+        };
+        let backing_store = match c.child("backingStore")? {
+            Some(b) => Some(VolumeTarget::parse(b, formats, true)?),
+            None => None,
+        };
+        c.finish()?;
+        let capacity = capacity.unwrap_or(0);
+        Ok(StorageVolume {
+            vol_type,
+            name,
+            key,
+            capacity,
+            allocation: allocation.unwrap_or(capacity),
+            target,
+            backing_store,
+        })
+    }
+
+    /// Formats the volume as libvirt does, ending with a newline.
+    pub fn to_xml(&self) -> String {
+        self.to_element().to_xml()
+    }
+
+    /// Builds the formatted element tree.
+    pub fn to_element(&self) -> Element {
+        let mut e = Element::new("volume").attr("type", &self.vol_type);
+        e.push(Element::new("name").text(self.name.clone()));
+        if let Some(k) = &self.key {
+            e.push(Element::new("key").text(k.clone()));
+        }
+        e.push(
+            Element::new("capacity")
+                .attr("unit", "bytes")
+                .text(self.capacity.to_string()),
+        );
+        e.push(
+            Element::new("allocation")
+                .attr("unit", "bytes")
+                .text(self.allocation.to_string()),
+        );
+        e.push(self.target.to_element("target"));
+        if let Some(b) = &self.backing_store {
+            if b.path.is_some() {
+                e.push(b.to_element("backingStore"));
+            }
+        }
+        e
     }
 }
