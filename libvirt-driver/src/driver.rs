@@ -55,6 +55,7 @@ pub mod procs {
     pub const SUPPORTS_FEATURE: i32 = 60;
     pub const AUTH_LIST: i32 = 66;
     pub const AUTH_POLKIT: i32 = 70;
+    pub const NODE_GET_CELLS_FREE_MEMORY: i32 = 101;
     pub const NODE_GET_FREE_MEMORY: i32 = 102;
     pub const GET_URI: i32 = 110;
     pub const DOMAIN_XML_FROM_NATIVE: i32 = 135;
@@ -64,6 +65,7 @@ pub mod procs {
     pub const DOMAIN_IS_PERSISTENT: i32 = 151;
     pub const GET_LIB_VERSION: i32 = 157;
     pub const DOMAIN_HAS_MANAGED_SAVE_IMAGE: i32 = 183;
+    pub const DOMAIN_MANAGED_SAVE_REMOVE: i32 = 184;
     pub const DOMAIN_CREATE_WITH_FLAGS: i32 = 196;
     pub const DOMAIN_ATTACH_DEVICE_FLAGS: i32 = 160;
     pub const DOMAIN_DETACH_DEVICE_FLAGS: i32 = 161;
@@ -71,6 +73,7 @@ pub mod procs {
     pub const DOMAIN_SET_VCPUS_FLAGS: i32 = 199;
     pub const DOMAIN_GET_VCPUS_FLAGS: i32 = 200;
     pub const DOMAIN_OPEN_CONSOLE: i32 = 201;
+    pub const DOMAIN_IS_UPDATED: i32 = 202;
     pub const GET_SYSINFO: i32 = 203;
     pub const DOMAIN_SET_MEMORY_FLAGS: i32 = 204;
     pub const DOMAIN_GET_STATE: i32 = 212;
@@ -88,6 +91,7 @@ pub mod procs {
     pub const GET_DOMAIN_CAPABILITIES: i32 = 342;
     pub const GET_ALL_DOMAIN_STATS: i32 = 344;
     pub const DOMAIN_DEFINE_XML_FLAGS: i32 = 350;
+    pub const DOMAIN_RENAME: i32 = 358;
     pub const REGISTER_CLOSE_CALLBACK: i32 = 360;
     pub const UNREGISTER_CLOSE_CALLBACK: i32 = 361;
 }
@@ -772,6 +776,54 @@ impl Driver {
         })
     }
 
+    /// Renames an inactive persistent domain (definition, autostart link) and reports it as libvirt does:
+    /// UNDEFINED/RENAMED for the old name, DEFINED/RENAMED for the new one.
+    fn rename(&self, r: &DomRef, new_name: &str) -> Result<(), RpcError> {
+        let mut doms = lock(&self.doms);
+        if doms.contains_key(new_name) {
+            return Err(RpcError::libxl(
+                code::OPERATION_INVALID,
+                format!("Requested operation is not valid: domain with name '{new_name}' already exists"),
+            ));
+        }
+        let d = Self::find_by_ref(&mut doms, r)?;
+        if d.active() {
+            return Err(RpcError::libxl(
+                code::OPERATION_INVALID,
+                "Requested operation is not valid: cannot rename active domain",
+            ));
+        }
+        if !d.persistent {
+            return Err(RpcError::libxl(
+                code::OPERATION_INVALID,
+                "Requested operation is not valid: cannot rename a transient domain",
+            ));
+        }
+        let old_name = d.def.name.clone();
+        let old_ref = d.dref();
+        let autostart = self.store.autostart(&old_name);
+        let mut def = d.def.clone();
+        def.name = new_name.to_string();
+        let io = |er: crate::Error| {
+            RpcError::libxl(code::OPERATION_FAILED, format!("operation failed: {er}"))
+        };
+        self.store.save_config(&def).map_err(io)?;
+        if autostart {
+            self.store.set_autostart(new_name, true).map_err(io)?;
+        }
+        self.store.delete_config(&old_name).map_err(io)?;
+        let Some(mut obj) = doms.remove(&old_name) else {
+            return Err(no_domain_name(&old_name));
+        };
+        obj.def = def;
+        let new_ref = obj.dref();
+        doms.insert(new_name.to_string(), obj);
+        drop(doms);
+        self.emit_lifecycle(&old_ref, lifecycle::UNDEFINED, 1);
+        self.emit_lifecycle(&new_ref, lifecycle::DEFINED, 2);
+        Ok(())
+    }
+
     /// Whether a domain with this name exists.
     pub fn lookup_name(&self, name: &str) -> Result<DomRef, RpcError> {
         lock(&self.doms)
@@ -1052,6 +1104,30 @@ impl Driver {
                     .i32(n.sockets)
                     .i32(n.cores)
                     .i32(n.threads);
+            }
+            NODE_GET_CELLS_FREE_MEMORY => {
+                let start = d.i32()?;
+                let max = d.i32()?;
+                finish(&d)?;
+                let nodes = host::node_info().nodes;
+                if start < 0 || start >= nodes {
+                    return Err(RpcError::libxl(
+                        code::INVALID_ARG,
+                        format!(
+                            "invalid argument: start cell {start} out of range (0-{})",
+                            nodes - 1
+                        ),
+                    ));
+                }
+                if !(0..=1024).contains(&max) {
+                    return Err(RpcError::rpc("maxCells > REMOTE_NODE_MAX_CELLS"));
+                }
+                // One NUMA cell holds all of the host's memory.
+                let n = usize::from(max > 0);
+                e.u32(n as u32);
+                if n == 1 {
+                    e.u64(host::free_memory());
+                }
             }
             NODE_GET_FREE_MEMORY => {
                 finish(&d)?;
@@ -1469,6 +1545,36 @@ impl Driver {
                 check_flags(flags, 0)?;
                 // The driver has no managed save: no domain ever has an image.
                 self.with_dom(&r, |_| Ok(()))?;
+                e.i32(0);
+            }
+            DOMAIN_MANAGED_SAVE_REMOVE => {
+                let r = DomRef::decode(&mut d)?;
+                let flags = d.u32()?;
+                finish(&d)?;
+                ro("virDomainManagedSaveRemove")?;
+                check_flags(flags, 0)?;
+                // There is never an image to remove in this driver.
+                self.with_dom(&r, |_| Ok(()))?;
+            }
+            DOMAIN_IS_UPDATED => {
+                let r = DomRef::decode(&mut d)?;
+                finish(&d)?;
+                e.i32(self.with_dom(&r, |x| Ok(i32::from(x.next_def.is_some())))?);
+            }
+            DOMAIN_RENAME => {
+                let r = DomRef::decode(&mut d)?;
+                let new_name = d.opt_str()?;
+                let flags = d.u32()?;
+                finish(&d)?;
+                ro("virDomainRename")?;
+                check_flags(flags, 0)?;
+                let new_name = new_name.filter(|n| !n.is_empty()).ok_or_else(|| {
+                    RpcError::libxl(
+                        code::INVALID_ARG,
+                        "invalid argument: new domain name must not be empty",
+                    )
+                })?;
+                self.rename(&r, &new_name)?;
                 e.i32(0);
             }
             DOMAIN_GET_OS_TYPE => {

@@ -389,3 +389,35 @@ fn attach_and_detach_devices_in_the_persistent_configuration() {
     let err = d.virsh_err(&["detach-disk", "dev1", "xvdz", "--config"]);
     assert!(!err.is_empty());
 }
+
+#[test]
+fn rename_freecell_and_managedsave_remove() {
+    let d = Daemon::start("virsh-rename");
+    let f = d.write("g.xml", &pv_guest_xml("old1"));
+    d.virsh_ok(&["define", f.to_str().unwrap()]);
+    d.virsh_ok(&["autostart", "old1"]);
+    let uuid = d.virsh_ok(&["domuuid", "old1"]);
+    d.virsh_ok(&["domrename", "old1", "new1"]);
+    assert_eq!(d.virsh_ok(&["domuuid", "new1"]), uuid);
+    assert!(d
+        .virsh_err(&["dominfo", "old1"])
+        .contains("failed to get domain"));
+    assert!(d.config_dir().join("new1.xml").exists() && !d.config_dir().join("old1.xml").exists());
+    assert!(d
+        .config_dir()
+        .join("autostart/new1.xml")
+        .symlink_metadata()
+        .is_ok());
+    assert!(d
+        .config_dir()
+        .join("autostart/old1.xml")
+        .symlink_metadata()
+        .is_err());
+    let f2 = d.write("g2.xml", &pv_guest_xml("other"));
+    d.virsh_ok(&["define", f2.to_str().unwrap()]);
+    let err = d.virsh_err(&["domrename", "new1", "other"]);
+    assert!(err.contains("already exists"), "{err}");
+    let cells = d.virsh_ok(&["freecell", "--all"]);
+    assert!(cells.contains("0:") && cells.contains("Total:"), "{cells}");
+    d.virsh_ok(&["managedsave-remove", "new1"]);
+}
