@@ -138,8 +138,9 @@ pub extern "C" fn hv_main(protocol: u32, info_paddr: u64) -> ! {
     arch::x86_64::lapic::calibrate();
     let _ = writeln!(
         con,
-        "(XEN) LAPIC timer every {} ms, {} TSC cycles per tick",
+        "(XEN) LAPIC timer every {} ms ({} counts, measured against the PIT), {} TSC cycles per tick",
         arch::x86_64::lapic::PERIOD_NS / 1_000_000,
+        arch::x86_64::lapic::counts_per_tick(),
         arch::x86_64::lapic::tsc_per_tick()
     );
     if opts.selftest_trap {

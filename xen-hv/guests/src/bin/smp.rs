@@ -23,10 +23,14 @@ mod guest {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static AP_ID: AtomicU32 = AtomicU32::new(u32::MAX);
     static AP_DONE: AtomicBool = AtomicBool::new(false);
+    static GO: AtomicBool = AtomicBool::new(false);
 
     fn ap() -> ! {
         let id = core::arch::x86_64::__cpuid(0x4000_0004).ebx;
         AP_ID.store(id, Ordering::Release);
+        while !GO.load(Ordering::Acquire) {
+            core::hint::spin_loop();
+        }
         for _ in 0..N {
             COUNTER.fetch_add(1, Ordering::AcqRel);
         }
@@ -63,17 +67,24 @@ mod guest {
         );
         let up = hypercall(VCPU_OP, [vcpuop::IS_UP, 1, 0, 0, 0]);
         c.check("vCPU 1 is up", up == 1, format_args!("is_up {up:#x}"));
-        // Count alongside vCPU 1 until it is done (bounded), so the two loops overlap whatever the scheduling.
+        // Count alongside vCPU 1 from before it starts until after it is done: its N increments all fall between
+        // two of ours, so at least one gap between our consecutive increments shows them, however the vCPUs are
+        // scheduled (in parallel on two CPUs, or preempting each other on one).
         let mut interleaved = 0u64;
         let mut mine = 1u64;
         let mut last = COUNTER.fetch_add(1, Ordering::AcqRel);
-        while !AP_DONE.load(Ordering::Acquire) && mine < 50 * N {
+        GO.store(true, Ordering::Release);
+        loop {
+            let done = AP_DONE.load(Ordering::Acquire);
             let now = COUNTER.fetch_add(1, Ordering::AcqRel);
             mine += 1;
             if now != last + 1 {
                 interleaved += 1;
             }
             last = now;
+            if done || mine >= 50 * N {
+                break;
+            }
         }
         let mut waits = 0u64;
         while !AP_DONE.load(Ordering::Acquire) && waits < 1_000_000 {
@@ -99,7 +110,7 @@ mod guest {
             format_args!("{total} != {}", N + mine),
         );
         c.check(
-            "the vCPUs ran concurrently",
+            "the two vCPUs' increments interleaved",
             interleaved > 0,
             format_args!("no interleaving seen"),
         );

@@ -1,12 +1,15 @@
 //! The local APIC in xAPIC (MMIO) mode: the periodic timer that drives preemption, and system time.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use x86_64::instructions::port::Port;
 
 const BASE: usize = 0xfee0_0000;
 const SVR: usize = 0xf0;
 const EOI: usize = 0xb0;
 const LVT_TIMER: usize = 0x320;
 const TIMER_INIT: usize = 0x380;
+const TIMER_CUR: usize = 0x390;
 const TIMER_DIV: usize = 0x3e0;
 
 /// Timer ticks of the boot CPU since start.
@@ -15,10 +18,10 @@ static TSC0: AtomicU64 = AtomicU64::new(0);
 static TSC_PER_TICK: AtomicU64 = AtomicU64::new(0);
 /// Timer period in nanoseconds.
 pub const PERIOD_NS: u64 = 10_000_000;
-/// Nanoseconds per timer count: QEMU's APIC runs at 1 GHz, divided by 16. Real hardware would calibrate this
-/// against the PIT or the TSC; that is not done yet.
-const NS_PER_COUNT: u64 = 16;
-const INIT_COUNT: u32 = (PERIOD_NS / NS_PER_COUNT) as u32;
+/// Timer counts per period (divide-by-16 clock), measured against the PIT by [`calibrate_timer`].
+static INIT_COUNT: AtomicU32 = AtomicU32::new(0);
+/// The PIT's input clock in Hz.
+const PIT_HZ: u64 = 1_193_182;
 
 fn write(reg: usize, v: u32) {
     // SAFETY: the xAPIC page is identity-mapped by the boot tables and `reg` is one of its registers.
@@ -35,8 +38,8 @@ fn read(reg: usize) -> u32 {
 pub fn init(vector: u8, spurious: u8) {
     // SAFETY: writing the interrupt mask registers of both 8259s only stops legacy interrupts.
     unsafe {
-        x86_64::instructions::port::Port::<u8>::new(0x21).write(0xff);
-        x86_64::instructions::port::Port::<u8>::new(0xa1).write(0xff);
+        Port::<u8>::new(0x21).write(0xff);
+        Port::<u8>::new(0xa1).write(0xff);
     }
     // SAFETY: IA32_APIC_BASE: set the global enable bit, keep the base.
     unsafe {
@@ -46,8 +49,51 @@ pub fn init(vector: u8, spurious: u8) {
     }
     write(SVR, 0x100 | u32::from(spurious));
     write(TIMER_DIV, 0x3);
+    if INIT_COUNT.load(Ordering::Acquire) == 0 {
+        calibrate_timer();
+    }
     write(LVT_TIMER, (1 << 17) | u32::from(vector));
-    write(TIMER_INIT, INIT_COUNT);
+    write(TIMER_INIT, INIT_COUNT.load(Ordering::Acquire));
+}
+
+/// Measures how far the APIC timer counts during one period timed by PIT channel 2 (boot CPU, timer masked).
+/// Falls back to QEMU's nominal 1 GHz APIC clock when the PIT does not answer.
+fn calibrate_timer() {
+    let pit_count = (PIT_HZ * PERIOD_NS / 1_000_000_000) as u16;
+    write(LVT_TIMER, 1 << 16);
+    write(TIMER_INIT, u32::MAX);
+    // SAFETY: programs PIT channel 2 (the speaker timer, gate via port 0x61 bit 0, speaker output off) for one
+    // one-shot countdown; nothing else uses it.
+    let measured = unsafe {
+        let mut ctl = Port::<u8>::new(0x61);
+        let gate = (ctl.read() & 0xfc) | 1;
+        ctl.write(gate & !1);
+        Port::<u8>::new(0x43).write(0xb0);
+        let mut data = Port::<u8>::new(0x42);
+        data.write(pit_count as u8);
+        data.write((pit_count >> 8) as u8);
+        let start = read(TIMER_CUR);
+        ctl.write(gate);
+        let mut spins = 0u64;
+        while ctl.read() & 0x20 == 0 && spins < 100_000_000 {
+            spins += 1;
+        }
+        let end = read(TIMER_CUR);
+        ctl.write(gate & !1);
+        (spins < 100_000_000).then(|| start.wrapping_sub(end))
+    };
+    write(TIMER_INIT, 0);
+    let counts = match measured {
+        Some(c) if c > 1000 => c,
+        // QEMU's APIC clock is 1 GHz: 16 ns per count after the divider.
+        _ => (PERIOD_NS / 16) as u32,
+    };
+    INIT_COUNT.store(counts, Ordering::Release);
+}
+
+/// Timer counts per period, as calibrated.
+pub fn counts_per_tick() -> u32 {
+    INIT_COUNT.load(Ordering::Acquire)
 }
 
 /// Acknowledges the interrupt being handled.
