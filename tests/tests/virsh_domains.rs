@@ -421,3 +421,38 @@ fn rename_freecell_and_managedsave_remove() {
     assert!(cells.contains("0:") && cells.contains("Total:"), "{cells}");
     d.virsh_ok(&["managedsave-remove", "new1"]);
 }
+
+#[test]
+fn list_filters() {
+    let d = Daemon::start("virsh-filters");
+    for n in ["fa", "fb"] {
+        let f = d.write(&format!("{n}.xml"), &pv_guest_xml(n));
+        d.virsh_ok(&["define", f.to_str().unwrap()]);
+    }
+    d.virsh_ok(&["autostart", "fa"]);
+    let names = |args: &[&str]| {
+        let mut a = vec!["list", "--name"];
+        a.extend_from_slice(args);
+        let out = d.virsh_ok(&a);
+        out.lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&["--all"]), ["fa", "fb"]);
+    assert_eq!(names(&["--all", "--autostart"]), ["fa"]);
+    assert_eq!(names(&["--all", "--no-autostart"]), ["fb"]);
+    assert_eq!(names(&["--state-shutoff", "--state-running"]), ["fa", "fb"]);
+    assert_eq!(names(&["--state-running"]), Vec::<String>::new());
+    assert_eq!(names(&["--all", "--persistent"]), ["fa", "fb"]);
+    assert_eq!(names(&["--all", "--transient"]), Vec::<String>::new());
+    assert_eq!(names(&["--all", "--with-snapshot"]), Vec::<String>::new());
+    assert_eq!(names(&["--all", "--without-managed-save"]), ["fa", "fb"]);
+    let stats = d.virsh_ok(&["domstats", "--state", "fb"]);
+    assert!(
+        stats.contains("Domain: 'fb'") && stats.contains("state.state=5"),
+        "{stats}"
+    );
+    let err = d.virsh_err(&["domstats", "--block", "--enforce", "fb"]);
+    assert!(err.contains("not supported"), "{err}");
+}
