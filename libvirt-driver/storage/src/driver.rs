@@ -399,6 +399,7 @@ fn probe_volume(target: &Path, name: &str, previous: Option<&Volume>) -> Result<
         compat: info.compat,
         cluster_size: info.cluster_size,
         lazy_refcounts: info.lazy_refcounts,
+        extended_l2: info.extended_l2,
     }))
 }
 
@@ -1364,6 +1365,7 @@ impl StorageDriver {
             compat: def.compat.as_deref(),
             lazy_refcounts: def.lazy_refcounts,
             cluster_size: def.cluster_size,
+            extended_l2: def.extended_l2,
             preallocation: Preallocation::for_flags(flags, def.capacity, def.allocation),
             backing,
         };
@@ -1830,6 +1832,7 @@ fn create_qcow2(path: &Path, def: &VolumeDef, flags: u32) -> Result<()> {
         compat: def.compat.as_deref(),
         lazy_refcounts: def.lazy_refcounts,
         cluster_size: def.cluster_size,
+        extended_l2: def.extended_l2,
         preallocation: Preallocation::for_flags(flags, def.capacity, def.allocation),
         backing,
     };
@@ -1892,6 +1895,7 @@ fn recreate_qcow2(v: &Volume) -> Result<()> {
         compat: v.compat.as_deref(),
         lazy_refcounts: v.lazy_refcounts,
         cluster_size: v.cluster_size,
+        extended_l2: v.extended_l2,
         preallocation: None,
         backing: backing.as_ref().map(|(p, f)| (p.as_path(), *f)),
     };

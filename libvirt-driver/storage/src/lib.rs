@@ -35,11 +35,11 @@
 //! Errors are [`Error`]: [`Error::code`] and [`Error::domain`] give the libvirt error number and domain
 //! (`VIR_FROM_STORAGE`, 18) and [`Error::libvirt_message`] the message to send.
 //!
-//! Client XML becomes a [`PoolDef`] or [`VolumeDef`] through [`xml::parse_pool`] and [`xml::parse_volume`] (or
-//! through the daemon's `domain_xml::storage` models, converted field by field); [`xml`] also formats the
-//! driver's pool and volume XML.
-
-//! # Example
+//! XML goes through the daemon's libvirt XML models, `domain_xml::storage`: [`xml::parse_pool`] and
+//! [`xml::parse_volume`] turn client documents into [`PoolDef`] and [`VolumeDef`] (or convert an already parsed
+//! model with [`xml::pool_def_from_model`] / [`xml::volume_def_from_model`]); [`xml::format_pool`] and
+//! [`xml::format_volume`] format through the same models, the volume with libvirt's live-only `<physical>` and
+//! `<timestamps>` added.
 //!
 //! ```no_run
 //! use std::path::Path;

@@ -204,6 +204,8 @@ pub struct VolumeDef {
     pub lazy_refcounts: bool,
     /// qcow2 `<clusterSize>` in bytes (`cluster_size=` for qemu-img).
     pub cluster_size: Option<u64>,
+    /// qcow2 `<features><extended_l2/>` (subcluster allocation).
+    pub extended_l2: bool,
 }
 
 impl VolumeDef {
@@ -219,6 +221,7 @@ impl VolumeDef {
             compat: None,
             lazy_refcounts: false,
             cluster_size: None,
+            extended_l2: false,
         }
     }
 }
@@ -307,6 +310,8 @@ pub struct Volume {
     pub cluster_size: Option<u64>,
     /// qcow2 lazy refcounts feature.
     pub lazy_refcounts: bool,
+    /// qcow2 extended L2 entries feature.
+    pub extended_l2: bool,
 }
 
 impl Volume {

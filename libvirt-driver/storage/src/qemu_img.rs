@@ -56,6 +56,8 @@ pub struct ImageInfo {
     pub compat: Option<String>,
     /// qcow2 lazy refcounts.
     pub lazy_refcounts: bool,
+    /// qcow2 extended L2 entries.
+    pub extended_l2: bool,
 }
 
 /// Probes an image. `-U` (force share) lets it read images a running guest holds open.
@@ -96,6 +98,10 @@ pub(crate) fn parse_info(json: &str) -> Option<ImageInfo> {
             .and_then(|d| d.get("lazy-refcounts"))
             .and_then(|v| v.as_bool())
             .unwrap_or(false),
+        extended_l2: data
+            .and_then(|d| d.get("extended-l2"))
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
     })
 }
 
@@ -132,6 +138,8 @@ pub struct Qcow2Options<'a> {
     pub lazy_refcounts: bool,
     /// `cluster_size=` in bytes.
     pub cluster_size: Option<u64>,
+    /// `extended_l2=on`.
+    pub extended_l2: bool,
     /// `preallocation=`: `metadata`, or `falloc` when the whole capacity is to be allocated, as libvirt
     /// chooses under `VIR_STORAGE_VOL_CREATE_PREALLOC_METADATA`.
     pub preallocation: Option<Preallocation>,
@@ -152,6 +160,9 @@ fn qcow2_o_option(opts: &Qcow2Options<'_>) -> String {
     }
     if let Some(cluster) = opts.cluster_size {
         o.push(format!("cluster_size={cluster}"));
+    }
+    if opts.extended_l2 {
+        o.push("extended_l2=on".to_string());
     }
     o.join(",")
 }
@@ -277,6 +288,7 @@ mod tests {
             compat: Some("0.10"),
             lazy_refcounts: true,
             cluster_size: Some(131_072),
+            extended_l2: false,
             preallocation: Some(Preallocation::Metadata),
             backing: None,
         };

@@ -1,12 +1,11 @@
-//! Pool and volume XML in libvirt's layout (`virStoragePoolDefFormat`, `virStorageVolDefFormat`), and the
-//! parser for the pool files this driver persists. Client-supplied XML is parsed by the daemon's XML layer
-//! (`domain_xml::storage`), which hands the driver a [`PoolDef`] or [`crate::VolumeDef`].
+//! Pool and volume XML through the daemon's libvirt XML models (`domain_xml::storage`): client documents become
+//! the driver's [`PoolDef`] and [`VolumeDef`], and the driver's pools and volumes are formatted in libvirt's
+//! layout. Live volume XML adds what only a running pool knows (`<physical>`, `<timestamps>`).
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use quick_xml::events::Event;
-use quick_xml::Reader;
+use domain_xml::storage as dx;
+use domain_xml::xml::{Element, Node};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -14,141 +13,6 @@ use crate::model::{
     BackingStore, Permissions, PoolDef, PoolSource, PoolType, Timestamp, VolFormat, Volume,
     VolumeDef,
 };
-
-/// Escapes text and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\'' => out.push_str("&apos;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn format_permissions(out: &mut String, indent: &str, perms: &Permissions) {
-    if perms.mode.is_none() && perms.owner.is_none() && perms.group.is_none() {
-        return;
-    }
-    let _ = writeln!(out, "{indent}<permissions>");
-    if let Some(mode) = perms.mode {
-        let _ = writeln!(out, "{indent}  <mode>{mode:04o}</mode>");
-    }
-    if let Some(owner) = perms.owner {
-        let _ = writeln!(out, "{indent}  <owner>{owner}</owner>");
-    }
-    if let Some(group) = perms.group {
-        let _ = writeln!(out, "{indent}  <group>{group}</group>");
-    }
-    let _ = writeln!(out, "{indent}</permissions>");
-}
-
-/// Formats a pool definition with its sizes, as `virsh pool-dumpxml` shows it.
-pub fn format_pool(def: &PoolDef, capacity: u64, allocation: u64, available: u64) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "<pool type='{}'>", def.kind.as_str());
-    let _ = writeln!(out, "  <name>{}</name>", escape(&def.name));
-    if let Some(uuid) = def.uuid {
-        let _ = writeln!(out, "  <uuid>{}</uuid>", uuid.hyphenated());
-    }
-    let _ = writeln!(out, "  <capacity unit='bytes'>{capacity}</capacity>");
-    let _ = writeln!(out, "  <allocation unit='bytes'>{allocation}</allocation>");
-    let _ = writeln!(out, "  <available unit='bytes'>{available}</available>");
-    out.push_str("  <source>\n");
-    if let Some(device) = &def.source.device {
-        let _ = writeln!(
-            out,
-            "    <device path='{}'/>",
-            escape(&device.to_string_lossy())
-        );
-    }
-    match (&def.source.format, def.kind) {
-        (Some(format), _) => {
-            let _ = writeln!(out, "    <format type='{}'/>", escape(format));
-        }
-        (None, PoolType::Fs) => out.push_str("    <format type='auto'/>\n"),
-        (None, PoolType::Dir) => {}
-    }
-    out.push_str("  </source>\n");
-    out.push_str("  <target>\n");
-    let _ = writeln!(
-        out,
-        "    <path>{}</path>",
-        escape(&def.target.to_string_lossy())
-    );
-    format_permissions(&mut out, "    ", &def.permissions);
-    out.push_str("  </target>\n");
-    out.push_str("</pool>\n");
-    out
-}
-
-fn format_timestamp(out: &mut String, name: &str, ts: Timestamp) {
-    let _ = write!(out, "      <{name}>{}", ts.sec);
-    if ts.nsec != 0 {
-        let _ = write!(out, ".{:09}", ts.nsec);
-    }
-    let _ = writeln!(out, "</{name}>");
-}
-
-/// Formats a volume as `virsh vol-dumpxml` shows it.
-pub fn format_volume(vol: &Volume, backing_perms: Option<Permissions>) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "<volume type='{}'>", vol.kind.as_str());
-    let _ = writeln!(out, "  <name>{}</name>", escape(&vol.name));
-    let _ = writeln!(out, "  <key>{}</key>", escape(&vol.key));
-    let _ = writeln!(out, "  <capacity unit='bytes'>{}</capacity>", vol.capacity);
-    let _ = writeln!(
-        out,
-        "  <allocation unit='bytes'>{}</allocation>",
-        vol.allocation
-    );
-    if vol.physical != 0 {
-        let _ = writeln!(out, "  <physical unit='bytes'>{}</physical>", vol.physical);
-    }
-    out.push_str("  <target>\n");
-    let _ = writeln!(
-        out,
-        "    <path>{}</path>",
-        escape(&vol.path.to_string_lossy())
-    );
-    let _ = writeln!(out, "    <format type='{}'/>", escape(&vol.format));
-    format_permissions(&mut out, "    ", &vol.permissions);
-    out.push_str("    <timestamps>\n");
-    format_timestamp(&mut out, "atime", vol.atime);
-    format_timestamp(&mut out, "mtime", vol.mtime);
-    format_timestamp(&mut out, "ctime", vol.ctime);
-    out.push_str("    </timestamps>\n");
-    if let Some(compat) = &vol.compat {
-        let _ = writeln!(out, "    <compat>{}</compat>", escape(compat));
-    }
-    if let Some(cluster) = vol.cluster_size {
-        let _ = writeln!(out, "    <clusterSize unit='B'>{cluster}</clusterSize>");
-    }
-    if vol.lazy_refcounts {
-        out.push_str("    <features>\n      <lazy_refcounts/>\n    </features>\n");
-    } else if vol.compat.as_deref() == Some("1.1") {
-        out.push_str("    <features/>\n");
-    }
-    out.push_str("  </target>\n");
-    if let Some(backing) = &vol.backing_store {
-        out.push_str("  <backingStore>\n");
-        let _ = writeln!(out, "    <path>{}</path>", escape(&backing.path));
-        if let Some(format) = &backing.format {
-            let _ = writeln!(out, "    <format type='{}'/>", escape(format));
-        }
-        if let Some(perms) = backing_perms {
-            format_permissions(&mut out, "    ", &perms);
-        }
-        out.push_str("  </backingStore>\n");
-    }
-    out.push_str("</volume>\n");
-    out
-}
 
 /// libvirt's storage pool types in `virStoragePoolType` order; this backend serves `dir` and `fs`.
 const POOL_TYPES: [&str; 14] = [
@@ -179,237 +43,155 @@ const FS_FORMATS: [&str; 6] = ["auto", "ext2", "ext3", "ext4", "vfat", "xfs"];
 /// `virConnectGetStoragePoolCapabilities`: every libvirt pool type, `supported='yes'` for dir and fs, with the
 /// volume formats this backend creates.
 pub fn pool_capabilities() -> String {
-    let mut out = String::from("<storagepoolCapabilities>\n");
+    let mut root = Element::new("storagepoolCapabilities");
     for kind in POOL_TYPES {
+        let mut pool = Element::new("pool").attr("type", kind);
         if !matches!(kind, "dir" | "fs") {
-            let _ = writeln!(out, "  <pool type='{kind}' supported='no'/>");
+            root.push(pool.attr("supported", "no"));
             continue;
         }
-        let _ = writeln!(out, "  <pool type='{kind}' supported='yes'>");
+        pool.push_attr("supported", "yes");
         if kind == "fs" {
-            out.push_str("    <poolOptions>\n      <defaultFormat type='auto'/>\n");
-            out.push_str("      <enum name='sourceFormatType'>\n");
+            let mut values = Element::new("enum").attr("name", "sourceFormatType");
             for format in FS_FORMATS {
-                let _ = writeln!(out, "        <value>{format}</value>");
+                values.push(Element::new("value").text(format));
             }
-            out.push_str("      </enum>\n    </poolOptions>\n");
+            pool.push(
+                Element::new("poolOptions")
+                    .child(Element::new("defaultFormat").attr("type", "auto"))
+                    .child(values),
+            );
         }
-        out.push_str("    <volOptions>\n      <defaultFormat type='raw'/>\n");
-        out.push_str("      <enum name='targetFormatType'>\n");
+        let mut values = Element::new("enum").attr("name", "targetFormatType");
         for format in [VolFormat::Raw, VolFormat::Qcow2] {
-            let _ = writeln!(out, "        <value>{}</value>", format.as_str());
+            values.push(Element::new("value").text(format.as_str()));
         }
-        out.push_str("      </enum>\n    </volOptions>\n  </pool>\n");
+        pool.push(
+            Element::new("volOptions")
+                .child(Element::new("defaultFormat").attr("type", "raw"))
+                .child(values),
+        );
+        root.push(pool);
     }
-    out.push_str("</storagepoolCapabilities>\n");
-    out
+    root.to_xml()
 }
 
-fn xml_err(err: impl std::fmt::Display) -> Error {
+fn xml_error(err: domain_xml::Error) -> Error {
     Error::Xml(err.to_string())
 }
 
-/// One element of a flattened document: its path from the root (`volume/target/format`), attributes and text.
-struct Node {
-    path: String,
-    attrs: Vec<(String, String)>,
-    text: String,
-}
-
-impl Node {
-    fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+fn to_model_perms(perms: &Permissions) -> dx::Permissions {
+    dx::Permissions {
+        mode: perms.mode,
+        owner: perms.owner,
+        group: perms.group,
+        label: None,
     }
 }
 
-/// Flattens a document into its elements, in document order.
-fn flatten(xml: &str) -> Result<Vec<Node>> {
-    let mut reader = Reader::from_str(xml);
-    let mut nodes: Vec<Node> = Vec::new();
-    let mut stack: Vec<(String, usize)> = Vec::new();
-    loop {
-        let event = reader.read_event().map_err(xml_err)?;
-        match event {
-            Event::Start(ref e) | Event::Empty(ref e) => {
-                let tag = String::from_utf8_lossy(e.name().as_ref()).into_owned();
-                let path = match stack.last() {
-                    Some((parent, _)) => format!("{parent}/{tag}"),
-                    None if nodes.is_empty() => tag,
-                    None => {
-                        return Err(Error::Xml(
-                            "extra content at the end of the document".into(),
-                        ))
-                    }
-                };
-                let mut attrs = Vec::new();
-                for a in e.attributes() {
-                    let a = a.map_err(xml_err)?;
-                    let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
-                    attrs.push((key, a.unescape_value().map_err(xml_err)?.into_owned()));
-                }
-                nodes.push(Node {
-                    path: path.clone(),
-                    attrs,
-                    text: String::new(),
-                });
-                if matches!(event, Event::Start(_)) {
-                    stack.push((path, nodes.len() - 1));
-                }
-            }
-            Event::Text(t) => {
-                if let Some((_, index)) = stack.last() {
-                    nodes[*index].text.push_str(&t.unescape().map_err(xml_err)?);
-                }
-            }
-            Event::CData(t) => {
-                if let Some((_, index)) = stack.last() {
-                    nodes[*index].text.push_str(&String::from_utf8_lossy(&t));
-                }
-            }
-            Event::End(_) => {
-                stack.pop();
-            }
-            Event::Eof => break,
-            _ => {}
-        }
+fn from_model_perms(perms: &dx::Permissions) -> Permissions {
+    Permissions {
+        mode: perms.mode,
+        owner: perms.owner,
+        group: perms.group,
     }
-    if !stack.is_empty() {
-        return Err(Error::Xml("premature end of the document".into()));
-    }
-    if nodes.is_empty() {
-        return Err(Error::Xml("empty document".into()));
-    }
-    Ok(nodes)
 }
 
-fn find<'a>(nodes: &'a [Node], path: &str) -> Option<&'a Node> {
-    nodes.iter().find(|n| n.path == path)
-}
-
-fn text<'a>(nodes: &'a [Node], path: &str) -> Option<&'a str> {
-    find(nodes, path).map(|n| n.text.trim())
-}
-
-fn parse_id(text: &str, octal: bool, what: &str) -> Result<Option<u32>> {
-    let text = text.trim();
-    if text == "-1" {
-        return Ok(None);
+/// The pool model of a definition with its sizes (all 0 for an inactive pool).
+pub fn pool_model(
+    def: &PoolDef,
+    capacity: u64,
+    allocation: u64,
+    available: u64,
+) -> dx::StoragePool {
+    let mut source = dx::PoolSource::default();
+    if let Some(device) = &def.source.device {
+        source.devices.push(dx::PoolDevice {
+            path: device.to_string_lossy().into_owned(),
+            part_separator: None,
+        });
     }
-    let value = if octal {
-        u32::from_str_radix(text, 8)
-    } else {
-        text.parse()
+    source.format = match (&def.source.format, def.kind) {
+        (Some(format), _) => Some(format.clone()),
+        (None, PoolType::Fs) => Some("auto".to_string()),
+        (None, PoolType::Dir) => None,
     };
-    value
-        .map(Some)
-        .map_err(|_| Error::Xml(format!("malformed {what} value '{text}'")))
+    dx::StoragePool {
+        pool_type: def.kind.as_str().to_string(),
+        name: def.name.clone(),
+        uuid: def.uuid.map(|u| u.hyphenated().to_string()),
+        capacity,
+        allocation,
+        available,
+        cow: None,
+        source,
+        target_path: Some(def.target.to_string_lossy().into_owned()),
+        permissions: to_model_perms(&def.permissions),
+        refresh_volume_allocation: None,
+        mount_opts: Vec::new(),
+    }
 }
 
-fn parse_permissions(nodes: &[Node], base: &str) -> Result<Permissions> {
-    let mut perms = Permissions::default();
-    if let Some(mode) = text(nodes, &format!("{base}/permissions/mode")) {
-        perms.mode = parse_id(mode, true, "mode")?;
-    }
-    if let Some(owner) = text(nodes, &format!("{base}/permissions/owner")) {
-        perms.owner = parse_id(owner, false, "owner")?;
-    }
-    if let Some(group) = text(nodes, &format!("{base}/permissions/group")) {
-        perms.group = parse_id(group, false, "group")?;
-    }
-    Ok(perms)
+/// Formats a pool definition with its sizes, as `virsh pool-dumpxml` shows it.
+pub fn format_pool(def: &PoolDef, capacity: u64, allocation: u64, available: u64) -> String {
+    pool_model(def, capacity, allocation, available).to_xml()
 }
 
-/// Scales a size element by its `unit` attribute, with libvirt's unit names (`virScaleInteger`): `b`/`bytes`,
-/// SI (`KB`, `MB`, ...: powers of 1000) and binary (`K`/`KiB`, `M`/`MiB`, ...: powers of 1024; the default).
-pub fn parse_size(value: &str, unit: Option<&str>) -> Result<u64> {
-    let number: u64 = value
-        .trim()
-        .parse()
-        .map_err(|_| Error::Xml(format!("malformed size value '{}'", value.trim())))?;
-    let unit = unit.unwrap_or("bytes");
-    let lower = unit.to_ascii_lowercase();
-    let (base, exponent): (u64, u32) = match lower.as_str() {
-        "b" | "byte" | "bytes" | "" => (1, 0),
-        other => {
-            let power = match other.chars().next() {
-                Some('k') => 1,
-                Some('m') => 2,
-                Some('g') => 3,
-                Some('t') => 4,
-                Some('p') => 5,
-                Some('e') => 6,
-                _ => return Err(Error::InvalidArg(format!("unknown suffix '{unit}'"))),
-            };
-            match &other[1..] {
-                "" | "ib" => (1024, power),
-                "b" => (1000, power),
-                _ => return Err(Error::InvalidArg(format!("unknown suffix '{unit}'"))),
-            }
-        }
-    };
-    base.checked_pow(exponent)
-        .and_then(|scale| number.checked_mul(scale))
-        .ok_or_else(|| Error::InvalidArg(format!("value too large: {}{unit}", value.trim())))
-}
-
-/// Parses a pool document (dir and fs pools): type, name, uuid, source device and format, target path and
-/// permissions. Elements of other pool types are ignored; other pool types are refused.
+/// A pool document as the driver takes it: parsed by `domain_xml::storage::StoragePool`, then limited to what
+/// the dir and fs backends serve. Pool types libvirt knows but this backend does not serve are `NO_SUPPORT`.
 pub fn parse_pool(xml: &str) -> Result<PoolDef> {
-    let nodes = flatten(xml)?;
-    let root = &nodes[0];
-    if root.path != "pool" {
-        return Err(Error::Xml(format!(
-            "unexpected root element <{}>, expecting <pool>",
-            root.path
-        )));
+    let model = dx::StoragePool::parse(xml).map_err(xml_error)?;
+    pool_def_from_model(&model)
+}
+
+/// Converts a parsed pool model into the driver's definition.
+pub fn pool_def_from_model(model: &dx::StoragePool) -> Result<PoolDef> {
+    let kind = PoolType::from_name(&model.pool_type).ok_or_else(|| {
+        Error::NoSupport(format!(
+            "storage pool type '{}' is not supported by this backend",
+            model.pool_type
+        ))
+    })?;
+    if model.name.is_empty() {
+        return Err(Error::Xml("missing pool source name element".into()));
     }
-    let type_name = root
-        .attr("type")
-        .ok_or_else(|| Error::Xml("storage pool missing type attribute".into()))?;
-    let kind = match PoolType::from_name(type_name) {
-        Some(kind) => kind,
-        None if POOL_TYPES.contains(&type_name) => {
-            return Err(Error::NoSupport(format!(
-                "storage pool type '{type_name}' is not supported by this backend"
-            )))
-        }
-        None => return Err(Error::Xml(format!("unknown storage pool type {type_name}"))),
-    };
-    let name = text(&nodes, "pool/name")
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| Error::Xml("missing pool source name element".into()))?;
-    let uuid = match text(&nodes, "pool/uuid") {
+    if !model.mount_opts.is_empty() {
+        return Err(Error::NoSupport(
+            "fs pool mount options are not supported by this backend".into(),
+        ));
+    }
+    let uuid = match &model.uuid {
         None => None,
         Some(u) => Some(
             Uuid::parse_str(u).map_err(|_| Error::Xml(format!("malformed uuid element '{u}'")))?,
         ),
     };
-    let target = text(&nodes, "pool/target/path")
+    let target = model
+        .target_path
+        .as_deref()
         .filter(|p| !p.is_empty())
         .ok_or_else(|| Error::Xml("missing storage pool target path".into()))?;
+    if model.source.devices.len() > 1 {
+        return Err(Error::NoSupport(
+            "an fs pool takes a single source device".into(),
+        ));
+    }
     Ok(PoolDef {
-        name: name.to_string(),
+        name: model.name.clone(),
         uuid,
         kind,
         target: PathBuf::from(target),
-        permissions: parse_permissions(&nodes, "pool/target")?,
+        permissions: from_model_perms(&model.permissions),
         source: PoolSource {
-            device: find(&nodes, "pool/source/device")
-                .and_then(|n| n.attr("path"))
-                .map(PathBuf::from),
-            format: find(&nodes, "pool/source/format")
-                .and_then(|n| n.attr("type"))
-                .map(str::to_string),
+            device: model.source.devices.first().map(|d| PathBuf::from(&d.path)),
+            format: model.source.format.clone(),
         },
     })
 }
 
-fn parse_vol_format(name: Option<&str>) -> Result<VolFormat> {
+fn vol_format(name: Option<&str>) -> Result<VolFormat> {
     match name {
-        None | Some("raw") | Some("none") => Ok(VolFormat::Raw),
+        None | Some("raw") => Ok(VolFormat::Raw),
         Some("qcow2") => Ok(VolFormat::Qcow2),
         Some(other) => Err(Error::NoSupport(format!(
             "volume format '{other}' is not supported by this backend"
@@ -417,63 +199,151 @@ fn parse_vol_format(name: Option<&str>) -> Result<VolFormat> {
     }
 }
 
-/// Parses a volume document for create and create-from, with libvirt's defaults: format raw, allocation equal
-/// to the capacity when absent (a fully allocated raw file, as `virsh vol-create-as` without `--allocation`),
-/// backing store format probed when absent. `capacity_required` is false for create-from (clone), where the
-/// capacity defaults to the source's, as libvirt parses with `VIR_VOL_XML_PARSE_NO_CAPACITY` there.
+/// A volume document for create (`capacity_required`) and create-from (clone: the capacity defaults to the
+/// source's, as libvirt parses with `VIR_VOL_XML_PARSE_NO_CAPACITY` there), read by
+/// `domain_xml::storage::StorageVolume` in the context of a dir pool (fs pools take the same formats), with
+/// libvirt's defaults: format raw, allocation equal to the capacity when absent (a fully allocated raw file, as
+/// `virsh vol-create-as` without `--allocation`).
 pub fn parse_volume(xml: &str, capacity_required: bool) -> Result<VolumeDef> {
-    let nodes = flatten(xml)?;
-    let root = &nodes[0];
-    if root.path != "volume" {
-        return Err(Error::Xml(format!(
-            "unexpected root element <{}>, expecting <volume>",
-            root.path
+    let model = dx::StorageVolume::parse(xml, "dir").map_err(xml_error)?;
+    // The model reads an absent <capacity> as 0; libvirt requires it for a plain create.
+    if capacity_required && model.backing_store.is_none() && !xml.contains("<capacity") {
+        return Err(Error::Xml("missing capacity element".into()));
+    }
+    volume_def_from_model(&model)
+}
+
+/// Converts a parsed volume model into the driver's definition.
+pub fn volume_def_from_model(model: &dx::StorageVolume) -> Result<VolumeDef> {
+    if model.vol_type != "file" {
+        return Err(Error::NoSupport(format!(
+            "volumes of type '{}' cannot be created in dir and fs pools",
+            model.vol_type
         )));
     }
-    let name = text(&nodes, "volume/name")
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| Error::Xml("missing volume name element".into()))?;
-    let backing_store = match text(&nodes, "volume/backingStore/path") {
-        None | Some("") => None,
-        Some(path) => Some(BackingStore {
-            path: PathBuf::from(path),
-            format: match find(&nodes, "volume/backingStore/format").and_then(|n| n.attr("type")) {
-                None => None,
-                Some(f) => Some(parse_vol_format(Some(f))?),
-            },
-        }),
-    };
-    let capacity = match find(&nodes, "volume/capacity") {
-        Some(node) => parse_size(&node.text, node.attr("unit"))?,
-        None if backing_store.is_some() || !capacity_required => 0,
-        None => return Err(Error::Xml("missing capacity element".into())),
-    };
-    let allocation = match find(&nodes, "volume/allocation") {
-        Some(node) => Some(parse_size(&node.text, node.attr("unit"))?),
-        None => Some(capacity),
-    };
-    let format =
-        parse_vol_format(find(&nodes, "volume/target/format").and_then(|n| n.attr("type")))?;
-    if find(&nodes, "volume/target/encryption").is_some() {
+    let target = &model.target;
+    if target.encryption.is_some() {
         return Err(Error::NoSupport(
             "volume encryption is not supported by this backend".into(),
         ));
     }
-    let cluster_size = match find(&nodes, "volume/target/clusterSize") {
-        Some(node) => Some(parse_size(&node.text, node.attr("unit"))?),
+    let features = target.features.clone().unwrap_or_default();
+    if let Some(other) = features
+        .iter()
+        .find(|f| !matches!(f.as_str(), "lazy_refcounts" | "extended_l2"))
+    {
+        return Err(Error::NoSupport(format!(
+            "qcow2 feature '{other}' is not supported by this backend"
+        )));
+    }
+    let backing_store = match &model.backing_store {
+        Some(b) => match &b.path {
+            Some(path) if !path.is_empty() => Some(BackingStore {
+                path: PathBuf::from(path),
+                format: match b.format.as_deref() {
+                    None => None,
+                    Some(f) => Some(vol_format(Some(f))?),
+                },
+            }),
+            _ => None,
+        },
         None => None,
     };
     Ok(VolumeDef {
-        name: name.to_string(),
-        capacity,
-        allocation,
-        format,
+        name: model.name.clone(),
+        capacity: model.capacity,
+        allocation: Some(model.allocation),
+        format: vol_format(target.format.as_deref())?,
         backing_store,
-        permissions: parse_permissions(&nodes, "volume/target")?,
-        compat: text(&nodes, "volume/target/compat").map(str::to_string),
-        lazy_refcounts: find(&nodes, "volume/target/features/lazy_refcounts").is_some(),
-        cluster_size,
+        permissions: from_model_perms(&target.permissions),
+        compat: target.compat.clone(),
+        lazy_refcounts: features.iter().any(|f| f == "lazy_refcounts"),
+        cluster_size: target.cluster_size,
+        extended_l2: features.iter().any(|f| f == "extended_l2"),
     })
+}
+
+/// The volume model of an existing volume (what `virStorageVolGetXMLDesc` shows, without the live-only
+/// `<physical>` and `<timestamps>`).
+pub fn volume_model(vol: &Volume, backing_perms: Option<Permissions>) -> dx::StorageVolume {
+    let mut features: Vec<String> = Vec::new();
+    if vol.lazy_refcounts {
+        features.push("lazy_refcounts".to_string());
+    }
+    if vol.extended_l2 {
+        features.push("extended_l2".to_string());
+    }
+    // libvirt shows <features/> for a qcow2 v3 image without features.
+    let features =
+        (!features.is_empty() || vol.compat.as_deref() == Some("1.1")).then_some(features);
+    dx::StorageVolume {
+        vol_type: vol.kind.as_str().to_string(),
+        name: vol.name.clone(),
+        key: Some(vol.key.clone()),
+        capacity: vol.capacity,
+        allocation: vol.allocation,
+        target: dx::VolumeTarget {
+            path: Some(vol.path.to_string_lossy().into_owned()),
+            format: Some(vol.format.clone()),
+            permissions: to_model_perms(&vol.permissions),
+            compat: vol.compat.clone(),
+            cluster_size: vol.cluster_size,
+            features,
+            ..dx::VolumeTarget::default()
+        },
+        backing_store: vol.backing_store.as_ref().map(|b| dx::VolumeTarget {
+            path: Some(b.path.clone()),
+            format: b.format.clone(),
+            permissions: backing_perms
+                .as_ref()
+                .map(to_model_perms)
+                .unwrap_or_default(),
+            ..dx::VolumeTarget::default()
+        }),
+    }
+}
+
+fn timestamp_element(name: &str, ts: Timestamp) -> Element {
+    let text = if ts.nsec != 0 {
+        format!("{}.{:09}", ts.sec, ts.nsec)
+    } else {
+        ts.sec.to_string()
+    };
+    Element::new(name).text(text)
+}
+
+fn position_after(element: &Element, names: &[&str]) -> usize {
+    element
+        .children
+        .iter()
+        .rposition(|n| matches!(n, Node::Element(e) if names.contains(&e.name.as_str())))
+        .map_or(0, |i| i + 1)
+}
+
+/// Formats a volume as `virsh vol-dumpxml` shows it: the model's layout plus `<physical>` after
+/// `<allocation>` and `<timestamps>` after the target's permissions, as libvirt fills them for a live volume.
+pub fn format_volume(vol: &Volume, backing_perms: Option<Permissions>) -> String {
+    let mut root = volume_model(vol, backing_perms).to_element();
+    if vol.physical != 0 {
+        let at = position_after(&root, &["allocation"]);
+        let physical = Element::new("physical")
+            .attr("unit", "bytes")
+            .text(vol.physical.to_string());
+        root.children.insert(at, Node::Element(physical));
+    }
+    if let Some(Node::Element(target)) = root
+        .children
+        .iter_mut()
+        .find(|n| matches!(n, Node::Element(e) if e.name == "target"))
+    {
+        let at = position_after(target, &["path", "format", "permissions"]);
+        let stamps = Element::new("timestamps")
+            .child(timestamp_element("atime", vol.atime))
+            .child(timestamp_element("mtime", vol.mtime))
+            .child(timestamp_element("ctime", vol.ctime));
+        target.children.insert(at, Node::Element(stamps));
+    }
+    root.to_xml()
 }
 
 #[cfg(test)]
@@ -544,21 +414,6 @@ mod tests {
     }
 
     #[test]
-    fn sizes_scale_like_libvirt() {
-        assert_eq!(parse_size("5", Some("G")).expect("G"), 5 << 30);
-        assert_eq!(parse_size("1", Some("TiB")).expect("TiB"), 1 << 40);
-        assert_eq!(parse_size("3", Some("KB")).expect("KB"), 3000);
-        assert_eq!(parse_size(" 42 ", None).expect("bytes"), 42);
-        assert_eq!(parse_size("7", Some("bytes")).expect("bytes"), 7);
-        assert_eq!(
-            parse_size("1", Some("xyz")).expect_err("unit").code(),
-            crate::code::INVALID_ARG
-        );
-        assert!(parse_size("-1", None).is_err());
-        assert!(parse_size("99999999999", Some("E")).is_err(), "overflow");
-    }
-
-    #[test]
     fn corpus_volumes_parse() {
         let v =
             parse_volume(&corpus("storagevolxml2xmlin", "vol-qcow2.xml"), true).expect("vol-qcow2");
@@ -586,6 +441,7 @@ mod tests {
         )
         .expect("cluster");
         assert_eq!(v.cluster_size, Some(128 * 1024));
+        assert!(v.extended_l2);
         let err =
             parse_volume(&corpus("storagevolxml2xmlin", "vol-luks.xml"), true).expect_err("luks");
         assert_eq!(err.code(), crate::code::NO_SUPPORT);

@@ -444,6 +444,7 @@ fn raw_and_qcow2_volumes_with_capacity_allocation_and_xml() {
     });
     over.lazy_refcounts = true;
     over.cluster_size = Some(128 * 1024);
+    over.extended_l2 = true;
     over.permissions.mode = Some(0o640);
     let o = driver.create_volume(&pool, &over, 0).expect("overlay");
     let oi = qemu_img_info(&s.path("p/overlay.qcow2"));
@@ -456,6 +457,7 @@ fn raw_and_qcow2_volumes_with_capacity_allocation_and_xml() {
     );
     assert_eq!(oi["format-specific"]["data"]["lazy-refcounts"], true);
     assert_eq!(oi["cluster-size"], 128 * 1024);
+    assert_eq!(oi["format-specific"]["data"]["extended-l2"], true);
     assert_eq!(
         fs::metadata(s.path("p/overlay.qcow2"))
             .expect("stat")
