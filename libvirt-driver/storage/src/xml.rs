@@ -205,7 +205,17 @@ fn vol_format(name: Option<&str>) -> Result<VolFormat> {
 /// libvirt's defaults: format raw, allocation equal to the capacity when absent (a fully allocated raw file, as
 /// `virsh vol-create-as` without `--allocation`).
 pub fn parse_volume(xml: &str, capacity_required: bool) -> Result<VolumeDef> {
-    let model = dx::StorageVolume::parse(xml, "dir").map_err(xml_error)?;
+    let model = dx::StorageVolume::parse(xml, "dir").map_err(|err| match err {
+        // libvirt's parser takes such a name and its fs backend refuses it: keep that error's code and text.
+        domain_xml::Error::InvalidValue {
+            ref path,
+            ref value,
+            ..
+        } if path == "/volume/name" && value.contains('/') => {
+            Error::OperationInvalid(format!("volume name '{value}' cannot contain '/'"))
+        }
+        other => xml_error(other),
+    })?;
     // The model reads an absent <capacity> as 0; libvirt requires it for a plain create.
     if capacity_required && model.backing_store.is_none() && !xml.contains("<capacity") {
         return Err(Error::Xml("missing capacity element".into()));
@@ -614,6 +624,20 @@ mod tests {
             format_pool(&def, 0, 0, 0),
             expected,
             "labels are not modelled; everything else matches"
+        );
+    }
+
+    #[test]
+    fn slash_in_a_volume_name_is_libvirts_operation_invalid() {
+        let err = parse_volume(
+            "<volume><name>a/b</name><capacity>1</capacity></volume>",
+            true,
+        )
+        .expect_err("slash");
+        assert_eq!(err.code(), crate::code::OPERATION_INVALID);
+        assert_eq!(
+            err.to_string(),
+            "Requested operation is not valid: volume name 'a/b' cannot contain '/'"
         );
     }
 }
