@@ -533,6 +533,41 @@ mod tests {
     }
 
     #[test]
+    fn random_arguments_never_panic_and_fail_cleanly() {
+        // xorshift; every hypercall number the dispatcher knows plus neighbours, random sub-ops and pointers.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut g = Fake::new();
+        for i in 0..20_000u64 {
+            let nr = [12, 15, 17, 18, 24, 29, 34, 0, 99][(i % 9) as usize];
+            let mut a = [next(), next(), next(), next(), next()];
+            if i % 2 == 0 {
+                a[0] %= 16;
+            }
+            if i % 3 == 0 {
+                // A pointer into the fake guest's memory with random contents behind it.
+                a[1] = BASE + next() % 0x1f00;
+                a[2] = BASE + next() % 0x1f00;
+                let at = (next() % 0x1f00) as usize;
+                let v = next().to_le_bytes();
+                g.mem[at..at + 8].copy_from_slice(&v);
+            }
+            let o = dispatch(&mut g, nr, a);
+            let r = o.ret as i64;
+            assert!(r >= -4095, "hypercall {nr} {a:x?} returned {r:#x}");
+            if r < 0 {
+                assert!(Errno::from_ret(r).is_some(), "unknown errno {r}");
+                assert_eq!(o.next, Next::Resume, "an error must not change scheduling");
+            }
+        }
+    }
+
+    #[test]
     fn vcpu_op_and_timer_and_unknown() {
         let mut g = Fake::new();
         let r = VcpuRegisterVcpuInfo {

@@ -369,6 +369,32 @@ mod tests {
     }
 
     #[test]
+    fn guest_walk_of_random_tables_never_panics() {
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..5_000 {
+            let p = GuestPaging {
+                cr0: next(),
+                cr3: next(),
+                cr4: next(),
+                efer: next(),
+            };
+            let seed = next();
+            // Table entries are a function of their address: arbitrary, sometimes unreadable.
+            let read = |pa: u64| {
+                let v = pa.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed;
+                (v % 7 != 0).then_some(v)
+            };
+            let _ = guest_walk(&p, next(), next() & 1 == 0, read);
+        }
+    }
+
+    #[test]
     fn guest_walk_handles_each_paging_mode() {
         let mut m = mem();
         // Long mode: PML4 at 0x1000 -> PDPT 0x2000 -> PD 0x3000 (2 MiB page at 0x20_0000 for va 0x4000_0000),
