@@ -388,7 +388,7 @@ mod tests {
             // Table entries are a function of their address: arbitrary, sometimes unreadable.
             let read = |pa: u64| {
                 let v = pa.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed;
-                (v % 7 != 0).then_some(v)
+                (!v.is_multiple_of(7)).then_some(v)
             };
             let _ = guest_walk(&p, next(), next() & 1 == 0, read);
         }
