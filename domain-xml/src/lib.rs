@@ -5,6 +5,7 @@
 //! format round trip equals libvirt's own output.
 
 pub mod domain;
+pub mod domcaps;
 pub mod snapshot;
 pub mod storage;
 pub mod xml;
