@@ -7,10 +7,14 @@
 //! domain builders lives here too.
 #![cfg_attr(target_os = "none", no_std)]
 
+pub mod ctlframe;
+pub mod domctl;
 pub mod elf;
 pub mod errno;
 pub mod hypercall;
+pub mod memres;
 pub mod plain;
 pub mod pvh;
 pub mod start_info;
+pub mod sysctl;
 pub mod xen;
