@@ -4,6 +4,7 @@
 //! with an error naming their path, and formats with libvirt's exact layout so that the output of a parse and
 //! format round trip equals libvirt's own output.
 
+pub mod caps;
 pub mod domain;
 pub mod domcaps;
 pub mod snapshot;
