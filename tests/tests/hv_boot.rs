@@ -98,12 +98,16 @@ fn x86_64_runs_every_test_guest_under_svm() {
     );
     // The two-vCPU domain started its second vCPU through VCPUOP_initialise/up and both counted together.
     assert!(log.contains("(XEN) d4: created \"smp\": 8 MiB"), "{log}");
-    assert!(log.contains("2 vCPU(s)"), "{log}");
+    assert!(log.contains("3 vCPU(s)"), "{log}");
     assert!(
-        log.contains("(d4) smp: ok   the two vCPUs' increments interleaved"),
+        log.contains("(d4) smp: ok   vCPU 2 started from a 64-bit vcpu_hvm_context"),
         "{log}"
     );
-    assert!(log.contains("(d4) PASS smp (9 checks)"), "{log}");
+    assert!(
+        log.contains("(d4) smp: ok   the vCPUs' increments interleaved"),
+        "{log}"
+    );
+    assert!(log.contains("(d4) PASS smp (10 checks)"), "{log}");
     // The hostile guests were contained and the others kept running after them.
     assert!(
         log.contains("(XEN) d5v0: access to unmapped guest-physical address 0x30000000"),

@@ -64,7 +64,7 @@ pub type GuestSpec = (&'static str, u32, u32, u32);
 pub const TEST_GUESTS: &[GuestSpec] = &[
     ("hypercalls", 1, 8, 1),
     ("counter", 2, 8, 1),
-    ("smp", 1, 8, 2),
+    ("smp", 1, 8, 3),
     ("hostile", 1, 8, 1),
     ("triplefault", 1, 8, 1),
     ("sleeper", 1, 8, 1),

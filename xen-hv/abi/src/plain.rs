@@ -51,6 +51,7 @@ plain!(
     crate::xen::SchedShutdown,
     crate::xen::VcpuHvmX86_32,
     crate::xen::VcpuHvmContext,
+    crate::xen::VcpuHvmX86_64,
     crate::start_info::HvmStartInfo,
     crate::start_info::HvmModlistEntry,
     crate::start_info::HvmMemmapEntry,

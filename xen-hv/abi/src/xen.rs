@@ -317,8 +317,69 @@ pub struct VcpuHvmContext {
     pub x86_32: VcpuHvmX86_32,
 }
 
+/// `struct vcpu_hvm_x86_64` (112 bytes): a vCPU's start state in 64-bit mode (flat segments implied).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct VcpuHvmX86_64 {
+    /// rax.
+    pub rax: u64,
+    /// rcx.
+    pub rcx: u64,
+    /// rdx.
+    pub rdx: u64,
+    /// rbx.
+    pub rbx: u64,
+    /// rsp.
+    pub rsp: u64,
+    /// rbp.
+    pub rbp: u64,
+    /// rsi.
+    pub rsi: u64,
+    /// rdi.
+    pub rdi: u64,
+    /// rip.
+    pub rip: u64,
+    /// rflags.
+    pub rflags: u64,
+    /// cr0 (PE and PG set).
+    pub cr0: u64,
+    /// cr3.
+    pub cr3: u64,
+    /// cr4 (PAE set).
+    pub cr4: u64,
+    /// EFER (LME set).
+    pub efer: u64,
+}
+
+/// A decoded `vcpu_hvm_context`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuStart {
+    /// `VCPU_HVM_MODE_32B`.
+    Mode32(VcpuHvmX86_32),
+    /// `VCPU_HVM_MODE_64B`.
+    Mode64(VcpuHvmX86_64),
+}
+
+impl VcpuHvmContext {
+    /// The register state by mode; `None` for an unknown mode.
+    pub fn decode(&self) -> Option<VcpuStart> {
+        use crate::plain::Plain;
+        match self.mode {
+            VCPU_HVM_MODE_32B => Some(VcpuStart::Mode32(self.x86_32)),
+            VCPU_HVM_MODE_64B => {
+                VcpuHvmX86_64::read_from(self.x86_32.as_bytes()).map(VcpuStart::Mode64)
+            }
+            _ => None,
+        }
+    }
+}
+
 const _: () = {
     use core::mem::{offset_of, size_of};
+    assert!(size_of::<VcpuHvmX86_64>() == 112);
+    assert!(offset_of!(VcpuHvmX86_64, rip) == 64);
+    assert!(offset_of!(VcpuHvmX86_64, cr0) == 80);
+    assert!(offset_of!(VcpuHvmX86_64, efer) == 104);
     assert!(size_of::<VcpuHvmX86_32>() == 120);
     assert!(offset_of!(VcpuHvmX86_32, eip) == 32);
     assert!(offset_of!(VcpuHvmX86_32, cr0) == 40);

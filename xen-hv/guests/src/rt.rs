@@ -122,6 +122,25 @@ guest_callback_isr:
 guest_callback_count:
     .quad 0
 
+    .section .text
+    .global guest_ap64_entry
+/* Secondary vCPUs started with a 64-bit vcpu_hvm_context land here in long mode on their own stack. */
+guest_ap64_entry:
+    lgdt guest_gdt_ptr
+    push $0x08
+    lea 4f(%rip), %rax
+    push %rax
+    lretq
+4:
+    mov $0x10, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    call guest_ap_rust
+5:
+    hlt
+    jmp 5b
+
     .section .rodata
     .balign 8
 guest_gdt:
@@ -150,6 +169,11 @@ guest_stack_top:
 guest_ap_stack:
     .fill 65536, 1, 0
 guest_ap_stack_top:
+    .balign 16
+    .global guest_ap64_stack_top
+guest_ap64_stack:
+    .fill 65536, 1, 0
+guest_ap64_stack_top:
     "#,
     options(att_syntax)
 );
@@ -159,6 +183,9 @@ struct Page([u8; 4096]);
 
 extern "C" {
     fn pvh_ap_entry();
+    fn guest_ap64_entry();
+    static guest_ap64_stack_top: u8;
+    static guest_pml4: u8;
 }
 
 extern "C" {
@@ -237,19 +264,51 @@ pub fn ap_context() -> xen_abi::xen::VcpuHvmContext {
     }
 }
 
-/// Starts secondary vCPU `id` running `f` (VCPUOP_initialise then VCPUOP_up); returns the first error.
-/// The runtime has one AP stack, so one secondary vCPU is supported.
+/// The `vcpu_hvm_context` that starts a secondary vCPU directly in long mode (64-bit context) on the
+/// runtime's second AP stack, with vCPU 0's page tables.
+pub fn ap_context_64() -> xen_abi::xen::VcpuHvmContext {
+    use xen_abi::plain::Plain;
+    let r = xen_abi::xen::VcpuHvmX86_64 {
+        rip: guest_ap64_entry as unsafe extern "C" fn() as usize as u64,
+        rsp: core::ptr::addr_of!(guest_ap64_stack_top) as u64,
+        rflags: 2,
+        cr0: 0x8001_0033,
+        cr3: core::ptr::addr_of!(guest_pml4) as u64,
+        cr4: 0x620,
+        efer: 0x100,
+        ..Default::default()
+    };
+    let mut c = xen_abi::xen::VcpuHvmContext {
+        mode: xen_abi::xen::VCPU_HVM_MODE_64B,
+        ..Default::default()
+    };
+    let bytes = r.as_bytes();
+    let mut raw = [0u8; 120];
+    raw[..bytes.len()].copy_from_slice(bytes);
+    if let Some(regs) = xen_abi::xen::VcpuHvmX86_32::read_from(&raw) {
+        c.x86_32 = regs;
+    }
+    c
+}
+
+/// Starts secondary vCPU `id` running `f` (VCPUOP_initialise then VCPUOP_up); returns the first error. The
+/// 32-bit context uses the runtime's first AP stack and the 64-bit one its second, so one vCPU of each kind can
+/// be started.
 pub fn start_vcpu(id: u32, f: fn() -> !) -> Result<(), u64> {
+    start_vcpu_with(id, f, &ap_context())
+}
+
+/// Like [`start_vcpu`] with an explicit start context.
+pub fn start_vcpu_with(id: u32, f: fn() -> !, c: &xen_abi::xen::VcpuHvmContext) -> Result<(), u64> {
     use xen_abi::hypercall::VCPU_OP;
     use xen_abi::xen::vcpuop;
     AP_MAIN.store(f as usize, core::sync::atomic::Ordering::Release);
-    let c = ap_context();
     let r = hypercall(
         VCPU_OP,
         [
             vcpuop::INITIALISE,
             u64::from(id),
-            &c as *const _ as u64,
+            c as *const _ as u64,
             0,
             0,
         ],

@@ -9,9 +9,8 @@ use xen_abi::errno::Errno;
 use xen_abi::hypercall::{consoleio, schedop, xenver};
 use xen_abi::plain::Plain;
 use xen_abi::xen::{
-    hvmop, vcpuop, xenmem, E820Entry, SchedShutdown, VcpuHvmContext, VcpuHvmX86_32,
-    VcpuRegisterVcpuInfo, XenAddToPhysmap, XenHvmParam, XenMemoryMap, DOMID_SELF,
-    VCPU_HVM_MODE_32B,
+    hvmop, vcpuop, xenmem, E820Entry, SchedShutdown, VcpuHvmContext, VcpuRegisterVcpuInfo,
+    VcpuStart, XenAddToPhysmap, XenHvmParam, XenMemoryMap, DOMID_SELF,
 };
 
 /// Number of HVM parameters kept per domain.
@@ -47,7 +46,7 @@ pub trait Guest {
     /// Registers vCPU `vcpu`'s `vcpu_info` at guest frame `gfn`, byte `offset`.
     fn register_vcpu_info(&mut self, vcpu: u32, gfn: u64, offset: u32) -> Result<(), Errno>;
     /// Sets the start state of vCPU `vcpu`, which must not have been started (`EEXIST` otherwise).
-    fn vcpu_initialise(&mut self, vcpu: u32, ctx: &VcpuHvmX86_32) -> Result<(), Errno>;
+    fn vcpu_initialise(&mut self, vcpu: u32, ctx: &VcpuStart) -> Result<(), Errno>;
     /// Starts an initialised vCPU (`EINVAL` when it was never initialised; 0 when already up).
     fn vcpu_up(&mut self, vcpu: u32) -> Result<(), Errno>;
     /// True when vCPU `vcpu` runs.
@@ -262,11 +261,8 @@ fn vcpu_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
         }
         vcpuop::INITIALISE => {
             let c: VcpuHvmContext = read(g, a[2])?;
-            if c.mode != VCPU_HVM_MODE_32B {
-                // 64-bit start contexts are not supported yet.
-                return Err(Errno::Eopnotsupp);
-            }
-            g.vcpu_initialise(vcpu, &c.x86_32).map(|()| 0)
+            let start = c.decode().ok_or(Errno::Einval)?;
+            g.vcpu_initialise(vcpu, &start).map(|()| 0)
         }
         vcpuop::UP => g.vcpu_up(vcpu).map(|()| 0),
         vcpuop::IS_UP => Ok(u64::from(g.vcpu_is_up(vcpu))),
@@ -287,7 +283,7 @@ mod tests {
         shared: Option<u64>,
         vcpu_info: Option<(u32, u64, u32)>,
         timer: u64,
-        started: Option<(u32, u32)>,
+        started: Option<(u32, u64)>,
     }
 
     const BASE: u64 = 0x1000;
@@ -366,11 +362,15 @@ mod tests {
             self.vcpu_info = Some((vcpu, gfn, offset));
             Ok(())
         }
-        fn vcpu_initialise(&mut self, vcpu: u32, ctx: &VcpuHvmX86_32) -> Result<(), Errno> {
+        fn vcpu_initialise(&mut self, vcpu: u32, ctx: &VcpuStart) -> Result<(), Errno> {
             if self.started.is_some() {
                 return Err(Errno::Eexist);
             }
-            self.started = Some((vcpu, ctx.eip));
+            let ip = match ctx {
+                VcpuStart::Mode32(c) => u64::from(c.eip),
+                VcpuStart::Mode64(c) => c.rip,
+            };
+            self.started = Some((vcpu, ip));
             Ok(())
         }
         fn vcpu_up(&mut self, vcpu: u32) -> Result<(), Errno> {

@@ -8,7 +8,7 @@ use core::sync::atomic::Ordering;
 use xen_abi::elf::ElfImage;
 use xen_abi::errno::Errno;
 use xen_abi::start_info::HvmMemmapEntry;
-use xen_abi::xen::{cpuid, E820Entry, VcpuHvmX86_32};
+use xen_abi::xen::{cpuid, E820Entry, VcpuStart};
 use xen_hv::frames::{FrameAllocator, PAGE};
 use xen_hv::hypercall::{self, Guest, Next, NR_PARAMS};
 use xen_hv::paging::{guest_walk, FrameSource, PageTable, PhysMem, NPT_RWX};
@@ -966,14 +966,18 @@ impl Guest for Ctx<'_> {
         Ok(())
     }
 
-    fn vcpu_initialise(&mut self, vcpu: u32, ctx: &VcpuHvmX86_32) -> Result<(), Errno> {
+    fn vcpu_initialise(&mut self, vcpu: u32, ctx: &VcpuStart) -> Result<(), Errno> {
         let target = self.d.vcpus[vcpu as usize];
         let meta = self.metas[target].as_mut().ok_or(Errno::Enoent)?;
         if meta.initialised {
             return Err(Errno::Eexist);
         }
         let hw = self.hws[target].as_mut().ok_or(Errno::Ebusy)?;
-        if !hw.set_context_32(ctx) {
+        let ok = match ctx {
+            VcpuStart::Mode32(c) => hw.set_context_32(c),
+            VcpuStart::Mode64(c) => hw.set_context_64(c),
+        };
+        if !ok {
             return Err(Errno::Einval);
         }
         meta.initialised = true;

@@ -1,6 +1,6 @@
-//! Test guest `smp`: a two-vCPU domain. vCPU 0 starts vCPU 1 with VCPUOP_initialise + VCPUOP_up, then both
-//! increment one shared counter with atomic instructions; the total must be exact and the increments must
-//! interleave, which only happens when both vCPUs run at the same time (or are preempted in turn).
+//! Test guest `smp`: a three-vCPU domain. vCPU 0 starts vCPU 1 from a 32-bit and vCPU 2 from a 64-bit
+//! `vcpu_hvm_context` (VCPUOP_initialise + VCPUOP_up), then all three increment one shared counter with atomic
+//! instructions; the total must be exact and the increments must interleave.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
@@ -17,24 +17,26 @@ mod guest {
     use xen_abi::errno::Errno;
     use xen_abi::hypercall::{schedop, SCHED_OP, VCPU_OP};
     use xen_abi::xen::vcpuop;
-    use xen_test_guests::{ap_context, hypercall, println, start_vcpu, Checks};
+    use xen_test_guests::{
+        ap_context, ap_context_64, hypercall, println, start_vcpu, start_vcpu_with, Checks,
+    };
 
     const N: u64 = 2_000_000;
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static AP_ID: AtomicU32 = AtomicU32::new(u32::MAX);
-    static AP_DONE: AtomicBool = AtomicBool::new(false);
+    static AP_IDS: AtomicU32 = AtomicU32::new(0);
+    static AP_DONE: AtomicU32 = AtomicU32::new(0);
     static GO: AtomicBool = AtomicBool::new(false);
 
     fn ap() -> ! {
         let id = core::arch::x86_64::__cpuid(0x4000_0004).ebx;
-        AP_ID.store(id, Ordering::Release);
+        AP_IDS.fetch_or(1 << (id % 32), Ordering::AcqRel);
         while !GO.load(Ordering::Acquire) {
             core::hint::spin_loop();
         }
         for _ in 0..N {
             COUNTER.fetch_add(1, Ordering::AcqRel);
         }
-        AP_DONE.store(true, Ordering::Release);
+        AP_DONE.fetch_add(1, Ordering::AcqRel);
         xen_test_guests::halt_forever()
     }
 
@@ -67,6 +69,12 @@ mod guest {
         );
         let up = hypercall(VCPU_OP, [vcpuop::IS_UP, 1, 0, 0, 0]);
         c.check("vCPU 1 is up", up == 1, format_args!("is_up {up:#x}"));
+        let started = start_vcpu_with(2, ap, &ap_context_64());
+        c.check(
+            "vCPU 2 started from a 64-bit vcpu_hvm_context",
+            started.is_ok(),
+            format_args!("{started:x?}"),
+        );
         // Count alongside vCPU 1 from before it starts until after it is done: its N increments all fall between
         // two of ours, so at least one gap between our consecutive increments shows them, however the vCPUs are
         // scheduled (in parallel on two CPUs, or preempting each other on one).
@@ -75,7 +83,7 @@ mod guest {
         let mut last = COUNTER.fetch_add(1, Ordering::AcqRel);
         GO.store(true, Ordering::Release);
         loop {
-            let done = AP_DONE.load(Ordering::Acquire);
+            let done = AP_DONE.load(Ordering::Acquire) == 2;
             let now = COUNTER.fetch_add(1, Ordering::AcqRel);
             mine += 1;
             if now != last + 1 {
@@ -87,30 +95,31 @@ mod guest {
             }
         }
         let mut waits = 0u64;
-        while !AP_DONE.load(Ordering::Acquire) && waits < 1_000_000 {
+        while AP_DONE.load(Ordering::Acquire) < 2 && waits < 1_000_000 {
             hypercall(SCHED_OP, [schedop::YIELD, 0, 0, 0, 0]);
             waits += 1;
         }
         let total = COUNTER.load(Ordering::Acquire);
-        let id = AP_ID.load(Ordering::Acquire);
-        println!("smp: vCPU 1 is CPUID vCPU id {id}; {interleaved} interleavings; total {total}");
+        let ids = AP_IDS.load(Ordering::Acquire);
+        let done = AP_DONE.load(Ordering::Acquire);
+        println!("smp: CPUID vCPU ids seen {ids:#b}; {interleaved} interleavings; total {total}");
         c.check(
-            "vCPU 1 ran and finished",
-            AP_DONE.load(Ordering::Acquire),
-            format_args!("after {waits} yields"),
+            "vCPUs 1 and 2 ran and finished",
+            done == 2,
+            format_args!("{done} done after {waits} yields"),
         );
         c.check(
-            "vCPU 1 sees its own id in CPUID 0x40000004",
-            id == 1,
-            format_args!("{id}"),
+            "vCPUs 1 and 2 see their own ids in CPUID 0x40000004",
+            ids == 0b110,
+            format_args!("{ids:#b}"),
         );
         c.check(
-            "atomic increments from both vCPUs add up",
-            total == N + mine,
-            format_args!("{total} != {}", N + mine),
+            "atomic increments from all vCPUs add up",
+            total == 2 * N + mine,
+            format_args!("{total} != {}", 2 * N + mine),
         );
         c.check(
-            "the two vCPUs' increments interleaved",
+            "the vCPUs' increments interleaved",
             interleaved > 0,
             format_args!("no interleaving seen"),
         );

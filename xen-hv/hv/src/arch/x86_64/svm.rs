@@ -411,6 +411,45 @@ impl SvmVcpu {
         self.vmcb.0
     }
 
+    /// Replaces the start state with a `vcpu_hvm_x86_64` context: long mode with flat 64-bit code and data
+    /// segments; false unless paging, PAE and EFER.LME are set.
+    pub fn set_context_64(&mut self, c: &xen_abi::xen::VcpuHvmX86_64) -> bool {
+        const CR0_PG_PE: u64 = (1 << 31) | 1;
+        const EFER_LME: u64 = 1 << 8;
+        if c.cr0 & CR0_PG_PE != CR0_PG_PE
+            || c.cr4 & (1 << 5) == 0
+            || c.efer & EFER_LME == 0
+            || c.efer & !EFER_GUEST_OK != 0
+            || c.rflags & (1 << 17) != 0
+        {
+            return false;
+        }
+        let v = self.vmcb;
+        v.seg(CS_SEG, 0x10, 0xa9b, 0xffff_ffff, 0);
+        for off in [DS, ES, SS] {
+            v.seg(off, 0x18, 0xc93, 0xffff_ffff, 0);
+        }
+        v.seg(TR, 0x20, 0x8b, 0x67, 0);
+        v.w64(CR0, c.cr0 | 0x10);
+        v.w64(CR3, c.cr3);
+        v.w64(CR4, c.cr4);
+        v.w64(EFER, c.efer | EFER_LMA | EFER_SVME);
+        v.w64(RFLAGS, c.rflags | 2);
+        v.w64(RIP, c.rip);
+        v.w64(RSP, c.rsp);
+        self.gprs = [0; 16];
+        self.gprs[Reg::Rax as usize] = c.rax;
+        self.gprs[Reg::Rbx as usize] = c.rbx;
+        self.gprs[Reg::Rcx as usize] = c.rcx;
+        self.gprs[Reg::Rdx as usize] = c.rdx;
+        self.gprs[Reg::Rsi as usize] = c.rsi;
+        self.gprs[Reg::Rdi as usize] = c.rdi;
+        self.gprs[Reg::Rbp as usize] = c.rbp;
+        self.fx_valid = false;
+        self.flush_tlb();
+        true
+    }
+
     /// Flushes the guest's TLB entries at the next entry (after its nested tables changed).
     pub fn flush_tlb(&mut self) {
         self.vmcb.w32(TLB_CONTROL, 1);
