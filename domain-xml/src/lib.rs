@@ -7,6 +7,7 @@
 pub mod caps;
 pub mod domain;
 pub mod domcaps;
+pub mod network;
 pub mod snapshot;
 pub mod storage;
 pub mod xml;
