@@ -3,6 +3,7 @@
 //! same trait.
 
 use crate::paging::GuestPaging;
+use xen_abi::xen::VcpuStart;
 
 /// Why the guest stopped running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +108,18 @@ pub trait Vcpu {
     fn read_state_msr(&self, msr: u32) -> Option<u64>;
     /// Writes such an MSR, false when the value is invalid.
     fn write_state_msr(&mut self, msr: u32, v: u64) -> bool;
+    /// Replaces the start state with a `VCPUOP_initialise` context; false when it is not acceptable.
+    fn start_from(&mut self, start: &VcpuStart) -> bool;
+    /// Queues an upcall interrupt with `vector`, delivered when the guest enables interrupts.
+    fn queue_upcall(&mut self, vector: u8);
+    /// Drops the guest's cached translations before the next entry.
+    fn flush_guest_tlb(&mut self);
+    /// Loads the guest's FPU/SIMD state into the CPU (start of a time slice).
+    fn load_guest_fpu(&mut self);
+    /// Saves the guest's FPU/SIMD state (end of a time slice).
+    fn save_guest_fpu(&mut self);
+    /// The physical frame holding the hardware vCPU state (VMCB / VMCS), to free with the vCPU.
+    fn state_frame(&self) -> u64;
 }
 
 /// The instruction length of exits whose instruction has a fixed encoding.

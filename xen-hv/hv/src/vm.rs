@@ -16,6 +16,7 @@ use xen_hv::sched::{RoundRobin, State};
 use xen_hv::vcpu::{hypercall_args, Exit, Reg, Vcpu};
 
 use crate::arch::x86_64::{lapic, serial::Serial, svm};
+use crate::arch::HwVcpu;
 
 /// Most domains at once.
 pub const MAX_DOMAINS: usize = 8;
@@ -140,7 +141,7 @@ pub struct Machine {
     pub frames: FrameAllocator,
     domains: [Option<Domain>; MAX_DOMAINS],
     meta: [Option<VcpuMeta>; MAX_VCPUS],
-    hw: [Option<Box<svm::SvmVcpu>>; MAX_VCPUS],
+    hw: [Option<Box<HwVcpu>>; MAX_VCPUS],
     sched: RoundRobin<MAX_VCPUS>,
     con: Serial,
 }
@@ -251,7 +252,7 @@ impl Machine {
                 return Err(BuildError::NoMemory);
             }
             // Each vCPU has its own ASID (guest TLB tag), never 0.
-            let hw = svm::SvmVcpu::new_pvh(vmcb, maps, npt.root, v as u32 + 1, entry, si);
+            let hw = HwVcpu::new_pvh(vmcb, maps, npt.root, v as u32 + 1, entry, si);
             self.meta[v] = Some(VcpuMeta {
                 dom: slot,
                 id: i as u32,
@@ -296,7 +297,7 @@ impl Machine {
 
     /// Picks the next vCPU for this CPU and takes its hardware state; `Err(true)` when every domain is gone,
     /// `Err(false)` when nothing is runnable now.
-    fn take_next(&mut self) -> Result<(usize, Box<svm::SvmVcpu>), bool> {
+    fn take_next(&mut self) -> Result<(usize, Box<HwVcpu>), bool> {
         let now = lapic::now_ns();
         let woken = self.sched.expire(now);
         for i in 0..MAX_VCPUS {
@@ -351,7 +352,7 @@ impl Machine {
     }
 
     /// Puts a vCPU back after its slice.
-    fn put_back(&mut self, v: usize, hw: Box<svm::SvmVcpu>, next: State) {
+    fn put_back(&mut self, v: usize, hw: Box<HwVcpu>, next: State) {
         if self.meta[v].is_some() && self.sched.state(v) == State::Running {
             self.hw[v] = Some(hw);
             self.sched.set(v, next);
@@ -387,13 +388,13 @@ impl Machine {
     }
 
     /// Moves a pending upcall into the vCPU's hardware state.
-    fn apply_virq(&mut self, v: usize, hw: &mut svm::SvmVcpu) {
+    fn apply_virq(&mut self, v: usize, hw: &mut HwVcpu) {
         if let Some(vector) = self.meta[v].as_mut().and_then(|m| m.virq.take()) {
-            hw.set_virq(vector);
+            hw.queue_upcall(vector);
         }
     }
 
-    fn handle_exit(&mut self, v: usize, hw: &mut svm::SvmVcpu, exit: Exit) -> Flow {
+    fn handle_exit(&mut self, v: usize, hw: &mut HwVcpu, exit: Exit) -> Flow {
         let Some((dom, vid, timer)) = self.meta[v].as_ref().map(|m| (m.dom, m.id, m.timer)) else {
             return Flow::Stop(State::Dead);
         };
@@ -611,8 +612,8 @@ impl Machine {
         self.try_release(dom);
     }
 
-    fn release_vcpu(&mut self, v: usize, hw: Box<svm::SvmVcpu>) {
-        self.frames.free(hw.vmcb_pa(), PAGE);
+    fn release_vcpu(&mut self, v: usize, hw: Box<HwVcpu>) {
+        self.frames.free(hw.state_frame(), PAGE);
         let dom = self.meta[v].take().map(|m| m.dom);
         if let Some(dom) = dom {
             self.try_release(dom);
@@ -701,8 +702,8 @@ pub fn cpu_loop(machine: &spin::Mutex<Option<Machine>>) {
         let cpu = crate::arch::x86_64::percpu::current();
         let start = cpu.ticks.load(Ordering::Acquire);
         // The vCPU may come from another CPU or have missed a nested-table change: start with a clean TLB.
-        hw.flush_tlb();
-        hw.load_fpu();
+        hw.flush_guest_tlb();
+        hw.load_guest_fpu();
         let state = loop {
             let exit = hw.run();
             let mut guard = machine.lock();
@@ -724,7 +725,7 @@ pub fn cpu_loop(machine: &spin::Mutex<Option<Machine>>) {
                 break State::Runnable;
             }
         };
-        hw.save_fpu();
+        hw.save_guest_fpu();
         let mut guard = machine.lock();
         if let Some(m) = guard.as_mut() {
             m.put_back(v, hw, state);
@@ -842,9 +843,9 @@ struct Ctx<'a> {
     d: &'a mut Domain,
     v: usize,
     metas: &'a mut [Option<VcpuMeta>; MAX_VCPUS],
-    hws: &'a mut [Option<Box<svm::SvmVcpu>>; MAX_VCPUS],
+    hws: &'a mut [Option<Box<HwVcpu>>; MAX_VCPUS],
     sched: &'a mut RoundRobin<MAX_VCPUS>,
-    hw: &'a mut svm::SvmVcpu,
+    hw: &'a mut HwVcpu,
     frames: &'a mut FrameAllocator,
     con: &'a mut Serial,
 }
@@ -945,7 +946,7 @@ impl Guest for Ctx<'_> {
             NPT_RWX,
         )
         .map_err(|_| Errno::Enomem)?;
-        self.hw.flush_tlb();
+        self.hw.flush_guest_tlb();
         Ok(())
     }
 
@@ -973,11 +974,7 @@ impl Guest for Ctx<'_> {
             return Err(Errno::Eexist);
         }
         let hw = self.hws[target].as_mut().ok_or(Errno::Ebusy)?;
-        let ok = match ctx {
-            VcpuStart::Mode32(c) => hw.set_context_32(c),
-            VcpuStart::Mode64(c) => hw.set_context_64(c),
-        };
-        if !ok {
+        if !hw.start_from(ctx) {
             return Err(Errno::Einval);
         }
         meta.initialised = true;

@@ -364,7 +364,7 @@ impl SvmVcpu {
 
     /// Replaces the start state with a `vcpu_hvm_x86_32` context (`VCPUOP_initialise`); false when the context
     /// is not a protected-mode state this hypervisor accepts.
-    pub fn set_context_32(&mut self, c: &xen_abi::xen::VcpuHvmX86_32) -> bool {
+    fn set_context_32(&mut self, c: &xen_abi::xen::VcpuHvmX86_32) -> bool {
         let cr0 = u64::from(c.cr0);
         // Protected mode is required; paging needs PAE or plain 32-bit tables the guest provides.
         if cr0 & 1 == 0 || c.eflags & (1 << 17) != 0 || c.efer & !EFER_GUEST_OK != 0 {
@@ -398,7 +398,7 @@ impl SvmVcpu {
 
     /// Queues a virtual interrupt with `vector` (V_IRQ): the CPU delivers it when the guest's IF allows, with no
     /// end-of-interrupt needed (Xen's callback-vector upcall).
-    pub fn set_virq(&mut self, vector: u8) {
+    fn set_virq(&mut self, vector: u8) {
         let ctl = self.vmcb.r64(VINTR) as u32;
         // V_IRQ, priority 15, ignore V_TPR.
         self.vmcb
@@ -407,13 +407,13 @@ impl SvmVcpu {
     }
 
     /// The VMCB's physical address (to free it with the vCPU).
-    pub fn vmcb_pa(&self) -> u64 {
+    fn vmcb_pa(&self) -> u64 {
         self.vmcb.0
     }
 
     /// Replaces the start state with a `vcpu_hvm_x86_64` context: long mode with flat 64-bit code and data
     /// segments; false unless paging, PAE and EFER.LME are set.
-    pub fn set_context_64(&mut self, c: &xen_abi::xen::VcpuHvmX86_64) -> bool {
+    fn set_context_64(&mut self, c: &xen_abi::xen::VcpuHvmX86_64) -> bool {
         const CR0_PG_PE: u64 = (1 << 31) | 1;
         const EFER_LME: u64 = 1 << 8;
         if c.cr0 & CR0_PG_PE != CR0_PG_PE
@@ -451,12 +451,12 @@ impl SvmVcpu {
     }
 
     /// Flushes the guest's TLB entries at the next entry (after its nested tables changed).
-    pub fn flush_tlb(&mut self) {
+    fn flush_tlb(&mut self) {
         self.vmcb.w32(TLB_CONTROL, 1);
     }
 
     /// Loads the guest's x87/SSE state into the CPU (before a run slice).
-    pub fn load_fpu(&mut self) {
+    fn load_fpu(&mut self) {
         if self.fx_valid {
             // SAFETY: the area holds an image FXSAVE wrote; CR4.OSFXSR is set.
             unsafe {
@@ -469,7 +469,7 @@ impl SvmVcpu {
     }
 
     /// Saves the guest's x87/SSE state (after a run slice, before another vCPU runs).
-    pub fn save_fpu(&mut self) {
+    fn save_fpu(&mut self) {
         // SAFETY: FXSAVE writes 512 bytes to a 16-byte aligned area owned by this vCPU.
         unsafe {
             core::arch::asm!("fxsave64 ({})", in(reg) self.fx.0.as_mut_ptr(), options(att_syntax, nostack))
@@ -602,6 +602,33 @@ impl Vcpu for SvmVcpu {
             MSR_PAT => Some(self.vmcb.r64(G_PAT)),
             _ => None,
         }
+    }
+
+    fn start_from(&mut self, start: &xen_abi::xen::VcpuStart) -> bool {
+        match start {
+            xen_abi::xen::VcpuStart::Mode32(c) => self.set_context_32(c),
+            xen_abi::xen::VcpuStart::Mode64(c) => self.set_context_64(c),
+        }
+    }
+
+    fn queue_upcall(&mut self, vector: u8) {
+        self.set_virq(vector);
+    }
+
+    fn flush_guest_tlb(&mut self) {
+        self.flush_tlb();
+    }
+
+    fn load_guest_fpu(&mut self) {
+        self.load_fpu();
+    }
+
+    fn save_guest_fpu(&mut self) {
+        self.save_fpu();
+    }
+
+    fn state_frame(&self) -> u64 {
+        self.vmcb_pa()
     }
 
     fn write_state_msr(&mut self, msr: u32, v: u64) -> bool {
