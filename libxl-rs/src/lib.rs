@@ -1,4 +1,6 @@
 //! Toolstack library equivalent to Xen's libxl: domain configuration, domain builder, lifecycle, xl
 
+pub mod builder;
 pub mod config;
+pub mod transport;
 pub mod xlcfg;
