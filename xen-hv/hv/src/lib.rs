@@ -11,6 +11,7 @@ pub mod hypercall;
 pub mod modpack;
 pub mod paging;
 pub mod sched;
+pub mod time;
 pub mod vcpu;
 
 /// The version xen-hv reports, as Xen's `XENVER_version` and `xl info` do.

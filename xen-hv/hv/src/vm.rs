@@ -235,6 +235,9 @@ impl Machine {
                 .map_err(BuildError::Layout)?;
         copy_in(mem_base + START_INFO_GPA, &page);
         let shared_info = fs.alloc_table().ok_or(BuildError::NoMemory)?;
+        for i in 0..nr_vcpus as u64 {
+            write_pvclock(shared_info + 64 * i);
+        }
         let iopm = fs.0.alloc(3 * PAGE, PAGE).ok_or(BuildError::NoMemory)?;
         let msrpm = fs.0.alloc(2 * PAGE, PAGE).ok_or(BuildError::NoMemory)?;
         let maps = svm::build_maps(iopm, msrpm);
@@ -763,6 +766,25 @@ fn console_bytes(con: &mut Serial, d: &mut Domain, bytes: &[u8]) {
     }
 }
 
+/// Writes the pvclock record (`vcpu_time_info`) of the `vcpu_info` at host-physical `vcpu_info_pa`. System time
+/// is a linear function of the TSC here (see `lapic::now_ns`), so one record stays valid for good.
+fn write_pvclock(vcpu_info_pa: u64) {
+    let tsc_hz = lapic::tsc_per_tick() * (1_000_000_000 / lapic::PERIOD_NS);
+    let (mul, shift) = xen_hv::time::scale(tsc_hz);
+    let t = xen_abi::xen::VcpuTimeInfo {
+        version: 2,
+        pad0: 0,
+        tsc_timestamp: lapic::tsc0(),
+        system_time: 0,
+        tsc_to_system_mul: mul,
+        tsc_shift: shift,
+        flags: xen_hv::time::PVCLOCK_TSC_STABLE,
+        pad1: [0; 2],
+    };
+    use xen_abi::plain::Plain;
+    copy_in(vcpu_info_pa + 32, t.as_bytes());
+}
+
 fn fill_hypercall_page(d: &Domain, val: u64) -> bool {
     if val & 0xfff != 0 {
         return false;
@@ -809,13 +831,16 @@ fn guest_cpuid(domid: u16, vcpu: u32, leaf: u32, subleaf: u32) -> [u32; 4] {
         0xd | 0x8000_000a => [0; 4],
         _ => {
             let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
-            let (a, mut b, mut c, d) = (r.eax, r.ebx, r.ecx, r.edx);
+            let (a, mut b, mut c, mut d) = (r.eax, r.ebx, r.ecx, r.edx);
             match leaf {
                 1 => {
                     // Hide VMX, XSAVE/OSXSAVE and AVX (guest XCR0 is not switched), announce a hypervisor, and
                     // report the vCPU id as the initial APIC id.
-                    c &= !((1 << 5) | (1 << 26) | (1 << 27) | (1 << 28));
+                    c &= !((1 << 5) | (1 << 21) | (1 << 26) | (1 << 27) | (1 << 28));
                     c |= 1 << 31;
+                    // No local APIC is emulated for guests yet: do not announce one (nor x2APIC above). Machine
+                    // check (MCE, MCA) and MTRR MSRs are not offered either.
+                    d &= !((1 << 7) | (1 << 9) | (1 << 12) | (1 << 14));
                     b = (b & 0x00ff_ffff) | (vcpu << 24);
                 }
                 7 if subleaf == 0 => {
@@ -964,6 +989,7 @@ impl Guest for Ctx<'_> {
         let target = self.d.vcpus[vcpu as usize];
         let meta = self.metas[target].as_mut().ok_or(Errno::Enoent)?;
         meta.vcpu_info = Some(hpa);
+        write_pvclock(hpa);
         Ok(())
     }
 

@@ -125,6 +125,11 @@ pub fn calibrate() {
     TSC_PER_TICK.store(per_tick, Ordering::Release);
 }
 
+/// The TSC value at system time 0.
+pub fn tsc0() -> u64 {
+    TSC0.load(Ordering::Acquire)
+}
+
 /// TSC cycles per timer period, as calibrated.
 pub fn tsc_per_tick() -> u64 {
     TSC_PER_TICK.load(Ordering::Acquire)
