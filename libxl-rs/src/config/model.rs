@@ -1379,18 +1379,13 @@ impl DomainConfig {
         self.to_json()
     }
 
-    /// The JSON text, indented by four spaces as libxl's yajl generator writes it.
+    /// The JSON text exactly as libxl writes it: yajl's beautified layout (four-space indentation,
+    /// `"key": value`, an empty object as `{`, a blank line and `}`), ending with a newline.
     pub fn to_json_string(&self) -> String {
-        let mut out = Vec::new();
-        let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-        let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-        // Serialising a Value into a Vec cannot fail.
-        if serde::Serialize::serialize(&self.to_json(), &mut ser).is_err() {
-            return String::new();
-        }
-        let mut s = String::from_utf8_lossy(&out).into_owned();
-        s.push('\n');
-        s
+        let mut out = String::new();
+        yajl_write(&self.to_json(), 0, &mut out);
+        out.push('\n');
+        out
     }
 
     /// Reads libxl's JSON form.
@@ -1411,5 +1406,62 @@ impl DomainConfig {
             c.b_info.type_ = BuildType::for_type(c.c_info.type_);
         }
         Ok(c)
+    }
+}
+
+fn yajl_indent(depth: usize, out: &mut String) {
+    for _ in 0..depth {
+        out.push_str("    ");
+    }
+}
+
+/// Writes `v` as yajl's generator does with `yajl_gen_beautify` and a four-space indent string.
+fn yajl_write(v: &Value, depth: usize, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            out.push_str("{\n");
+            for (i, (k, x)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(",\n");
+                }
+                yajl_indent(depth + 1, out);
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push_str(": ");
+                yajl_write(x, depth + 1, out);
+            }
+            out.push('\n');
+            yajl_indent(depth, out);
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push_str("[\n");
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(",\n");
+                }
+                yajl_indent(depth + 1, out);
+                yajl_write(x, depth + 1, out);
+            }
+            out.push('\n');
+            yajl_indent(depth, out);
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yajl_layout() {
+        let mut c = DomainConfig::new(DomainType::Pv);
+        c.c_info.name = Some("g".into());
+        c.b_info.avail_vcpus = Bitmap::first(2);
+        let s = c.to_json_string();
+        let want = "{\n    \"c_info\": {\n        \"type\": \"pv\",\n        \"name\": \"g\"\n    },\n    \"b_info\": {\n        \"avail_vcpus\": [\n            0,\n            1\n        ],\n        \"sched_params\": {\n\n        },\n        \"type.pv\": {\n\n        },\n        \"arch_arm\": {\n\n        },\n        \"arch_x86\": {\n\n        }\n    }\n}\n";
+        assert_eq!(s, want);
+        assert_eq!(DomainConfig::from_json_str(&s).unwrap(), c);
     }
 }
