@@ -120,3 +120,37 @@ fn devices_map_to_libxl() {
     assert_eq!(DomainConfig::from_json_value(&v).unwrap(), cfg);
     let _: Value = v;
 }
+
+#[test]
+fn pvh_direct_kernel_boot() {
+    let xml = "<domain type='xen'><name>pvh</name><uuid>c7a5fdb2-cdaf-9455-926a-d65c16db1809</uuid>\
+               <memory>262144</memory><currentMemory>131072</currentMemory>\
+               <vcpu placement='static' cpuset='0-1' current='1'>2</vcpu>\
+               <cputune><vcpupin vcpu='1' cpuset='1'/></cputune>\
+               <os><type>xenpvh</type><kernel>/boot/vmlinuz</kernel><initrd>/boot/initrd.img</initrd>\
+               <cmdline>console=hvc0</cmdline></os>\
+               <clock offset='variable' adjustment='-60' basis='localtime'/>\
+               <on_crash>preserve</on_crash><devices/></domain>";
+    let cfg = domain_config_from_xml(xml).unwrap();
+    let v = cfg.to_json_value();
+    assert_eq!(v["c_info"]["type"], "pvh");
+    assert_eq!(v["b_info"]["type.pvh"], serde_json::json!({}));
+    assert_eq!(v["b_info"]["kernel"], "/boot/vmlinuz");
+    assert_eq!(v["b_info"]["ramdisk"], "/boot/initrd.img");
+    assert_eq!(v["b_info"]["cmdline"], "console=hvc0");
+    assert_eq!(v["b_info"]["max_vcpus"], 2);
+    assert_eq!(v["b_info"]["avail_vcpus"], serde_json::json!([0]));
+    assert_eq!(v["b_info"]["cpumap"], serde_json::json!([0, 1]));
+    assert_eq!(
+        v["b_info"]["vcpu_hard_affinity"],
+        serde_json::json!([[], [1]])
+    );
+    assert_eq!(v["b_info"]["max_memkb"], 262144);
+    assert_eq!(v["b_info"]["target_memkb"], 131072);
+    assert_eq!(v["b_info"]["localtime"], "True");
+    // -60 s as libxl's uint32 offset.
+    assert_eq!(v["b_info"]["rtc_timeoffset"], 4294967236u64);
+    assert_eq!(v["on_crash"], "preserve");
+    assert!(v["b_info"].get("bootloader").is_none());
+    assert!(v.get("vfbs").is_none());
+}
