@@ -134,8 +134,15 @@ pub fn start_aps(delay_ticks: impl FnMut(u64)) -> u32 {
     }
     let mut delay = delay_ticks;
     super::lapic::start_aps((TRAMPOLINE >> 12) as u8, &mut delay);
-    // Give them a few ticks to report.
-    for _ in 0..5 {
+    // Wait for as many CPUs as CPUID announces (0x80000008 ECX[7:0] + 1 on AMD; one more tick at least), for
+    // two seconds at most: a busy host can be slow to run an emulated CPU.
+    let announced = (core::arch::x86_64::__cpuid(0x8000_0008).ecx & 0xff) + 1;
+    let expected = announced.clamp(1, MAX_CPUS as u32);
+    delay(1);
+    for _ in 0..200 {
+        if ONLINE.load(Ordering::Acquire) >= expected {
+            break;
+        }
         delay(1);
     }
     ONLINE.load(Ordering::Acquire)
