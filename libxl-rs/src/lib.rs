@@ -2,5 +2,7 @@
 
 pub mod builder;
 pub mod config;
+pub mod console;
+pub mod lifecycle;
 pub mod transport;
 pub mod xlcfg;

@@ -290,4 +290,4 @@ fn populate_and_load<T: Transport>(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
