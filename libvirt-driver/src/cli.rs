@@ -6,12 +6,15 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "virtxend", version, about, long_about = None)]
 pub struct Cli {
-    /// Path of the read-write socket.
-    #[arg(long, default_value = "/run/libvirt/virtxend-sock")]
-    pub socket: PathBuf,
+    /// Path of the read-write socket (default: virtxend-sock in the configuration's unix_sock_dir, /run/libvirt).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
     /// Path of the read-only socket (default: the read-write path with `-ro` appended).
     #[arg(long)]
     pub socket_ro: Option<PathBuf>,
+    /// Configuration file (default: /etc/libvirt/virtxend.conf when it exists).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Directory of persistent domain definitions.
     #[arg(long, default_value = "/etc/libvirt/libxl")]
     pub config_dir: PathBuf,
@@ -27,6 +30,55 @@ pub struct Cli {
     pub verbose: bool,
 }
 
+/// The daemon's effective settings: command line over configuration file over defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The read-write socket.
+    pub socket: PathBuf,
+    /// The read-only socket.
+    pub socket_ro: PathBuf,
+    /// Authentication on the read-write socket.
+    pub auth_rw: crate::auth::Auth,
+    /// Authentication on the read-only socket.
+    pub auth_ro: crate::auth::Auth,
+    /// Configuration keys the daemon ignored.
+    pub ignored_keys: Vec<String>,
+}
+
+impl Cli {
+    /// Combines the command line with the configuration file.
+    pub fn settings(&self) -> Result<Settings, crate::config::ConfigError> {
+        let file = match &self.config {
+            Some(path) => crate::config::FileConfig::load(path, true)?,
+            None => crate::config::FileConfig::load(
+                std::path::Path::new(crate::config::DEFAULT_PATH),
+                false,
+            )?,
+        };
+        let dir = file
+            .unix_sock_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_SOCK_DIR));
+        let socket = self
+            .socket
+            .clone()
+            .unwrap_or_else(|| dir.join("virtxend-sock"));
+        let socket_ro = self.socket_ro.clone().unwrap_or_else(|| {
+            let mut s = socket.clone().into_os_string();
+            s.push("-ro");
+            PathBuf::from(s)
+        });
+        let default_auth = self.auth_mode();
+        Ok(Settings {
+            socket,
+            socket_ro,
+            auth_rw: self.auth.or(file.auth_unix_rw).unwrap_or(default_auth),
+            auth_ro: self.auth.or(file.auth_unix_ro).unwrap_or(default_auth),
+            ignored_keys: file.ignored,
+        })
+    }
+}
+
 impl Cli {
     /// The authentication mode in effect.
     pub fn auth_mode(&self) -> crate::auth::Auth {
@@ -37,15 +89,6 @@ impl Cli {
             } else {
                 crate::auth::Auth::None
             }
-        })
-    }
-
-    /// The read-only socket path.
-    pub fn ro_socket(&self) -> PathBuf {
-        self.socket_ro.clone().unwrap_or_else(|| {
-            let mut s = self.socket.clone().into_os_string();
-            s.push("-ro");
-            PathBuf::from(s)
         })
     }
 }

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod backend;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod driver;
 pub mod host;
 pub mod proto;
@@ -19,6 +20,7 @@ pub mod server;
 pub mod storage_rpc;
 pub mod store;
 pub mod stream;
+pub mod systemd;
 pub mod xdr;
 
 /// Errors of the daemon itself (startup, files, sockets); per-call failures are [`proto::RpcError`]s.
@@ -30,6 +32,9 @@ pub enum Error {
     /// The storage driver could not start.
     #[error("storage driver: {0}")]
     Storage(String),
+    /// The configuration file cannot be used.
+    #[error("configuration")]
+    Config(#[from] config::ConfigError),
     /// Another daemon already serves the socket.
     #[error("socket {0} is in use by another daemon")]
     SocketInUse(PathBuf),

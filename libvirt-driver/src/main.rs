@@ -6,14 +6,21 @@ use clap::Parser;
 use libvirt_driver::backend::NoHypervisor;
 use libvirt_driver::cli::Cli;
 use libvirt_driver::driver::Driver;
-use libvirt_driver::server::Server;
+use libvirt_driver::server::{Listener, Server};
 use libvirt_driver::storage_rpc::StorageRpc;
 use libvirt_driver::store::Store;
+use libvirt_driver::systemd;
 
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(&cli) {
-        eprintln!("virtxend: {e}");
+        let mut msg = format!("virtxend: {e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            msg.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        eprintln!("{msg}");
         std::process::exit(1);
     }
 }
@@ -47,7 +54,17 @@ fn handle_signals(sockets: Vec<std::path::PathBuf>) {
 }
 
 fn run(cli: &Cli) -> Result<(), libvirt_driver::Error> {
-    handle_signals(vec![cli.socket.clone(), cli.ro_socket()]);
+    let settings = cli.settings()?;
+    for key in &settings.ignored_keys {
+        eprintln!("virtxend: configuration key '{key}' is not used by virtxend; ignored");
+    }
+    // Sockets passed by systemd (virtxend.socket, virtxend-ro.socket) take the place of binding our own.
+    let activated = systemd::listen_fds();
+    handle_signals(if activated.is_empty() {
+        vec![settings.socket.clone(), settings.socket_ro.clone()]
+    } else {
+        Vec::new()
+    });
     let store = Store::open(&cli.config_dir, &cli.state_dir)?;
     // Storage pools live beside the driver's directories, as libvirt's (/etc/libvirt/storage, /run/libvirt/storage).
     let parent = |p: &std::path::Path| {
@@ -65,18 +82,40 @@ fn run(cli: &Cli) -> Result<(), libvirt_driver::Error> {
     for w in &driver.load_warnings {
         eprintln!("virtxend: {w}");
     }
-    let server = Server::bind(
-        driver.clone(),
-        &cli.socket,
-        Some(&cli.ro_socket()),
-        cli.auth_mode(),
-    )?
+    let server = if activated.is_empty() {
+        Server::bind_each(
+            driver.clone(),
+            (&settings.socket, settings.auth_rw),
+            Some((&settings.socket_ro, settings.auth_ro)),
+        )?
+    } else {
+        let listeners = activated
+            .into_iter()
+            .map(|a| {
+                let read_only = a.is_read_only();
+                let auth = if read_only {
+                    settings.auth_ro
+                } else {
+                    settings.auth_rw
+                };
+                Listener {
+                    listener: a.listener,
+                    read_only,
+                    auth,
+                }
+            })
+            .collect();
+        Server::from_listeners(driver.clone(), listeners)
+    }
     .verbose(cli.verbose);
     for e in driver.autostart() {
         eprintln!("virtxend: {e}");
     }
     if cli.verbose {
-        eprintln!("virtxend: listening on {}", cli.socket.display());
+        eprintln!("virtxend: listening on {}", settings.socket.display());
+    }
+    if let Err(e) = systemd::notify("READY=1") {
+        eprintln!("virtxend: cannot notify the service manager: {e}");
     }
     server.run()
 }

@@ -63,11 +63,10 @@ type StreamTable = Arc<Mutex<HashMap<u32, Box<dyn StreamSink>>>>;
 /// The daemon: listeners plus the driver.
 pub struct Server {
     driver: Arc<Driver>,
-    listeners: Vec<(UnixListener, bool)>,
+    listeners: Vec<Listener>,
     next_conn: Arc<AtomicU64>,
     clients: Arc<AtomicUsize>,
     verbose: bool,
-    auth: Auth,
 }
 
 fn bind(path: &Path, mode: u32) -> Result<UnixListener, Error> {
@@ -84,7 +83,52 @@ fn bind(path: &Path, mode: u32) -> Result<UnixListener, Error> {
     Ok(l)
 }
 
+/// A listening socket and how its clients are treated.
+#[derive(Debug)]
+pub struct Listener {
+    /// The socket.
+    pub listener: UnixListener,
+    /// Clients of this socket are read-only (`virtxend-sock-ro`).
+    pub read_only: bool,
+    /// How clients of this socket authenticate.
+    pub auth: Auth,
+}
+
 impl Server {
+    /// Serves sockets that are already listening (for example passed by systemd socket activation).
+    pub fn from_listeners(driver: Arc<Driver>, listeners: Vec<Listener>) -> Server {
+        Server {
+            driver,
+            listeners,
+            next_conn: Arc::new(AtomicU64::new(1)),
+            clients: Arc::new(AtomicUsize::new(0)),
+            verbose: false,
+        }
+    }
+
+    /// Binds the read-write socket at `rw` and the read-only one at `ro`, each with its own authentication
+    /// (socket modes as [`Server::bind`] chooses them).
+    pub fn bind_each(
+        driver: Arc<Driver>,
+        rw: (&Path, Auth),
+        ro: Option<(&Path, Auth)>,
+    ) -> Result<Server, Error> {
+        let rw_mode = if rw.1 == Auth::Polkit { 0o777 } else { 0o700 };
+        let mut listeners = vec![Listener {
+            listener: bind(rw.0, rw_mode)?,
+            read_only: false,
+            auth: rw.1,
+        }];
+        if let Some((path, auth)) = ro {
+            listeners.push(Listener {
+                listener: bind(path, 0o777)?,
+                read_only: true,
+                auth,
+            });
+        }
+        Ok(Self::from_listeners(driver, listeners))
+    }
+
     /// Binds the read-write socket and optionally the read-only one (mode 0777). Without authentication the
     /// read-write socket is mode 0700 (its owner only); with polkit it is 0777 and non-root peers must pass
     /// polkit's `org.libvirt.unix.manage` check, as with libvirt.
@@ -94,19 +138,7 @@ impl Server {
         ro: Option<&Path>,
         auth: Auth,
     ) -> Result<Server, Error> {
-        let rw_mode = if auth == Auth::Polkit { 0o777 } else { 0o700 };
-        let mut listeners = vec![(bind(rw, rw_mode)?, false)];
-        if let Some(ro) = ro {
-            listeners.push((bind(ro, 0o777)?, true));
-        }
-        Ok(Server {
-            driver,
-            listeners,
-            next_conn: Arc::new(AtomicU64::new(1)),
-            clients: Arc::new(AtomicUsize::new(0)),
-            verbose: false,
-            auth,
-        })
+        Self::bind_each(driver, (rw, auth), ro.map(|p| (p, auth)))
     }
 
     /// Logs connections and failed calls to stderr.
@@ -118,12 +150,16 @@ impl Server {
     /// Serves forever (until the process ends).
     pub fn run(self) -> Result<(), Error> {
         let mut handles = Vec::new();
-        for (l, ro) in self.listeners {
+        for Listener {
+            listener: l,
+            read_only: ro,
+            auth,
+        } in self.listeners
+        {
             let driver = self.driver.clone();
             let next = self.next_conn.clone();
             let clients = self.clients.clone();
             let verbose = self.verbose;
-            let auth = self.auth;
             handles.push(std::thread::spawn(move || {
                 for s in l.incoming() {
                     let Ok(s) = s else { continue };
