@@ -8,6 +8,7 @@
 #![cfg_attr(target_os = "none", no_std)]
 
 pub mod ctlframe;
+pub mod ctlserver;
 pub mod domctl;
 pub mod elf;
 pub mod errno;

@@ -1,0 +1,519 @@
+//! `xl` end to end over the sandbox transport: the real binary talks control frames on a Unix socket and
+//! maps guest memory from a RAM file, exactly as it would with xen-hv in QEMU. The hypervisor end is
+//! `xen_abi::ctlserver` (the dispatcher xen-hv uses) over a model domain table whose guest memory lives in
+//! that RAM file; the test plays the guest (console output, shutdown).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use xen_abi::ctlframe::{self, Decoded, Hello};
+use xen_abi::ctlserver::{self, Backend};
+use xen_abi::domctl::{self, dominf, GetDomainInfo};
+use xen_abi::errno::Errno;
+use xen_abi::sysctl::Physinfo;
+use xen_abi::xen::VcpuHvmContext;
+
+const RAM_PAGES: u64 = 16384; // 64 MiB
+
+#[derive(Default)]
+struct Dom {
+    create: domctl::CreateDomain,
+    max_kb: u64,
+    p2m: BTreeMap<u64, u64>,
+    vcpu0: Option<VcpuHvmContext>,
+    paused: bool,
+    shutdown: Option<u32>,
+    params: BTreeMap<u32, u64>,
+    requests: Vec<u32>,
+}
+
+struct Model {
+    ram: File,
+    next_mfn: u64,
+    free: Vec<u64>,
+    doms: BTreeMap<u16, Dom>,
+    port: Option<u32>,
+    clients: Vec<UnixStream>,
+}
+
+impl Model {
+    fn raise(&mut self, port: u32) {
+        let mut out = [0u8; 32];
+        let n = ctlserver::event(port, &mut out).expect("event");
+        self.clients.retain_mut(|c| c.write_all(&out[..n]).is_ok());
+    }
+}
+
+impl Backend for Model {
+    fn hello(&self) -> Hello {
+        Hello {
+            version: ctlframe::PROTOCOL_VERSION,
+            ram_bytes: RAM_PAGES * 4096,
+            nr_cpus: 2,
+            xen_version: (4 << 16) | 19,
+        }
+    }
+    fn create_domain(&mut self, domid: u16, req: &domctl::CreateDomain) -> Result<u16, Errno> {
+        let id = if domid == 0 {
+            (1..)
+                .find(|i| !self.doms.contains_key(i))
+                .ok_or(Errno::Enomem)?
+        } else {
+            domid
+        };
+        self.doms.insert(
+            id,
+            Dom {
+                create: *req,
+                paused: true,
+                ..Dom::default()
+            },
+        );
+        Ok(id)
+    }
+    fn destroy_domain(&mut self, domid: u16) -> Result<(), Errno> {
+        let d = self.doms.remove(&domid).ok_or(Errno::Esrch)?;
+        self.free.extend(d.p2m.values());
+        if let Some(p) = self.port {
+            self.raise(p);
+        }
+        Ok(())
+    }
+    fn set_paused(&mut self, domid: u16, paused: bool) -> Result<(), Errno> {
+        let d = self.doms.get_mut(&domid).ok_or(Errno::Esrch)?;
+        if !paused && domid != 0 && d.vcpu0.is_none() {
+            return Err(Errno::Einval);
+        }
+        d.paused = paused;
+        Ok(())
+    }
+    fn domain_info(&mut self, domid: u16) -> Option<GetDomainInfo> {
+        let (id, d) = self.doms.range(domid..).next()?;
+        let mut flags = dominf::HVM_GUEST;
+        if d.paused {
+            flags |= dominf::PAUSED;
+        } else if d.shutdown.is_none() {
+            flags |= dominf::RUNNING;
+        }
+        if let Some(r) = d.shutdown {
+            flags |= dominf::SHUTDOWN | (r << dominf::SHUTDOWN_SHIFT);
+        }
+        Some(GetDomainInfo {
+            domain: *id,
+            flags,
+            tot_pages: if *id == 0 { 65536 } else { d.p2m.len() as u64 },
+            max_pages: d.max_kb / 4,
+            nr_online_vcpus: if *id == 0 {
+                2
+            } else {
+                u32::from(d.vcpu0.is_some())
+            },
+            handle: d.create.handle,
+            ..GetDomainInfo::default()
+        })
+    }
+    fn set_max_mem(&mut self, domid: u16, kb: u64) -> Result<(), Errno> {
+        self.doms.get_mut(&domid).ok_or(Errno::Esrch)?.max_kb = kb;
+        Ok(())
+    }
+    fn populate(&mut self, domid: u16, gfn: u64) -> Result<(), Errno> {
+        let mfn = match self.free.pop() {
+            Some(m) => m,
+            None if self.next_mfn < RAM_PAGES => {
+                self.next_mfn += 1;
+                self.next_mfn - 1
+            }
+            None => return Err(Errno::Enomem),
+        };
+        let d = self.doms.get_mut(&domid).ok_or(Errno::Esrch)?;
+        if (d.p2m.len() as u64 + 1) * 4 > d.max_kb {
+            self.free.push(mfn);
+            return Err(Errno::Enomem);
+        }
+        self.ram
+            .write_at(&[0xdd; 4096], mfn * 4096)
+            .map_err(|_| Errno::Eio)?;
+        d.p2m.insert(gfn, mfn);
+        Ok(())
+    }
+    fn set_vcpu_context(
+        &mut self,
+        domid: u16,
+        vcpu: u32,
+        ctx: &VcpuHvmContext,
+    ) -> Result<(), Errno> {
+        let d = self.doms.get_mut(&domid).ok_or(Errno::Esrch)?;
+        if vcpu != 0 {
+            return Err(Errno::Einval);
+        }
+        d.vcpu0 = Some(*ctx);
+        Ok(())
+    }
+    fn set_param(&mut self, domid: u16, index: u32, value: u64) -> Result<(), Errno> {
+        self.doms
+            .get_mut(&domid)
+            .ok_or(Errno::Esrch)?
+            .params
+            .insert(index, value);
+        Ok(())
+    }
+    fn get_param(&mut self, domid: u16, index: u32) -> Result<u64, Errno> {
+        let d = self.doms.get(&domid).ok_or(Errno::Esrch)?;
+        Ok(d.params.get(&index).copied().unwrap_or(0))
+    }
+    fn remote_shutdown(&mut self, domid: u16, reason: u32) -> Result<(), Errno> {
+        self.doms
+            .get_mut(&domid)
+            .ok_or(Errno::Esrch)?
+            .requests
+            .push(reason);
+        Ok(())
+    }
+    fn physinfo(&mut self) -> Physinfo {
+        let used: u64 = self.doms.values().map(|d| d.p2m.len() as u64).sum();
+        Physinfo {
+            threads_per_core: 1,
+            cores_per_socket: 2,
+            nr_cpus: 2,
+            max_cpu_id: 1,
+            nr_nodes: 1,
+            cpu_khz: 2_400_000,
+            capabilities: xen_abi::sysctl::physcap::HVM | xen_abi::sysctl::physcap::HAP,
+            total_pages: RAM_PAGES,
+            free_pages: RAM_PAGES - used,
+            ..Physinfo::default()
+        }
+    }
+    fn translate(&mut self, domid: u16, gfn: u64) -> Result<u64, Errno> {
+        let d = self.doms.get(&domid).ok_or(Errno::Esrch)?;
+        d.p2m.get(&gfn).copied().ok_or(Errno::Einval)
+    }
+    fn bind_virq(&mut self, virq: u32) -> Result<u32, Errno> {
+        if virq != xen_abi::memres::VIRQ_DOM_EXC {
+            return Err(Errno::Einval);
+        }
+        self.port = Some(3);
+        Ok(3)
+    }
+}
+
+fn serve(model: Arc<Mutex<Model>>, mut s: UnixStream) {
+    let mut rx = Vec::new();
+    let mut buf = [0u8; 65536];
+    let mut out = vec![0u8; ctlframe::HEADER_LEN + ctlframe::MAX_PAYLOAD];
+    loop {
+        let n = match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        rx.extend_from_slice(&buf[..n]);
+        loop {
+            match ctlframe::decode(&rx) {
+                Decoded::Frame { header, consumed } => {
+                    let payload = rx[ctlframe::HEADER_LEN..consumed].to_vec();
+                    rx.drain(..consumed);
+                    let mut m = model.lock().expect("model");
+                    if let Some(len) = ctlserver::handle(&mut *m, &header, &payload, &mut out) {
+                        if s.write_all(&out[..len]).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Decoded::Garbage { skip, seq, .. } => {
+                    rx.drain(..skip);
+                    if let Some(seq) = seq {
+                        let len = ctlserver::invalid(seq, &mut out).expect("einval");
+                        let _ = s.write_all(&out[..len]);
+                    }
+                }
+                Decoded::NeedMore => break,
+            }
+        }
+    }
+}
+
+struct Sandbox {
+    dir: PathBuf,
+    model: Arc<Mutex<Model>>,
+}
+
+impl Sandbox {
+    fn start(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("xl-sbx-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let ram = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.join("ram"))
+            .expect("ram");
+        ram.set_len(RAM_PAGES * 4096).expect("size");
+        let mut doms = BTreeMap::new();
+        doms.insert(
+            0,
+            Dom {
+                max_kb: 256 << 10,
+                ..Dom::default()
+            },
+        );
+        let model = Arc::new(Mutex::new(Model {
+            ram,
+            next_mfn: 256,
+            free: Vec::new(),
+            doms,
+            port: None,
+            clients: Vec::new(),
+        }));
+        let listener = UnixListener::bind(dir.join("ctl.sock")).expect("listen");
+        let m = model.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming().flatten() {
+                if let Ok(c) = s.try_clone() {
+                    m.lock().expect("model").clients.push(c);
+                }
+                let m = m.clone();
+                std::thread::spawn(move || serve(m, s));
+            }
+        });
+        std::fs::write(dir.join("vmlinuz"), kernel(0x10_0000, &[0xf4; 512])).expect("kernel");
+        Self { dir, model }
+    }
+
+    fn xl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_xl"))
+            .arg("--sandbox")
+            .arg(&self.dir)
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .args(args)
+            .output()
+            .expect("run xl")
+    }
+
+    fn guest_write(&self, domid: u16, gpa: u64, data: &[u8]) {
+        let m = self.model.lock().expect("model");
+        let mfn = m.doms[&domid].p2m[&(gpa / 4096)];
+        m.ram
+            .write_at(data, mfn * 4096 + gpa % 4096)
+            .expect("write");
+    }
+
+    fn guest_read(&self, domid: u16, gpa: u64, len: usize) -> Vec<u8> {
+        let m = self.model.lock().expect("model");
+        let mfn = m.doms[&domid].p2m[&(gpa / 4096)];
+        let mut b = vec![0u8; len];
+        m.ram
+            .read_exact_at(&mut b, mfn * 4096 + gpa % 4096)
+            .expect("read");
+        b
+    }
+
+    fn wait_gone(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let o = self.xl(&["list"]);
+            if !String::from_utf8_lossy(&o.stdout).contains(name) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{name} still listed");
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An ELF64 PVH kernel: one PT_LOAD at `paddr` and the PHYS32_ENTRY note (entry = paddr).
+fn kernel(paddr: u64, body: &[u8]) -> Vec<u8> {
+    let note_at = 64 + 2 * 56;
+    let mut note = Vec::new();
+    for v in [4u32, 4, 18] {
+        note.extend_from_slice(&v.to_le_bytes());
+    }
+    note.extend_from_slice(b"Xen\0");
+    note.extend_from_slice(&(paddr as u32).to_le_bytes());
+    let data_at = 256;
+    let mut f = vec![0u8; data_at + body.len()];
+    f[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+    let p16 = |f: &mut Vec<u8>, at: usize, v: u16| f[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    let p64 = |f: &mut Vec<u8>, at: usize, v: u64| f[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    p16(&mut f, 16, 2);
+    p16(&mut f, 18, 62);
+    f[20] = 1;
+    p64(&mut f, 24, paddr);
+    p64(&mut f, 32, 64);
+    p16(&mut f, 52, 64);
+    p16(&mut f, 54, 56);
+    p16(&mut f, 56, 2);
+    f[64] = 1;
+    p64(&mut f, 64 + 8, data_at as u64);
+    p64(&mut f, 64 + 16, paddr);
+    p64(&mut f, 64 + 24, paddr);
+    p64(&mut f, 64 + 32, body.len() as u64);
+    p64(&mut f, 64 + 40, body.len() as u64);
+    f[120] = 4;
+    p64(&mut f, 120 + 8, note_at as u64);
+    p64(&mut f, 120 + 32, note.len() as u64);
+    p64(&mut f, 120 + 40, note.len() as u64);
+    f[note_at..note_at + note.len()].copy_from_slice(&note);
+    f[data_at..].copy_from_slice(body);
+    f
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn write_cfg(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.cfg"));
+    std::fs::write(
+        &p,
+        format!(
+            "name = \"{name}\"\ntype = \"pvh\"\nmemory = 16\nvcpus = 1\nkernel = \"vmlinuz\"\n\
+             cmdline = \"console=hvc0\"\n{extra}"
+        ),
+    )
+    .expect("cfg");
+    p
+}
+
+#[test]
+fn xl_create_list_console_shutdown_destroy_over_the_sandbox_transport() {
+    let sb = Sandbox::start("e2e");
+    let cfg = write_cfg(&sb.dir, "guest1", "on_poweroff = \"destroy\"\n");
+    let o = sb.xl(&["create", cfg.to_str().expect("utf8")]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "create failed: {out}{err}");
+    assert!(
+        err.starts_with(&format!("Parsing config from {}", cfg.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("Waiting for domain guest1 (domid 1) to die"),
+        "{err}"
+    );
+
+    // The build landed in guest memory: kernel at 1 MiB, start info with the command line, entry state.
+    assert_eq!(sb.guest_read(1, 0x10_0000, 4), vec![0xf4; 4]);
+    let si = sb.guest_read(1, 0x1000, 4096);
+    assert_eq!(&si[..4], &0x336e_c578u32.to_le_bytes());
+    let text_si = String::from_utf8_lossy(&si);
+    assert!(
+        text_si.contains("console=hvc0"),
+        "command line in start info page"
+    );
+    {
+        let m = sb.model.lock().expect("model");
+        let d = &m.doms[&1];
+        let ctx = d.vcpu0.expect("vcpu context");
+        assert_eq!((ctx.x86_32.eip, ctx.x86_32.ebx), (0x10_0000, 0x1000));
+        assert!(!d.paused);
+        assert_eq!(d.p2m.len(), 4096);
+    }
+
+    let o = sb.xl(&["list"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "Name                                        ID   Mem VCPUs\tState\tTime(s)"
+    );
+    assert_eq!(
+        lines[1],
+        "Domain-0                                     0   256     2     r-----       0.0"
+    );
+    assert_eq!(
+        lines[2],
+        "guest1                                       1    16     1     r-----       0.0"
+    );
+    assert_eq!(lines.len(), 3);
+
+    // Console: the guest writes into its ring; `xl console` prints it and ends when the domain goes away.
+    let gfn =
+        sb.model.lock().expect("model").doms[&1].params[&xen_abi::memres::HVM_PARAM_CONSOLE_PFN];
+    let msg = b"hello from guest1\r\n";
+    sb.guest_write(1, gfn * 4096 + 1024, msg);
+    sb.guest_write(
+        1,
+        gfn * 4096 + xen_abi::memres::CONS_OUT_PROD as u64,
+        &(msg.len() as u32).to_le_bytes(),
+    );
+    let mut con = Command::new(env!("CARGO_BIN_EXE_xl"))
+        .arg("--sandbox")
+        .arg(&sb.dir)
+        .arg("--state-dir")
+        .arg(sb.dir.join("state"))
+        .args(["console", "guest1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("console");
+    let mut stdout = con.stdout.take().expect("stdout");
+    let mut got = Vec::new();
+    let mut b = [0u8; 64];
+    while !got.ends_with(msg) {
+        let n = stdout.read(&mut b).expect("read console");
+        assert!(n > 0, "console ended early: {got:?}");
+        got.extend_from_slice(&b[..n]);
+    }
+
+    // Pause / unpause show in the state column.
+    assert!(sb.xl(&["pause", "guest1"]).status.success());
+    assert!(text(&sb.xl(&["list", "guest1"])).0.contains("--p---"));
+    assert!(sb.xl(&["unpause", "1"]).status.success());
+
+    let o = sb.xl(&["destroy", "guest1"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let status = con.wait().expect("console exits");
+    assert!(status.success());
+    sb.wait_gone("guest1");
+
+    // Shutdown: the request reaches the guest; when it powers off, the watcher applies on_poweroff=destroy.
+    let o = sb.xl(&["create", cfg.to_str().expect("utf8")]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = sb.xl(&["shutdown", "guest1"]);
+    assert!(
+        text(&o).1.contains("Shutting down domain 1"),
+        "{:?}",
+        text(&o)
+    );
+    {
+        let mut m = sb.model.lock().expect("model");
+        assert_eq!(m.doms[&1].requests, vec![0]);
+        m.doms.get_mut(&1).expect("dom").shutdown = Some(0);
+        let p = m.port.expect("the watcher bound VIRQ_DOM_EXC");
+        m.raise(p);
+    }
+    sb.wait_gone("guest1");
+
+    // Errors are xl's.
+    let o = sb.xl(&["destroy", "nosuch"]);
+    assert!(!o.status.success());
+    assert_eq!(
+        text(&o).1,
+        "nosuch is an invalid domain identifier (rc=-6)\n"
+    );
+
+    let o = sb.xl(&["info"]);
+    let (out, _) = text(&o);
+    assert!(out.contains("nr_cpus                : 2\n"), "{out}");
+    assert!(out.contains("total_memory           : 64\n"), "{out}");
+    assert!(out.contains("xen_version            : 4.19\n"), "{out}");
+}

@@ -1,0 +1,344 @@
+//! The hypervisor end of the sandbox control channel, independent of how domains are kept: decodes HELLO,
+//! HYPERCALL and MAP frames, runs the control-domain subset of domctl / sysctl / memory_op / hvm_op /
+//! sched_op / event_channel_op against a [`Backend`], and encodes the RESULT. xen-hv implements [`Backend`]
+//! on its domain table; tests implement it on a model. `no_std` and allocation-free: request buffers are
+//! copied into the reply first and the handlers work on them there.
+//!
+//! Guest handles inside buffers carry buffer indices (docs/sandbox-transport.md).
+
+use crate::ctlframe::{self, FrameError, Header, Hello, Kind, Writer, HEADER_LEN, MAX_BUFS};
+use crate::domctl::{self, GetDomainInfo, XenDomctl};
+use crate::errno::Errno;
+use crate::memres::{self, MemoryReservation};
+use crate::plain::Plain;
+use crate::sysctl::{self, GetDomainInfoList, Physinfo, XenSysctl};
+use crate::xen::{VcpuHvmContext, XenHvmParam};
+
+/// `EVTCHNOP_bind_virq`.
+pub const EVTCHNOP_BIND_VIRQ: u64 = 1;
+/// `EVTCHNOP_send`.
+pub const EVTCHNOP_SEND: u64 = 4;
+
+/// What the control interface needs from the hypervisor's domain table. Errors are Xen errnos.
+pub trait Backend {
+    /// Protocol HELLO contents.
+    fn hello(&self) -> Hello;
+    /// Creates a domain (`domid` 0 = pick one); returns its ID. The domain starts paused, without memory.
+    fn create_domain(&mut self, domid: u16, req: &domctl::CreateDomain) -> Result<u16, Errno>;
+    /// Destroys a domain.
+    fn destroy_domain(&mut self, domid: u16) -> Result<(), Errno>;
+    /// Pauses (`true`) or unpauses a domain.
+    fn set_paused(&mut self, domid: u16, paused: bool) -> Result<(), Errno>;
+    /// The first domain with an ID at or above `domid`.
+    fn domain_info(&mut self, domid: u16) -> Option<GetDomainInfo>;
+    /// Sets the memory limit.
+    fn set_max_mem(&mut self, domid: u16, kb: u64) -> Result<(), Errno>;
+    /// Backs one guest frame with memory.
+    fn populate(&mut self, domid: u16, gfn: u64) -> Result<(), Errno>;
+    /// Sets a vCPU's PVH entry state.
+    fn set_vcpu_context(
+        &mut self,
+        domid: u16,
+        vcpu: u32,
+        ctx: &VcpuHvmContext,
+    ) -> Result<(), Errno>;
+    /// Sets an HVM param.
+    fn set_param(&mut self, domid: u16, index: u32, value: u64) -> Result<(), Errno>;
+    /// Reads an HVM param.
+    fn get_param(&mut self, domid: u16, index: u32) -> Result<u64, Errno>;
+    /// Asks a domain to shut down.
+    fn remote_shutdown(&mut self, domid: u16, reason: u32) -> Result<(), Errno>;
+    /// Host information.
+    fn physinfo(&mut self) -> Physinfo;
+    /// Machine frame (RAM-file page) behind a guest frame.
+    fn translate(&mut self, domid: u16, gfn: u64) -> Result<u64, Errno>;
+    /// Binds a global VIRQ to a control-domain port.
+    fn bind_virq(&mut self, virq: u32) -> Result<u32, Errno>;
+}
+
+fn err(e: Errno) -> i64 {
+    -(e as i64)
+}
+
+/// Where each request buffer sits in the reply.
+#[derive(Clone, Copy, Default)]
+struct Bufs {
+    at: [(usize, usize); MAX_BUFS as usize],
+    n: usize,
+}
+
+impl Bufs {
+    fn get<'a>(&self, out: &'a mut [u8], i: u64) -> Option<&'a mut [u8]> {
+        let i = usize::try_from(i).ok()?;
+        if i >= self.n {
+            return None;
+        }
+        let (s, l) = self.at[i];
+        out.get_mut(s..s + l)
+    }
+}
+
+/// Handles one frame; writes the reply (if any) into `out` and returns its length. Malformed requests get
+/// a RESULT of -EINVAL; replies that do not fit `out` are dropped (`None`).
+pub fn handle<B: Backend>(
+    b: &mut B,
+    header: &Header,
+    payload: &[u8],
+    out: &mut [u8],
+) -> Option<usize> {
+    match header.kind {
+        Kind::Hello => ctlframe::encode(out, Kind::Hello, header.seq, |w| b.hello().write(w)).ok(),
+        Kind::Hypercall => hypercall(b, header.seq, payload, out)
+            .or_else(|_| invalid(header.seq, out))
+            .ok(),
+        Kind::Map => map(b, header.seq, payload, out)
+            .or_else(|_| invalid(header.seq, out))
+            .ok(),
+        // Frames only the hypervisor sends are ignored.
+        Kind::Result | Kind::Event => None,
+    }
+}
+
+/// The -EINVAL RESULT for a malformed request with sequence number `seq`.
+pub fn invalid(seq: u32, out: &mut [u8]) -> Result<usize, FrameError> {
+    ctlframe::encode(out, Kind::Result, seq, |w| {
+        ctlframe::write_result(w, err(Errno::Einval), &[])
+    })
+}
+
+/// An EVENT frame for `port`.
+pub fn event(port: u32, out: &mut [u8]) -> Result<usize, FrameError> {
+    ctlframe::encode(out, Kind::Event, 0, |w| w.u32(port))
+}
+
+fn hypercall<B: Backend>(
+    b: &mut B,
+    seq: u32,
+    payload: &[u8],
+    out: &mut [u8],
+) -> Result<usize, FrameError> {
+    let (head, mut r) = ctlframe::read_hypercall(payload)?;
+    // Copy the request buffers into the reply (RESULT: ret u64, then len u32 + bytes each).
+    let mut bufs = Bufs::default();
+    let body = out.get_mut(HEADER_LEN..).ok_or(FrameError::NoRoom)?;
+    let limit = body.len().min(ctlframe::MAX_PAYLOAD);
+    let mut w = Writer::new(&mut body[..limit]);
+    w.u64(0)?;
+    for i in 0..head.nr_bufs as usize {
+        let data = ctlframe::read_buf(&mut r)?;
+        w.u32(data.len() as u32)?;
+        bufs.at[i] = (HEADER_LEN + w.len(), data.len());
+        w.bytes(data)?;
+        bufs.n = i + 1;
+    }
+    let len = w.len();
+    let ret = dispatch(b, head.op as u64, &head.args, &bufs, out);
+    out[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&(ret as u64).to_le_bytes());
+    let h = Header {
+        kind: Kind::Result,
+        flags: 0,
+        seq,
+        len: len as u32,
+    };
+    out[..HEADER_LEN].copy_from_slice(&h.to_bytes());
+    Ok(HEADER_LEN + len)
+}
+
+fn dispatch<B: Backend>(b: &mut B, op: u64, args: &[u64; 5], bufs: &Bufs, out: &mut [u8]) -> i64 {
+    use crate::hypercall as hc;
+    match op {
+        hc::DOMCTL => {
+            let Some(buf) = bufs.get(out, args[0]) else {
+                return err(Errno::Efault);
+            };
+            let Some(mut d) = XenDomctl::read_from(buf) else {
+                return err(Errno::Efault);
+            };
+            if d.interface_version != domctl::INTERFACE_VERSION {
+                return err(Errno::Eacces);
+            }
+            let r = domctl_op(b, &mut d, bufs, out);
+            if let Some(buf) = bufs.get(out, args[0]) {
+                buf[..core::mem::size_of::<XenDomctl>()].copy_from_slice(d.as_bytes());
+            }
+            r
+        }
+        hc::SYSCTL => {
+            let Some(buf) = bufs.get(out, args[0]) else {
+                return err(Errno::Efault);
+            };
+            let Some(mut s) = XenSysctl::read_from(buf) else {
+                return err(Errno::Efault);
+            };
+            if s.interface_version != sysctl::INTERFACE_VERSION {
+                return err(Errno::Eacces);
+            }
+            let r = sysctl_op(b, &mut s, bufs, out);
+            if let Some(buf) = bufs.get(out, args[0]) {
+                buf[..core::mem::size_of::<XenSysctl>()].copy_from_slice(s.as_bytes());
+            }
+            r
+        }
+        hc::MEMORY_OP if args[0] == memres::XENMEM_POPULATE_PHYSMAP => {
+            let Some(r) = bufs
+                .get(out, args[1])
+                .and_then(|x| MemoryReservation::read_from(x))
+            else {
+                return err(Errno::Efault);
+            };
+            if r.extent_order != 0 {
+                return err(Errno::Einval);
+            }
+            let Some(list) = bufs.get(out, r.extent_start) else {
+                return err(Errno::Efault);
+            };
+            let mut done = 0i64;
+            let n = (r.nr_extents as usize).min(list.len() / 8);
+            for i in 0..n {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(&list[i * 8..i * 8 + 8]);
+                match b.populate(r.domid, u64::from_le_bytes(a)) {
+                    Ok(()) => done += 1,
+                    Err(e) if done == 0 => return err(e),
+                    Err(_) => break,
+                }
+            }
+            done
+        }
+        hc::HVM_OP if args[0] == memres::HVMOP_SET_PARAM || args[0] == memres::HVMOP_GET_PARAM => {
+            let Some(buf) = bufs.get(out, args[1]) else {
+                return err(Errno::Efault);
+            };
+            let Some(mut p) = XenHvmParam::read_from(buf) else {
+                return err(Errno::Efault);
+            };
+            let r = if args[0] == memres::HVMOP_SET_PARAM {
+                b.set_param(p.domid, p.index, p.value)
+            } else {
+                b.get_param(p.domid, p.index).map(|v| p.value = v)
+            };
+            buf[..16].copy_from_slice(p.as_bytes());
+            r.map_or_else(err, |_| 0)
+        }
+        hc::SCHED_OP if args[0] == domctl::SCHEDOP_REMOTE_SHUTDOWN => {
+            let Some(r) = bufs
+                .get(out, args[1])
+                .and_then(|x| domctl::RemoteShutdown::read_from(x))
+            else {
+                return err(Errno::Efault);
+            };
+            b.remote_shutdown(r.domain_id, r.reason)
+                .map_or_else(err, |_| 0)
+        }
+        hc::EVENT_CHANNEL_OP if args[0] == EVTCHNOP_BIND_VIRQ => {
+            let Some(buf) = bufs.get(out, args[1]).filter(|x| x.len() >= 12) else {
+                return err(Errno::Efault);
+            };
+            let virq = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            match b.bind_virq(virq) {
+                Ok(port) => {
+                    buf[8..12].copy_from_slice(&port.to_le_bytes());
+                    0
+                }
+                Err(e) => err(e),
+            }
+        }
+        hc::EVENT_CHANNEL_OP if args[0] == EVTCHNOP_SEND => 0,
+        hc::XEN_VERSION if args[0] == hc::xenver::VERSION => i64::from(b.hello().xen_version),
+        _ => err(Errno::Enosys),
+    }
+}
+
+fn domctl_op<B: Backend>(b: &mut B, d: &mut XenDomctl, bufs: &Bufs, out: &mut [u8]) -> i64 {
+    let id = d.domain;
+    let r = match d.cmd {
+        domctl::cmd::CREATEDOMAIN => {
+            let c: domctl::CreateDomain = d.payload();
+            b.create_domain(id, &c).map(|n| d.domain = n)
+        }
+        domctl::cmd::DESTROYDOMAIN => b.destroy_domain(id),
+        domctl::cmd::PAUSEDOMAIN => b.set_paused(id, true),
+        domctl::cmd::UNPAUSEDOMAIN => b.set_paused(id, false),
+        domctl::cmd::GETDOMAININFO => match b.domain_info(id) {
+            Some(i) => {
+                d.domain = i.domain;
+                d.set_payload(&i);
+                Ok(())
+            }
+            None => Err(Errno::Esrch),
+        },
+        domctl::cmd::MAX_MEM => b.set_max_mem(id, d.payload::<domctl::MaxMem>().max_memkb),
+        domctl::cmd::MAX_VCPUS => Ok(()),
+        domctl::cmd::SETVCPUCONTEXT => {
+            let v: domctl::VcpuContext = d.payload();
+            match bufs
+                .get(out, v.ctxt)
+                .and_then(|x| VcpuHvmContext::read_from(x))
+            {
+                Some(ctx) => b.set_vcpu_context(id, v.vcpu, &ctx),
+                None => Err(Errno::Efault),
+            }
+        }
+        _ => Err(Errno::Enosys),
+    };
+    r.map_or_else(err, |_| 0)
+}
+
+fn sysctl_op<B: Backend>(b: &mut B, s: &mut XenSysctl, bufs: &Bufs, out: &mut [u8]) -> i64 {
+    match s.cmd {
+        sysctl::cmd::PHYSINFO => {
+            let p = b.physinfo();
+            s.set_payload(&p);
+            0
+        }
+        sysctl::cmd::GETDOMAININFOLIST => {
+            let mut l: GetDomainInfoList = s.payload();
+            let sz = core::mem::size_of::<GetDomainInfo>();
+            let mut next = Some(l.first_domain);
+            let mut n = 0usize;
+            while let Some(from) = next {
+                if n >= l.max_domains as usize {
+                    break;
+                }
+                let Some(i) = b.domain_info(from) else {
+                    break;
+                };
+                let Some(buf) = bufs.get(out, l.buffer) else {
+                    return err(Errno::Efault);
+                };
+                let Some(slot) = buf.get_mut(n * sz..(n + 1) * sz) else {
+                    break;
+                };
+                slot.copy_from_slice(i.as_bytes());
+                n += 1;
+                next = i.domain.checked_add(1);
+            }
+            l.num_domains = n as u32;
+            s.set_payload(&l);
+            0
+        }
+        _ => err(Errno::Enosys),
+    }
+}
+
+fn map<B: Backend>(
+    b: &mut B,
+    seq: u32,
+    payload: &[u8],
+    out: &mut [u8],
+) -> Result<usize, FrameError> {
+    let (domid, count, mut r) = ctlframe::read_map(payload)?;
+    ctlframe::encode(out, Kind::Result, seq, |w| {
+        w.u64(0)?;
+        w.u32(count.checked_mul(8).ok_or(FrameError::NoRoom)?)?;
+        for _ in 0..count {
+            let gfn = r.u64()?;
+            let v = match b.translate(domid, gfn) {
+                Ok(m) => m as i64,
+                Err(e) => err(e),
+            };
+            w.u64(v as u64)?;
+        }
+        Ok(())
+    })
+}
