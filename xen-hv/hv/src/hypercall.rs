@@ -53,6 +53,14 @@ pub trait Guest {
     fn vcpu_is_up(&self, vcpu: u32) -> bool;
     /// The domain's HVM parameters.
     fn hvm_params(&mut self) -> &mut [u64; NR_PARAMS];
+    /// The domain's event-channel ports.
+    fn evtchn(&mut self) -> &mut crate::evtchn::Table;
+    /// Raises `port` on the vCPU it is bound to.
+    fn send_event(&mut self, port: u32);
+    /// Unmasks `port` (re-raising it when pending).
+    fn unmask_event(&mut self, port: u32);
+    /// The calling vCPU's id.
+    fn vcpu_id(&self) -> u32;
     /// Arms (or with 0 cancels) the calling vCPU's one-shot timer at system time `deadline_ns`.
     fn set_timer(&mut self, deadline_ns: u64);
 }
@@ -114,6 +122,7 @@ pub fn dispatch<G: Guest>(g: &mut G, nr: u64, a: [u64; 5]) -> Outcome {
         xen_abi::hypercall::MEMORY_OP => memory_op(g, a),
         xen_abi::hypercall::HVM_OP => hvm_op(g, a),
         xen_abi::hypercall::VCPU_OP => vcpu_op(g, a),
+        xen_abi::hypercall::EVENT_CHANNEL_OP => event_channel_op(g, a),
         xen_abi::hypercall::SET_TIMER_OP => {
             g.set_timer(a[0]);
             Ok(0)
@@ -246,6 +255,76 @@ fn hvm_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
     }
 }
 
+fn read_u32s<const N: usize, G: Guest>(g: &mut G, gva: u64) -> Result<[u32; N], Errno> {
+    let mut b = [0u8; 16];
+    g.copy_from(gva, &mut b[..4 * N])?;
+    let mut out = [0u32; N];
+    for (i, v) in out.iter_mut().enumerate() {
+        *v = u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
+    }
+    Ok(out)
+}
+
+fn event_channel_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
+    use crate::evtchn::Binding;
+    match a[0] {
+        // EVTCHNOP_bind_virq { virq, vcpu, port (out) }.
+        1 => {
+            let [virq, vcpu, _] = read_u32s::<3, G>(g, a[1])?;
+            if vcpu >= g.vcpu_count() {
+                return Err(Errno::Enoent);
+            }
+            let port = g.evtchn().bind_virq(virq, vcpu)?;
+            if let Err(e) = g.copy_to(a[1] + 8, &port.to_le_bytes()) {
+                let _ = g.evtchn().close(port);
+                return Err(e);
+            }
+            Ok(0)
+        }
+        // EVTCHNOP_close { port }.
+        3 => {
+            let [port] = read_u32s::<1, G>(g, a[1])?;
+            g.evtchn().close(port).map(|()| 0)
+        }
+        // EVTCHNOP_send { port }.
+        4 => {
+            let [port] = read_u32s::<1, G>(g, a[1])?;
+            match g.evtchn().get(port) {
+                Binding::Ipi { .. } => {
+                    g.send_event(port);
+                    Ok(0)
+                }
+                _ => Err(Errno::Einval),
+            }
+        }
+        // EVTCHNOP_bind_ipi { vcpu, port (out) }.
+        7 => {
+            let [vcpu, _] = read_u32s::<2, G>(g, a[1])?;
+            if vcpu >= g.vcpu_count() {
+                return Err(Errno::Enoent);
+            }
+            let port = g.evtchn().bind_ipi(vcpu)?;
+            if let Err(e) = g.copy_to(a[1] + 4, &port.to_le_bytes()) {
+                let _ = g.evtchn().close(port);
+                return Err(e);
+            }
+            Ok(0)
+        }
+        // EVTCHNOP_unmask { port }.
+        9 => {
+            let [port] = read_u32s::<1, G>(g, a[1])?;
+            if g.evtchn().get(port) == Binding::Free {
+                return Err(Errno::Einval);
+            }
+            g.unmask_event(port);
+            Ok(0)
+        }
+        // bind_interdomain, bind_pirq, status, alloc_unbound, bind_vcpu, reset and the FIFO ABI (init_control,
+        // expand_array, set_priority): not offered; Linux falls back to the 2-level ABI.
+        _ => Err(Errno::Enosys),
+    }
+}
+
 fn vcpu_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
     let vcpu = u32::try_from(a[1]).map_err(|_| Errno::Enoent)?;
     if vcpu >= g.vcpu_count() {
@@ -265,6 +344,21 @@ fn vcpu_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
             g.vcpu_initialise(vcpu, &start).map(|()| 0)
         }
         vcpuop::UP => g.vcpu_up(vcpu).map(|()| 0),
+        // VCPUOP_set_periodic_timer / stop_periodic_timer: no periodic timer runs, so stopping it succeeds.
+        6 => Err(Errno::Enosys),
+        7 => Ok(0),
+        // VCPUOP_set_singleshot_timer { timeout_abs_ns, flags } and stop_singleshot_timer, calling vCPU only.
+        8 | 9 if vcpu != g.vcpu_id() => Err(Errno::Einval),
+        8 => {
+            let mut b = [0u8; 8];
+            g.copy_from(a[2], &mut b)?;
+            g.set_timer(u64::from_le_bytes(b).max(1));
+            Ok(0)
+        }
+        9 => {
+            g.set_timer(0);
+            Ok(0)
+        }
         vcpuop::IS_UP => Ok(u64::from(g.vcpu_is_up(vcpu))),
         _ => Err(Errno::Enosys),
     }
@@ -284,6 +378,8 @@ mod tests {
         vcpu_info: Option<(u32, u64, u32)>,
         timer: u64,
         started: Option<(u32, u64)>,
+        ports: crate::evtchn::Table,
+        sent: Vec<u32>,
     }
 
     const BASE: u64 = 0x1000;
@@ -298,6 +394,8 @@ mod tests {
                 vcpu_info: None,
                 timer: 0,
                 started: None,
+                ports: crate::evtchn::Table::new(),
+                sent: Vec::new(),
             }
         }
         fn range(&self, gva: u64, len: usize) -> Result<core::ops::Range<usize>, Errno> {
@@ -384,6 +482,18 @@ mod tests {
         }
         fn hvm_params(&mut self) -> &mut [u64; NR_PARAMS] {
             &mut self.params
+        }
+        fn evtchn(&mut self) -> &mut crate::evtchn::Table {
+            &mut self.ports
+        }
+        fn send_event(&mut self, port: u32) {
+            self.sent.push(port);
+        }
+        fn unmask_event(&mut self, port: u32) {
+            self.sent.push(port | 0x8000_0000);
+        }
+        fn vcpu_id(&self) -> u32 {
+            0
         }
         fn set_timer(&mut self, deadline_ns: u64) {
             self.timer = deadline_ns;
@@ -533,6 +643,85 @@ mod tests {
     }
 
     #[test]
+    fn event_channels_and_singleshot_timer() {
+        let mut g = Fake::new();
+        // bind_virq(VIRQ_TIMER, vcpu 0) writes the port back.
+        g.put(BASE, &[0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            dispatch(&mut g, EVENT_CHANNEL_OP, [1, BASE, 0, 0, 0]).ret,
+            0
+        );
+        assert_eq!(g.mem[8..12], 1u32.to_le_bytes());
+        assert_eq!(
+            errno(dispatch(&mut g, EVENT_CHANNEL_OP, [1, BASE, 0, 0, 0])),
+            Some(Errno::Eexist)
+        );
+        // bind_ipi(vcpu 1) -> port 2, send it, unmask it, close it.
+        g.put(BASE + 0x20, &[1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            dispatch(&mut g, EVENT_CHANNEL_OP, [7, BASE + 0x20, 0, 0, 0]).ret,
+            0
+        );
+        assert_eq!(g.mem[0x24..0x28], 2u32.to_le_bytes());
+        g.put(BASE + 0x40, &2u32.to_le_bytes());
+        assert_eq!(
+            dispatch(&mut g, EVENT_CHANNEL_OP, [4, BASE + 0x40, 0, 0, 0]).ret,
+            0
+        );
+        assert_eq!(
+            dispatch(&mut g, EVENT_CHANNEL_OP, [9, BASE + 0x40, 0, 0, 0]).ret,
+            0
+        );
+        assert_eq!(g.sent, vec![2, 2 | 0x8000_0000]);
+        assert_eq!(
+            dispatch(&mut g, EVENT_CHANNEL_OP, [3, BASE + 0x40, 0, 0, 0]).ret,
+            0
+        );
+        assert_eq!(
+            errno(dispatch(
+                &mut g,
+                EVENT_CHANNEL_OP,
+                [4, BASE + 0x40, 0, 0, 0]
+            )),
+            Some(Errno::Einval)
+        );
+        // Sending on a VIRQ port is refused; a vCPU beyond the domain is ENOENT; FIFO init is ENOSYS.
+        g.put(BASE + 0x40, &1u32.to_le_bytes());
+        assert_eq!(
+            errno(dispatch(
+                &mut g,
+                EVENT_CHANNEL_OP,
+                [4, BASE + 0x40, 0, 0, 0]
+            )),
+            Some(Errno::Einval)
+        );
+        g.put(BASE + 0x20, &[9, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            errno(dispatch(
+                &mut g,
+                EVENT_CHANNEL_OP,
+                [7, BASE + 0x20, 0, 0, 0]
+            )),
+            Some(Errno::Enoent)
+        );
+        assert_eq!(
+            errno(dispatch(&mut g, EVENT_CHANNEL_OP, [11, BASE, 0, 0, 0])),
+            Some(Errno::Enosys)
+        );
+        // Single-shot timer on the calling vCPU; another vCPU's is refused.
+        g.put(BASE + 0x60, &123_456u64.to_le_bytes());
+        assert_eq!(dispatch(&mut g, VCPU_OP, [8, 0, BASE + 0x60, 0, 0]).ret, 0);
+        assert_eq!(g.timer, 123_456);
+        assert_eq!(
+            errno(dispatch(&mut g, VCPU_OP, [8, 1, BASE + 0x60, 0, 0])),
+            Some(Errno::Einval)
+        );
+        assert_eq!(dispatch(&mut g, VCPU_OP, [9, 0, 0, 0, 0]).ret, 0);
+        assert_eq!(g.timer, 0);
+        assert_eq!(dispatch(&mut g, VCPU_OP, [7, 0, 0, 0, 0]).ret, 0);
+    }
+
+    #[test]
     fn random_arguments_never_panic_and_fail_cleanly() {
         // xorshift; every hypercall number the dispatcher knows plus neighbours, random sub-ops and pointers.
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -544,7 +733,7 @@ mod tests {
         };
         let mut g = Fake::new();
         for i in 0..20_000u64 {
-            let nr = [12, 15, 17, 18, 24, 29, 34, 0, 99][(i % 9) as usize];
+            let nr = [12, 15, 17, 18, 24, 29, 32, 34, 0, 99][(i % 10) as usize];
             let mut a = [next(), next(), next(), next(), next()];
             if i % 2 == 0 {
                 a[0] %= 16;

@@ -6,6 +6,7 @@
 
 pub mod bootinfo;
 pub mod cmdline;
+pub mod evtchn;
 pub mod frames;
 pub mod hypercall;
 pub mod modpack;

@@ -121,6 +121,7 @@ pub struct Domain {
     iopm: u64,
     msrpm: u64,
     released: bool,
+    evtchn: Box<xen_hv::evtchn::Table>,
 }
 
 /// One vCPU's bookkeeping (its hardware state lives in [`Machine::hw`] and is taken out while it runs).
@@ -290,6 +291,7 @@ impl Machine {
             iopm,
             msrpm,
             released: false,
+            evtchn: Box::new(xen_hv::evtchn::Table::new()),
         });
         let _ = writeln!(
             self.con,
@@ -373,6 +375,11 @@ impl Machine {
         let Some(d) = self.domains[meta.dom].as_ref() else {
             return;
         };
+        // A bound VIRQ_TIMER port gets the event; without one only the upcall flag is raised.
+        if let Some(port) = d.evtchn.virq_port(xen_hv::evtchn::VIRQ_TIMER, meta.id) {
+            deliver_port(d, meta, port);
+            return;
+        }
         let pa = meta
             .vcpu_info
             .unwrap_or(d.shared_info + 64 * u64::from(meta.id));
@@ -766,6 +773,45 @@ fn console_bytes(con: &mut Serial, d: &mut Domain, bytes: &[u8]) {
     }
 }
 
+/// Runs `f` over the domain's shared_info page and a copy of the vCPU's vcpu_info (written back afterwards), for
+/// the event-channel bit logic. The bits are updated with plain byte writes: a vCPU of the same domain running on
+/// another CPU at that moment could race with them (Xen uses atomic bit operations); single-vCPU guests cannot.
+fn with_event_pages<R>(
+    d: &Domain,
+    meta: &VcpuMeta,
+    f: impl FnOnce(&mut [u8], &mut [u8]) -> R,
+) -> R {
+    let vi = meta
+        .vcpu_info
+        .unwrap_or(d.shared_info + 64 * u64::from(meta.id));
+    let mut local = [0u8; 64];
+    // SAFETY: `vi` is the vCPU's vcpu_info, 64 bytes of the domain's memory (registered inside its RAM, or a slot
+    // of its shared_info frame); the machine lock is held. Copying avoids two live references to one page.
+    unsafe { core::ptr::copy_nonoverlapping(vi as usize as *const u8, local.as_mut_ptr(), 64) };
+    let r = {
+        // SAFETY: the shared_info frame is owned by the domain and identity-mapped; no other reference to it is
+        // alive while the lock is held.
+        let shared = unsafe {
+            core::slice::from_raw_parts_mut(d.shared_info as usize as *mut u8, PAGE as usize)
+        };
+        f(shared, &mut local)
+    };
+    copy_in(vi, &local);
+    r
+}
+
+/// Marks `port` pending for the vCPU of `meta` and queues the callback-vector upcall when one is due.
+fn deliver_port(d: &Domain, meta: &mut VcpuMeta, port: u32) {
+    if with_event_pages(d, meta, |shared, vi| {
+        xen_hv::evtchn::set_pending(shared, vi, port)
+    }) {
+        let cb = d.params[xen_abi::xen::hvmop::PARAM_CALLBACK_IRQ as usize];
+        if cb >> 56 == 2 {
+            meta.virq = Some(cb as u8);
+        }
+    }
+}
+
 /// Writes the pvclock record (`vcpu_time_info`) of the `vcpu_info` at host-physical `vcpu_info_pa`. System time
 /// is a linear function of the TSC here (see `lapic::now_ns`), so one record stays valid for good.
 fn write_pvclock(vcpu_info_pa: u64) {
@@ -1026,6 +1072,50 @@ impl Guest for Ctx<'_> {
 
     fn hvm_params(&mut self) -> &mut [u64; NR_PARAMS] {
         &mut self.d.params
+    }
+
+    fn evtchn(&mut self) -> &mut xen_hv::evtchn::Table {
+        &mut self.d.evtchn
+    }
+
+    fn send_event(&mut self, port: u32) {
+        let xen_hv::evtchn::Binding::Ipi { vcpu } = self.d.evtchn.get(port) else {
+            return;
+        };
+        let Some(&target) = self.d.vcpus[..self.d.nr_vcpus].get(vcpu as usize) else {
+            return;
+        };
+        if let Some(meta) = self.metas[target].as_mut() {
+            deliver_port(self.d, meta, port);
+            self.sched.wake(target);
+        }
+    }
+
+    fn unmask_event(&mut self, port: u32) {
+        let vcpu = match self.d.evtchn.get(port) {
+            xen_hv::evtchn::Binding::Ipi { vcpu } | xen_hv::evtchn::Binding::Virq { vcpu, .. } => {
+                vcpu
+            }
+            xen_hv::evtchn::Binding::Free => return,
+        };
+        let Some(&target) = self.d.vcpus[..self.d.nr_vcpus].get(vcpu as usize) else {
+            return;
+        };
+        if let Some(meta) = self.metas[target].as_mut() {
+            if with_event_pages(self.d, meta, |shared, vi| {
+                xen_hv::evtchn::unmask(shared, vi, port)
+            }) {
+                let cb = self.d.params[xen_abi::xen::hvmop::PARAM_CALLBACK_IRQ as usize];
+                if cb >> 56 == 2 {
+                    meta.virq = Some(cb as u8);
+                }
+                self.sched.wake(target);
+            }
+        }
+    }
+
+    fn vcpu_id(&self) -> u32 {
+        self.metas[self.v].as_ref().map_or(0, |m| m.id)
     }
 
     fn set_timer(&mut self, deadline_ns: u64) {

@@ -23,7 +23,14 @@ mod guest {
         for nr in (0..64).chain([128, 4096, u64::MAX]) {
             if matches!(
                 nr,
-                MEMORY_OP | SET_TIMER_OP | XEN_VERSION | CONSOLE_IO | VCPU_OP | SCHED_OP | HVM_OP
+                MEMORY_OP
+                    | SET_TIMER_OP
+                    | XEN_VERSION
+                    | CONSOLE_IO
+                    | VCPU_OP
+                    | SCHED_OP
+                    | HVM_OP
+                    | EVENT_CHANNEL_OP
             ) {
                 continue;
             }
@@ -52,6 +59,7 @@ mod guest {
             VCPU_OP,
             SCHED_OP,
             HVM_OP,
+            EVENT_CHANNEL_OP,
         ];
         let mut errors = 0;
         let n = 400;

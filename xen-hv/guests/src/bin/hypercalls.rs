@@ -321,6 +321,34 @@ mod guest {
             r == 0 && b == 0 && pending == 1,
             format_args!("{r:#x} {b:#x} pending {pending}"),
         );
+        // Event channels: VIRQ_TIMER bound to a port; the timer then marks that port pending in shared_info and
+        // its word in vcpu_info's selector.
+        let mut bind = [0u32, 0, 0xffff_ffff];
+        let r = hypercall(EVENT_CHANNEL_OP, [1, bind.as_mut_ptr() as u64, 0, 0, 0]);
+        let port = bind[2];
+        // SAFETY: clears evtchn_upcall_pending/mask in our registered vcpu_info.
+        unsafe { core::ptr::write_volatile((vi_page + 128) as usize as *mut u16, 0) };
+        let t = hypercall(SET_TIMER_OP, [1, 0, 0, 0, 0]);
+        let b = hypercall(SCHED_OP, [schedop::BLOCK, 0, 0, 0, 0]);
+        let word: u64 = read(shared + 2048 + 8 * u64::from(port / 64));
+        let sel: u64 = read(vi_page + 128 + 8);
+        c.check(
+            "EVTCHNOP_bind_virq(VIRQ_TIMER): the timer sets the port pending and its selector bit",
+            r == 0
+                && port > 0
+                && t == 0
+                && b == 0
+                && word & (1 << (port % 64)) != 0
+                && sel & (1 << (port / 64)) != 0,
+            format_args!("ret {r:#x} port {port} pending word {word:#x} selector {sel:#x}"),
+        );
+        let mut again = [0u32, 0, 0];
+        let r = hypercall(EVENT_CHANNEL_OP, [1, again.as_mut_ptr() as u64, 0, 0, 0]);
+        c.check(
+            "a second bind of VIRQ_TIMER on the same vCPU -> EEXIST",
+            errno(r) == Some(Errno::Eexist),
+            format_args!("{r:#x}"),
+        );
         // The callback vector (HVM_PARAM_CALLBACK_IRQ, set above to vector 0xf3): a timer upcall arrives as an
         // interrupt once interrupts are enabled, and not before.
         xen_test_guests::install_callback_idt(0xf3);
@@ -361,7 +389,7 @@ mod guest {
         );
         let r = hypercall(EVENT_CHANNEL_OP, [0; 5]);
         c.check(
-            "unimplemented event_channel_op -> ENOSYS",
+            "EVTCHNOP_bind_interdomain (not offered) -> ENOSYS",
             errno(r) == Some(Errno::Enosys),
             format_args!("{r:#x}"),
         );
