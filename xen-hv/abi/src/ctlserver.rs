@@ -342,3 +342,262 @@ fn map<B: Backend>(
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ctlframe::{Decoded, Reader};
+
+    /// A backend that records what reached it.
+    #[derive(Default)]
+    struct Rec {
+        created: Option<domctl::CreateDomain>,
+        populated: [u64; 4],
+        n: usize,
+        ctx: Option<VcpuHvmContext>,
+    }
+
+    impl Backend for Rec {
+        fn hello(&self) -> Hello {
+            Hello {
+                version: 1,
+                ram_bytes: 1 << 26,
+                nr_cpus: 2,
+                xen_version: 0x4_0013,
+            }
+        }
+        fn create_domain(&mut self, _: u16, req: &domctl::CreateDomain) -> Result<u16, Errno> {
+            self.created = Some(*req);
+            Ok(5)
+        }
+        fn destroy_domain(&mut self, d: u16) -> Result<(), Errno> {
+            if d == 5 {
+                Ok(())
+            } else {
+                Err(Errno::Esrch)
+            }
+        }
+        fn set_paused(&mut self, _: u16, _: bool) -> Result<(), Errno> {
+            Ok(())
+        }
+        fn domain_info(&mut self, d: u16) -> Option<GetDomainInfo> {
+            (d <= 5).then_some(GetDomainInfo {
+                domain: if d == 0 { 0 } else { 5 },
+                ..GetDomainInfo::default()
+            })
+        }
+        fn set_max_mem(&mut self, _: u16, _: u64) -> Result<(), Errno> {
+            Ok(())
+        }
+        fn populate(&mut self, _: u16, gfn: u64) -> Result<(), Errno> {
+            if self.n == self.populated.len() {
+                return Err(Errno::Enomem);
+            }
+            self.populated[self.n] = gfn;
+            self.n += 1;
+            Ok(())
+        }
+        fn set_vcpu_context(&mut self, _: u16, _: u32, c: &VcpuHvmContext) -> Result<(), Errno> {
+            self.ctx = Some(*c);
+            Ok(())
+        }
+        fn set_param(&mut self, _: u16, _: u32, _: u64) -> Result<(), Errno> {
+            Ok(())
+        }
+        fn get_param(&mut self, _: u16, i: u32) -> Result<u64, Errno> {
+            Ok(u64::from(i) * 10)
+        }
+        fn remote_shutdown(&mut self, _: u16, _: u32) -> Result<(), Errno> {
+            Ok(())
+        }
+        fn physinfo(&mut self) -> Physinfo {
+            Physinfo {
+                nr_cpus: 2,
+                ..Physinfo::default()
+            }
+        }
+        fn translate(&mut self, _: u16, gfn: u64) -> Result<u64, Errno> {
+            if gfn < 10 {
+                Ok(gfn + 100)
+            } else {
+                Err(Errno::Einval)
+            }
+        }
+        fn bind_virq(&mut self, _: u32) -> Result<u32, Errno> {
+            Ok(7)
+        }
+    }
+
+    /// Sends a HYPERCALL through `handle`; returns ret and the reply buffers' bytes concatenated.
+    fn call(b: &mut Rec, op: u32, args: [u64; 5], bufs: &[&[u8]]) -> (i64, [u8; 512], usize) {
+        let mut req = [0u8; 1024];
+        let n = ctlframe::encode(&mut req, Kind::Hypercall, 9, |w| {
+            ctlframe::write_hypercall(w, op, &args, bufs)
+        })
+        .expect("encode");
+        let Decoded::Frame { header, consumed } = ctlframe::decode(&req[..n]) else {
+            panic!("frame");
+        };
+        let mut out = [0u8; 2048];
+        let len = handle(b, &header, &req[HEADER_LEN..consumed], &mut out).expect("reply");
+        let Decoded::Frame { header: h, .. } = ctlframe::decode(&out[..len]) else {
+            panic!("reply frame");
+        };
+        assert_eq!((h.kind, h.seq), (Kind::Result, 9));
+        let (ret, mut r) = ctlframe::read_result(&out[HEADER_LEN..len]).expect("result");
+        let mut flat = [0u8; 512];
+        let mut at = 0;
+        for _ in 0..bufs.len() {
+            let x = ctlframe::read_buf(&mut r).expect("buf");
+            flat[at..at + x.len()].copy_from_slice(x);
+            at += x.len();
+        }
+        (ret, flat, at)
+    }
+
+    #[test]
+    fn domctl_create_writes_back_the_new_domain_id() {
+        let mut b = Rec::default();
+        let c = domctl::CreateDomain {
+            max_vcpus: 2,
+            ..domctl::CreateDomain::default()
+        };
+        let d = XenDomctl::new(domctl::cmd::CREATEDOMAIN, 0, &c);
+        let (ret, flat, n) = call(&mut b, 36, [0; 5], &[d.as_bytes()]);
+        assert_eq!(ret, 0);
+        assert_eq!(n, 144);
+        assert_eq!(XenDomctl::read_from(&flat).expect("domctl").domain, 5);
+        assert_eq!(b.created.expect("created").max_vcpus, 2);
+        // A wrong interface version is refused, as Xen does.
+        let mut d2 = d;
+        d2.interface_version = 0x17;
+        assert_eq!(call(&mut b, 36, [0; 5], &[d2.as_bytes()]).0, -13);
+        // Destroying an unknown domain.
+        let d3 = XenDomctl::new(domctl::cmd::DESTROYDOMAIN, 9, &domctl::MaxMem::default());
+        assert_eq!(call(&mut b, 36, [0; 5], &[d3.as_bytes()]).0, -3);
+    }
+
+    #[test]
+    fn handles_resolve_to_buffer_indices_and_bad_ones_fault() {
+        let mut b = Rec::default();
+        let ctx = VcpuHvmContext {
+            mode: 0,
+            ..VcpuHvmContext::default()
+        };
+        let mut d = XenDomctl::new(
+            domctl::cmd::SETVCPUCONTEXT,
+            5,
+            &domctl::VcpuContext {
+                vcpu: 0,
+                pad: 0,
+                ctxt: 1,
+            },
+        );
+        assert_eq!(
+            call(&mut b, 36, [0; 5], &[d.as_bytes(), ctx.as_bytes()]).0,
+            0
+        );
+        assert!(b.ctx.is_some());
+        // Handle to a buffer that does not exist, and a too-short context.
+        d.set_payload(&domctl::VcpuContext {
+            vcpu: 0,
+            pad: 0,
+            ctxt: 7,
+        });
+        assert_eq!(call(&mut b, 36, [0; 5], &[d.as_bytes()]).0, -14);
+        d.set_payload(&domctl::VcpuContext {
+            vcpu: 0,
+            pad: 0,
+            ctxt: 1,
+        });
+        assert_eq!(call(&mut b, 36, [0; 5], &[d.as_bytes(), &[0; 10]]).0, -14);
+        // A domctl argument pointing nowhere, a short domctl, an unknown hypercall.
+        assert_eq!(call(&mut b, 36, [3, 0, 0, 0, 0], &[]).0, -14);
+        assert_eq!(call(&mut b, 36, [0; 5], &[&[0; 20]]).0, -14);
+        assert_eq!(call(&mut b, 99, [0; 5], &[]).0, -38);
+    }
+
+    #[test]
+    fn populate_reports_partial_success_and_sysctl_lists_domains() {
+        let mut b = Rec::default();
+        let r = MemoryReservation {
+            extent_start: 1,
+            nr_extents: 6,
+            domid: 5,
+            ..MemoryReservation::default()
+        };
+        let gfns: [u8; 48] = core::array::from_fn(|i| if i % 8 == 0 { (i / 8) as u8 } else { 0 });
+        let (ret, ..) = call(&mut b, 12, [6, 0, 0, 0, 0], &[r.as_bytes(), &gfns]);
+        assert_eq!(ret, 4, "the backend ran out after 4 frames");
+        assert_eq!(b.populated, [0, 1, 2, 3]);
+        let l = GetDomainInfoList {
+            first_domain: 0,
+            max_domains: 8,
+            buffer: 1,
+            ..GetDomainInfoList::default()
+        };
+        let s = XenSysctl::new(sysctl::cmd::GETDOMAININFOLIST, &l);
+        let out = [0u8; 3 * 112];
+        let (ret, flat, n) = call(&mut b, 35, [0; 5], &[s.as_bytes(), &out]);
+        assert_eq!((ret, n), (0, 136 + 336));
+        let back: GetDomainInfoList = XenSysctl::read_from(&flat).expect("sysctl").payload();
+        assert_eq!(back.num_domains, 2, "domains 0 and 5");
+        assert_eq!(
+            GetDomainInfo::read_from(&flat[136 + 112..])
+                .expect("info")
+                .domain,
+            5
+        );
+    }
+
+    #[test]
+    fn map_and_hello_and_malformed_requests() {
+        let mut b = Rec::default();
+        let mut req = [0u8; 128];
+        let n = ctlframe::encode(&mut req, Kind::Map, 4, |w| {
+            ctlframe::write_map(w, 5, &[1, 50])
+        })
+        .expect("map");
+        let Decoded::Frame { header, consumed } = ctlframe::decode(&req[..n]) else {
+            panic!("frame");
+        };
+        let mut out = [0u8; 256];
+        let len = handle(&mut b, &header, &req[HEADER_LEN..consumed], &mut out).expect("reply");
+        let (ret, mut r) = ctlframe::read_result(&out[HEADER_LEN..len]).expect("result");
+        assert_eq!(ret, 0);
+        let list = ctlframe::read_buf(&mut r).expect("list");
+        let mut lr = Reader::new(list);
+        assert_eq!(lr.u64(), Ok(101));
+        assert_eq!(lr.u64().map(|v| v as i64), Ok(-22));
+        // A MAP whose count exceeds its frames gets -EINVAL with the request's seq.
+        let mut bad = req;
+        bad[HEADER_LEN + 2..HEADER_LEN + 6].copy_from_slice(&1000u32.to_le_bytes());
+        let len = handle(&mut b, &header, &bad[HEADER_LEN..consumed], &mut out).expect("reply");
+        let h = Header::parse(&out).expect("header");
+        assert_eq!((h.kind, h.seq), (Kind::Result, 4));
+        assert_eq!(
+            ctlframe::read_result(&out[HEADER_LEN..len]).expect("r").0,
+            -22
+        );
+        // HELLO is answered; RESULT/EVENT from the host are ignored.
+        let hh = Header {
+            kind: Kind::Hello,
+            flags: 0,
+            seq: 1,
+            len: 0,
+        };
+        let len = handle(&mut b, &hh, &[], &mut out).expect("hello");
+        assert_eq!(
+            Hello::read(&out[HEADER_LEN..len]).expect("hello").nr_cpus,
+            2
+        );
+        let ev = Header {
+            kind: Kind::Event,
+            ..hh
+        };
+        assert_eq!(handle(&mut b, &ev, &[], &mut out), None);
+        // A reply that cannot fit the output buffer is dropped, not a panic.
+        let mut tiny = [0u8; 8];
+        assert_eq!(handle(&mut b, &hh, &[], &mut tiny), None);
+    }
+}
