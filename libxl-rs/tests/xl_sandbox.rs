@@ -41,6 +41,7 @@ struct Model {
     doms: BTreeMap<u16, Dom>,
     port: Option<u32>,
     clients: Vec<UnixStream>,
+    next_domid: u16,
 }
 
 impl Model {
@@ -61,10 +62,10 @@ impl Backend for Model {
         }
     }
     fn create_domain(&mut self, domid: u16, req: &domctl::CreateDomain) -> Result<u16, Errno> {
+        // Like Xen, IDs are not reused right away.
         let id = if domid == 0 {
-            (1..)
-                .find(|i| !self.doms.contains_key(i))
-                .ok_or(Errno::Enomem)?
+            self.next_domid += 1;
+            self.next_domid
         } else {
             domid
         };
@@ -246,6 +247,12 @@ struct Sandbox {
 
 impl Sandbox {
     fn start(tag: &str) -> Self {
+        Self::start_with(tag, false)
+    }
+
+    /// With `through_mux`, the model accepts exactly one connection (like QEMU's chardev) and that connection
+    /// is `xl`'s sandbox mux, which serves every client at `ctl.sock`.
+    fn start_with(tag: &str, through_mux: bool) -> Self {
         let dir = std::env::temp_dir().join(format!("xl-sbx-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
@@ -272,8 +279,10 @@ impl Sandbox {
             doms,
             port: None,
             clients: Vec::new(),
+            next_domid: 0,
         }));
-        let listener = UnixListener::bind(dir.join("ctl.sock")).expect("listen");
+        let hv_sock = dir.join(if through_mux { "hv.sock" } else { "ctl.sock" });
+        let listener = UnixListener::bind(&hv_sock).expect("listen");
         let m = model.clone();
         std::thread::spawn(move || {
             for s in listener.incoming().flatten() {
@@ -281,9 +290,18 @@ impl Sandbox {
                     m.lock().expect("model").clients.push(c);
                 }
                 let m = m.clone();
+                if through_mux {
+                    serve(m, s);
+                    return;
+                }
                 std::thread::spawn(move || serve(m, s));
             }
         });
+        if through_mux {
+            let up = UnixStream::connect(&hv_sock).expect("upstream");
+            let l = UnixListener::bind(dir.join("ctl.sock")).expect("mux listen");
+            std::thread::spawn(move || libxl_rs::transport::mux::run(up, l));
+        }
         std::fs::write(dir.join("vmlinuz"), kernel(0x10_0000, &[0xf4; 512])).expect("kernel");
         Self { dir, model }
     }
@@ -490,14 +508,14 @@ fn xl_create_list_console_shutdown_destroy_over_the_sandbox_transport() {
     assert!(o.status.success(), "{:?}", text(&o));
     let o = sb.xl(&["shutdown", "guest1"]);
     assert!(
-        text(&o).1.contains("Shutting down domain 1"),
+        text(&o).1.contains("Shutting down domain 2"),
         "{:?}",
         text(&o)
     );
     {
         let mut m = sb.model.lock().expect("model");
-        assert_eq!(m.doms[&1].requests, vec![0]);
-        m.doms.get_mut(&1).expect("dom").shutdown = Some(0);
+        assert_eq!(m.doms[&2].requests, vec![0]);
+        m.doms.get_mut(&2).expect("dom").shutdown = Some(0);
         let p = m.port.expect("the watcher bound VIRQ_DOM_EXC");
         m.raise(p);
     }
@@ -516,4 +534,53 @@ fn xl_create_list_console_shutdown_destroy_over_the_sandbox_transport() {
     assert!(out.contains("nr_cpus                : 2\n"), "{out}");
     assert!(out.contains("total_memory           : 64\n"), "{out}");
     assert!(out.contains("xen_version            : 4.19\n"), "{out}");
+}
+
+#[test]
+fn many_clients_share_one_upstream_connection_through_the_mux() {
+    let sb = Sandbox::start_with("mux", true);
+    let cfg = write_cfg(&sb.dir, "muxed", "on_reboot = \"restart\"\n");
+    let o = sb.xl(&["create", cfg.to_str().expect("utf8")]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    // The exit watcher holds a connection; other invocations still get through.
+    for _ in 0..3 {
+        let o = sb.xl(&["list", "muxed"]);
+        assert!(
+            text(&o)
+                .0
+                .contains("muxed                                        1    16     1     r-----"),
+            "{:?}",
+            text(&o)
+        );
+    }
+    assert_eq!(
+        sb.model.lock().expect("model").clients.len(),
+        1,
+        "one upstream connection"
+    );
+    // The guest reboots: the event reaches the watcher through the mux and on_reboot=restart builds domain 2.
+    let o = sb.xl(&["reboot", "muxed"]);
+    assert!(text(&o).1.contains("Rebooting domain 1"), "{:?}", text(&o));
+    {
+        let mut m = sb.model.lock().expect("model");
+        assert_eq!(m.doms[&1].requests, vec![1]);
+        m.doms.get_mut(&1).expect("dom").shutdown = Some(1);
+        let p = m.port.expect("bound");
+        m.raise(p);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = text(&sb.xl(&["list"])).0;
+        if out.contains("muxed                                        2 ") {
+            assert!(
+                !out.contains("muxed                                        1 "),
+                "{out}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no restart: {out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(sb.xl(&["destroy", "muxed"]).status.success());
+    sb.wait_gone("muxed");
 }

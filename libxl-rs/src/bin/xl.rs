@@ -94,6 +94,16 @@ enum Cmd {
     },
     /// Get information about the Xen host.
     Info,
+    /// Serve the sandbox control channel to many clients over one upstream connection.
+    #[command(name = "sandbox-mux")]
+    SandboxMux {
+        /// QEMU's COM2 chardev socket.
+        #[arg(long)]
+        upstream: PathBuf,
+        /// The socket clients connect to (what `--sandbox DIR` expects at DIR/ctl.sock).
+        #[arg(long)]
+        listen: PathBuf,
+    },
     /// Internal: handle a domain's exits (on_poweroff/on_reboot/on_crash) until it is gone.
     #[command(name = "__watch", hide = true)]
     Watch {
@@ -456,6 +466,22 @@ fn run(cli: &Cli) -> Result<(), String> {
         Cmd::Info => {
             let mut ts = connect(cli).map_err(e)?;
             info(&mut ts).map_err(e)
+        }
+        Cmd::SandboxMux { upstream, listen } => {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let up = loop {
+                match std::os::unix::net::UnixStream::connect(upstream) {
+                    Ok(s) => break s,
+                    Err(err) if std::time::Instant::now() >= deadline => {
+                        return Err(format!("cannot connect to {}: {err}", upstream.display()))
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            };
+            let _ = std::fs::remove_file(listen);
+            let l = std::os::unix::net::UnixListener::bind(listen)
+                .map_err(|err| format!("cannot listen on {}: {err}", listen.display()))?;
+            libxl_rs::transport::mux::run(up, l).map_err(e)
         }
         Cmd::Watch { domid } => {
             let mut ts = connect(cli).map_err(e)?;

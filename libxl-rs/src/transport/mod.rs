@@ -13,6 +13,7 @@
 //! for the sandbox).
 
 pub mod fake;
+pub mod mux;
 pub mod privcmd;
 pub mod sandbox;
 mod sys;
