@@ -47,6 +47,16 @@ enum Cmd {
     },
     /// Run every CI layer and print a summary.
     Ci,
+    /// Build xen-hv and print, one argument per line, the QEMU command of the sandbox machine in `dir`: RAM
+    /// backed by `dir/ram`, COM2 on `dir/qemu-ctl.sock`, the console in `dir/console.log` (scripts/sandbox).
+    SandboxQemuCmd {
+        /// The sandbox directory.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// RAM in MiB.
+        #[arg(long, default_value_t = 512)]
+        mem_mib: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,6 +74,19 @@ fn main() -> ExitCode {
             guests,
         } => hv_boot(arch, smp, timeout, append, &guests),
         Cmd::Ci => ci(),
+        Cmd::SandboxQemuCmd { dir, mem_mib } => build::build_hv(Arch::X86_64).map(|image| {
+            let mut m = qemu::Machine::new(Arch::X86_64, image);
+            m.mem_mib = mem_mib;
+            m.shared_ram = Some(dir.join("ram"));
+            m.control_socket = Some(dir.join("qemu-ctl.sock"));
+            m.console_log = Some(dir.join("console.log"));
+            let c = m.command();
+            println!("{}", c.get_program().to_string_lossy());
+            for a in c.get_args() {
+                println!("{}", a.to_string_lossy());
+            }
+            true
+        }),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

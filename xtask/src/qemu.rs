@@ -34,6 +34,11 @@ pub struct Machine {
     pub append: String,
     /// Back RAM with this shared file (the sandbox transport maps it from the host).
     pub shared_ram: Option<PathBuf>,
+    /// The sandbox control channel: COM2 as a Unix-socket chardev server at this path
+    /// (docs/sandbox-transport.md).
+    pub control_socket: Option<PathBuf>,
+    /// Write the serial console (COM1) to this file instead of stdio.
+    pub console_log: Option<PathBuf>,
     /// Further arguments.
     pub extra: Vec<String>,
 }
@@ -49,6 +54,8 @@ impl Machine {
             initrd: None,
             append: "console=com1 loglvl=info".to_string(),
             shared_ram: None,
+            control_socket: None,
+            console_log: None,
             extra: Vec::new(),
         }
     }
@@ -102,12 +109,18 @@ impl Machine {
             "-no-reboot",
             "-nodefaults",
         ]);
-        c.args([
-            "-chardev",
-            "stdio,id=con0,signal=off",
-            "-serial",
-            "chardev:con0",
-        ]);
+        let con0 = match &self.console_log {
+            Some(p) => format!("file,id=con0,path={}", p.display()),
+            None => "stdio,id=con0,signal=off".to_string(),
+        };
+        c.args(["-chardev", &con0, "-serial", "chardev:con0"]);
+        if let Some(sock) = &self.control_socket {
+            c.arg("-chardev").arg(format!(
+                "socket,id=ctl,path={},server=on,wait=off",
+                sock.display()
+            ));
+            c.args(["-serial", "chardev:ctl"]);
+        }
         c.arg("-kernel").arg(&self.kernel);
         if let Some(initrd) = &self.initrd {
             c.arg("-initrd").arg(initrd);
