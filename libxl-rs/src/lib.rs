@@ -5,4 +5,5 @@ pub mod config;
 pub mod console;
 pub mod lifecycle;
 pub mod transport;
+pub mod xl_cli;
 pub mod xlcfg;
