@@ -69,6 +69,19 @@ fn polkit_decides_for_unprivileged_clients() {
         d.log()
     );
     assert!(String::from_utf8_lossy(&o.stdout).contains("pk1"));
+    // ... but it cannot change anything: a define through it is refused.
+    let f2 = d.write("g2.xml", &pv_guest_xml("pk2"));
+    std::fs::set_permissions(&f2, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let o = virsh_as_nobody(&d, &ro, &["-r", "define", f2.to_str().unwrap()]);
+    assert!(
+        !o.status.success(),
+        "define through the read-only socket succeeded"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("read only"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     // The read-write socket: a rule denying manage to nobody gives libvirt's AUTH_FAILED.
     env.add_rules(
