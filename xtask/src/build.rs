@@ -111,33 +111,49 @@ pub struct PackGuest {
     pub mem_mib: u32,
     /// The ELF image.
     pub image: Vec<u8>,
+    /// A boot module (an initramfs), passed to the guest as module 0.
+    pub module: Option<Vec<u8>>,
 }
 
+/// (name, module_of, vcpus, mem_mib, data) of one pack entry.
+type PackEntry<'a> = (&'a [u8], u32, u32, u32, &'a [u8]);
+
 /// Serialises guests into the pack format xen-hv reads from its boot module (see `xen-hv/hv/src/modpack.rs`):
-/// `"XHVPACK1"`, `count: u32`, `0: u32`, then 64-byte entries (name[40], vcpus u32, mem_mib u32, offset u64,
-/// size u64) and the images.
+/// `"XHVPACK1"`, `count: u32`, `0: u32`, then 64-byte entries (name[32], module_of u32, 0 u32, vcpus u32,
+/// mem_mib u32, offset u64, size u64) and the data. Each guest's module follows as an entry whose `module_of` is
+/// the guest's entry index + 1.
 pub fn pack(guests: &[PackGuest]) -> Result<Vec<u8>, Error> {
-    let mut out = Vec::new();
-    out.extend_from_slice(b"XHVPACK1");
-    out.extend_from_slice(&(guests.len() as u32).to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    let mut offset = 16 + 64 * guests.len();
+    let mut entries: Vec<PackEntry<'_>> = Vec::new();
     for g in guests {
         let name = g.name.as_bytes();
-        if name.is_empty() || name.len() >= 40 {
+        if name.is_empty() || name.len() >= 32 {
             return Err(Error::Failed(format!("packing guest name {:?}", g.name)));
         }
-        let mut field = [0u8; 40];
+        let index = entries.len() as u32;
+        entries.push((name, 0, g.vcpus, g.mem_mib, &g.image));
+        if let Some(m) = &g.module {
+            entries.push((b"module", index + 1, 0, 0, m));
+        }
+    }
+    let mut out = Vec::new();
+    out.extend_from_slice(b"XHVPACK1");
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let mut offset = 16 + 64 * entries.len();
+    for (name, module_of, vcpus, mem_mib, data) in &entries {
+        let mut field = [0u8; 32];
         field[..name.len()].copy_from_slice(name);
         out.extend_from_slice(&field);
-        out.extend_from_slice(&g.vcpus.to_le_bytes());
-        out.extend_from_slice(&g.mem_mib.to_le_bytes());
+        out.extend_from_slice(&module_of.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&vcpus.to_le_bytes());
+        out.extend_from_slice(&mem_mib.to_le_bytes());
         out.extend_from_slice(&(offset as u64).to_le_bytes());
-        out.extend_from_slice(&(g.image.len() as u64).to_le_bytes());
-        offset += g.image.len();
+        out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        offset += data.len();
     }
-    for g in guests {
-        out.extend_from_slice(&g.image);
+    for (.., data) in &entries {
+        out.extend_from_slice(data);
     }
     Ok(out)
 }
@@ -185,6 +201,7 @@ pub fn build_guest_pack(names: &[String]) -> Result<(PathBuf, Vec<String>), Erro
                 vcpus: *vcpus,
                 mem_mib: *mem,
                 image: image.clone(),
+                module: None,
             });
         }
     }
@@ -207,29 +224,35 @@ mod tests {
                 vcpus: 1,
                 mem_mib: 8,
                 image: b"xyz".to_vec(),
+                module: None,
             },
             PackGuest {
                 name: "bb".into(),
                 vcpus: 2,
                 mem_mib: 16,
                 image: b"12".to_vec(),
+                module: Some(b"cpio".to_vec()),
             },
         ])
         .expect("packs");
         assert_eq!(&p[..8], b"XHVPACK1");
-        assert_eq!(p[8], 2);
-        assert_eq!(&p[16..17], b"a");
-        assert_eq!(p[16 + 40], 1);
-        assert_eq!(p[16 + 44], 8);
-        assert_eq!(p[16 + 48] as usize, 16 + 128);
-        assert_eq!(&p[144..147], b"xyz");
-        assert_eq!(p[80 + 48] as usize, 147);
-        assert_eq!(&p[147..], b"12");
+        assert_eq!(p[8], 3, "two domains and one module");
+        let entry = |i: usize| &p[16 + 64 * i..16 + 64 * (i + 1)];
+        assert_eq!(&entry(0)[..1], b"a");
+        assert_eq!(entry(0)[32], 0);
+        assert_eq!(entry(0)[40], 1);
+        assert_eq!(entry(0)[44], 8);
+        assert_eq!(entry(0)[48] as usize, 16 + 3 * 64);
+        assert_eq!(&entry(2)[..6], b"module");
+        assert_eq!(entry(2)[32], 2, "module of entry 1");
+        let data = 16 + 3 * 64;
+        assert_eq!(&p[data..], b"xyz12cpio");
         let long = PackGuest {
-            name: "x".repeat(40),
+            name: "x".repeat(32),
             vcpus: 1,
             mem_mib: 8,
             image: Vec::new(),
+            module: None,
         };
         assert!(pack(&[long]).is_err());
     }

@@ -202,9 +202,17 @@ pub extern "C" fn hv_main(protocol: u32, info_paddr: u64) -> ! {
     let free_before = frames.free_bytes();
     let mut machine = vm::Machine::new(frames);
     let mut built = 0;
-    for (i, e) in entries.enumerate() {
+    let entries: alloc::vec::Vec<_> = entries.collect();
+    for (i, e) in entries.iter().enumerate() {
+        if e.module_of.is_some() {
+            continue;
+        }
+        let module = entries
+            .iter()
+            .find(|m| m.module_of == Some(i))
+            .map(|m| m.image);
         // The first guest is the boot domain: dom0_mem= and dom0_max_vcpus= apply to it, as in Xen.
-        let (mem_mib, vcpus) = if i == 0 {
+        let (mem_mib, vcpus) = if built == 0 {
             let mem = opts
                 .dom0_mem
                 .map_or(e.mem_mib, |b| u32::try_from(b >> 20).unwrap_or(u32::MAX));
@@ -213,7 +221,7 @@ pub extern "C" fn hv_main(protocol: u32, info_paddr: u64) -> ! {
         } else {
             (e.mem_mib, e.vcpus)
         };
-        match machine.create_domain(e.name, e.image, mem_mib, vcpus) {
+        match machine.create_domain(e.name, e.image, mem_mib, vcpus, module) {
             Ok(_) => built += 1,
             Err(err) => {
                 let _ = writeln!(con, "(XEN) {}: cannot build the domain: {err}", e.name);

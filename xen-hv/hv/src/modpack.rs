@@ -1,8 +1,11 @@
 //! The guest pack: several guest images in the one boot module QEMU's PVH loader passes (`-initrd`).
 //!
 //! Layout (little-endian): a 16-byte header `"XHVPACK1"`, `count: u32`, `reserved: u32`, then `count` 64-byte
-//! entries `name: [u8; 40]` (NUL-padded UTF-8), `vcpus: u32`, `mem_mib: u32`, `offset: u64`, `size: u64`, each
-//! naming an ELF image at `offset..offset + size` from the start of the pack. `cargo xtask hv-boot` writes it.
+//! entries `name: [u8; 32]` (NUL-padded UTF-8; also the domain's command line), `module_of: u32`,
+//! `reserved: u32`, `vcpus: u32`, `mem_mib: u32`, `offset: u64`, `size: u64`. An entry with `module_of == 0` is
+//! a domain whose ELF image is at `offset..offset + size` from the start of the pack; an entry with
+//! `module_of == n` is a boot module (an initramfs) for the domain of entry `n - 1`. `cargo xtask hv-boot`
+//! writes it.
 
 /// The pack's magic.
 pub const MAGIC: &[u8; 8] = b"XHVPACK1";
@@ -11,7 +14,7 @@ pub const HEADER: usize = 16;
 /// Entry size.
 pub const ENTRY: usize = 64;
 /// Bytes of the name field.
-pub const NAME_LEN: usize = 40;
+pub const NAME_LEN: usize = 32;
 
 /// Why a pack is unusable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +42,8 @@ impl core::fmt::Display for PackError {
 pub struct PackEntry<'a> {
     /// Guest name.
     pub name: &'a str,
+    /// For a boot module: the index of the domain entry it belongs to.
+    pub module_of: Option<usize>,
     /// vCPUs to give it.
     pub vcpus: u32,
     /// Memory in MiB.
@@ -80,11 +85,16 @@ fn entry(data: &[u8], i: usize) -> Result<PackEntry<'_>, PackError> {
         .position(|&b| b == 0)
         .unwrap_or(NAME_LEN);
     let name = core::str::from_utf8(&e[..name_len]).map_err(|_| PackError::BadEntry(i))?;
+    let module_of = match le(e, 32, 4) as usize {
+        0 => None,
+        n if n - 1 < i => Some(n - 1),
+        _ => return Err(PackError::BadEntry(i)),
+    };
     let vcpus = le(e, 40, 4) as u32;
     let mem_mib = le(e, 44, 4) as u32;
     let offset = usize::try_from(le(e, 48, 8)).map_err(|_| PackError::Truncated)?;
     let size = usize::try_from(le(e, 56, 8)).map_err(|_| PackError::Truncated)?;
-    if name.is_empty() || vcpus == 0 || mem_mib == 0 {
+    if module_of.is_none() && (name.is_empty() || vcpus == 0 || mem_mib == 0) {
         return Err(PackError::BadEntry(i));
     }
     let image = offset
@@ -93,6 +103,7 @@ fn entry(data: &[u8], i: usize) -> Result<PackEntry<'_>, PackError> {
         .ok_or(PackError::Truncated)?;
     Ok(PackEntry {
         name,
+        module_of,
         vcpus,
         mem_mib,
         image,
@@ -114,6 +125,9 @@ mod tests {
             let mut n = [0u8; NAME_LEN];
             n[..name.len()].copy_from_slice(name.as_bytes());
             out.extend_from_slice(&n);
+            let module_of: u32 = if name.starts_with("initrd") { 1 } else { 0 };
+            out.extend_from_slice(&module_of.to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
             out.extend_from_slice(&vcpus.to_le_bytes());
             out.extend_from_slice(&mem.to_le_bytes());
             out.extend_from_slice(&(off as u64).to_le_bytes());
@@ -135,6 +149,16 @@ mod tests {
         assert_eq!(v[1].vcpus, 2);
         assert_eq!(v[1].mem_mib, 16);
         assert_eq!(v[1].image, b"defg");
+        assert_eq!(v[1].module_of, None);
+        // A module for the first domain.
+        let p = pack(&[("linux", 1, 64, b"elf"), ("initrd", 0, 0, b"cpio")]);
+        let v: Vec<_> = parse(&p).expect("valid").collect();
+        assert_eq!(v[1].module_of, Some(0));
+        assert_eq!(v[1].image, b"cpio");
+        // A module may only refer to an earlier entry.
+        let mut p = pack(&[("a", 1, 8, b"abc")]);
+        p[16 + 32] = 1;
+        assert_eq!(parse(&p).err(), Some(PackError::BadEntry(0)));
     }
 
     #[test]

@@ -192,6 +192,7 @@ impl Machine {
         image: &[u8],
         mem_mib: u32,
         vcpus: u32,
+        module: Option<&[u8]>,
     ) -> Result<u16, BuildError> {
         let nr_vcpus = vcpus as usize;
         if nr_vcpus == 0 || nr_vcpus > MAX_DOMAIN_VCPUS {
@@ -206,6 +207,25 @@ impl Machine {
         let mem_bytes = u64::from(mem_mib) << 20;
         let entry = xen_abi::pvh::check_layout(&elf, IMAGE_MIN_GPA, mem_bytes)
             .map_err(BuildError::Layout)?;
+        // A boot module (initramfs) goes at the top of RAM, above the image; checked before any allocation.
+        let placed_module = match module {
+            Some(m) => {
+                let len = m.len() as u64;
+                let at = mem_bytes.saturating_sub(len) & !(PAGE - 1);
+                let image_end = elf
+                    .phys_extent()
+                    .map_err(BuildError::Elf)?
+                    .map_or(IMAGE_MIN_GPA, |(_, hi)| hi);
+                if len == 0 || at < image_end {
+                    return Err(BuildError::Layout(xen_abi::pvh::PvhError::OutsideMemory {
+                        start: at,
+                        end: at + len,
+                    }));
+                }
+                Some((at, m))
+            }
+            None => None,
+        };
         let id = slot as u16 + 1;
         let mem_base = self
             .frames
@@ -230,10 +250,29 @@ impl Machine {
             kind: 1,
             reserved: 0,
         }];
+        let mut modlist = [xen_abi::start_info::HvmModlistEntry::default(); 1];
+        let nr_modules = match placed_module {
+            Some((at, m)) => {
+                copy_in(mem_base + at, m);
+                modlist[0] = xen_abi::start_info::HvmModlistEntry {
+                    paddr: at,
+                    size: m.len() as u64,
+                    cmdline_paddr: 0,
+                    reserved: 0,
+                };
+                1
+            }
+            None => 0,
+        };
         let mut page = [0u8; PAGE as usize];
-        let si =
-            xen_abi::pvh::write_start_info(&mut page, START_INFO_GPA, &map, &[], name.as_bytes())
-                .map_err(BuildError::Layout)?;
+        let si = xen_abi::pvh::write_start_info(
+            &mut page,
+            START_INFO_GPA,
+            &map,
+            &modlist[..nr_modules],
+            name.as_bytes(),
+        )
+        .map_err(BuildError::Layout)?;
         copy_in(mem_base + START_INFO_GPA, &page);
         let shared_info = fs.alloc_table().ok_or(BuildError::NoMemory)?;
         for i in 0..nr_vcpus as u64 {
