@@ -584,3 +584,25 @@ fn many_clients_share_one_upstream_connection_through_the_mux() {
     assert!(sb.xl(&["destroy", "muxed"]).status.success());
     sb.wait_gone("muxed");
 }
+
+#[test]
+fn domains_the_toolstack_did_not_create_are_listed_without_a_name() {
+    let sb = Sandbox::start("boot");
+    sb.model.lock().expect("model").doms.insert(
+        4,
+        Dom {
+            max_kb: 8192,
+            ..Dom::default()
+        },
+    );
+    let o = sb.xl(&["list"]);
+    let out = text(&o).0;
+    assert!(
+        out.lines().any(|l| l
+            .starts_with("(null)                                       4     0     0     --p---")),
+        "{out}"
+    );
+    // It is not found by name, but by ID.
+    assert!(!sb.xl(&["pause", "(null)"]).status.success());
+    assert!(sb.xl(&["list", "4"]).status.success());
+}

@@ -79,7 +79,8 @@ fn print_list(ts: &mut Toolstack<AnyTransport>, doms: &[DomainInfo]) {
         let name = ts
             .registry
             .name_of(d.domid)
-            .unwrap_or_else(|| format!("(domain {})", d.domid));
+            // libxl has no name for a domain the toolstack did not create; xl prints glibc's "(null)".
+            .unwrap_or_else(|| "(null)".to_string());
         println!(
             "{:<40} {:>5} {:>5} {:>5}     {}  {:>8.1}",
             name,
