@@ -599,7 +599,7 @@ fn domains_the_toolstack_did_not_create_are_listed_without_a_name() {
     let out = text(&o).0;
     assert!(
         out.lines().any(|l| l
-            .starts_with("(null)                                       4     0     0     --p---")),
+            .starts_with("(null)                                       4     0     0     r-----")),
         "{out}"
     );
     // It is not found by name, but by ID.
