@@ -49,7 +49,8 @@ enum Cmd {
     Ci,
     /// Build xen-hv and print, one argument per line, the QEMU command of the sandbox machine in `dir`: RAM
     /// backed by `dir/ram`, COM2 on `dir/qemu-ctl.sock`, the console in `dir/console.log` (scripts/sandbox).
-    SandboxQemuCmd {
+    #[command(name = "sandbox-qemu-cmd")]
+    SandboxQemu {
         /// The sandbox directory.
         #[arg(long)]
         dir: std::path::PathBuf,
@@ -74,7 +75,7 @@ fn main() -> ExitCode {
             guests,
         } => hv_boot(arch, smp, timeout, append, &guests),
         Cmd::Ci => ci(),
-        Cmd::SandboxQemuCmd { dir, mem_mib } => build::build_hv(Arch::X86_64).map(|image| {
+        Cmd::SandboxQemu { dir, mem_mib } => build::build_hv(Arch::X86_64).map(|image| {
             let mut m = qemu::Machine::new(Arch::X86_64, image);
             m.mem_mib = mem_mib;
             m.shared_ram = Some(dir.join("ram"));
