@@ -112,10 +112,14 @@ pub fn copy_to_guest<T: Transport>(
         let win_end = win_start + n * PAGE;
         let lo = gpa.max(win_start);
         let hi = end.min(win_end);
-        for a in lo..hi {
-            let i = (a - gpa) as usize;
-            m[(a - win_start) as usize] = data.get(i).copied().unwrap_or(0);
-        }
+        // The part of the window that takes data, then the part that is zeroed.
+        let data_end = (gpa + data.len() as u64).clamp(lo, hi);
+        let s0 = ((lo - gpa) as usize).min(data.len());
+        let s1 = ((data_end - gpa) as usize).clamp(s0, data.len());
+        let src = &data[s0..s1];
+        let at = (lo - win_start) as usize;
+        m[at..at + src.len()].copy_from_slice(src);
+        m[(data_end - win_start) as usize..(hi - win_start) as usize].fill(0);
         frame += n;
     }
     Ok(())

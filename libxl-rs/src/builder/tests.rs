@@ -181,3 +181,33 @@ fn failures_are_clear_and_leave_no_domain_behind() {
     s.vcpus = 0;
     assert!(matches!(build(&mut x, &s), Err(Error::Config(_))));
 }
+
+#[test]
+fn copies_and_zeroing_cross_mapping_windows() {
+    let mut x = FakeXen::default();
+    let k = kernel(true, 0x10_0000, &[0; 8]);
+    let b = build(&mut x, &spec(k)).expect("built");
+    // 3 bytes then 1.5 MiB of zeroes, unaligned, across several 1 MiB mapping windows.
+    copy_to_guest(&mut x, b.domid, 0x20_0ffe, b"abc", 0x18_0000).expect("copy");
+    assert_eq!(x.read_guest(b.domid, 0x20_0ffe, 3).expect("data"), b"abc");
+    let z = x.read_guest(b.domid, 0x20_1001, 0x18_0000).expect("zeroes");
+    assert!(z.iter().all(|b| *b == 0));
+    // The byte after the range keeps the model's poison.
+    assert_eq!(
+        x.read_guest(b.domid, 0x20_0ffe + 3 + 0x18_0000, 1)
+            .expect("after"),
+        vec![0xdd]
+    );
+    // Data longer than one window.
+    let big: Vec<u8> = (0..0x15_0000u32).map(|i| (i % 253) as u8).collect();
+    copy_to_guest(&mut x, b.domid, 0x40_0123, &big, 5).expect("copy");
+    assert_eq!(
+        x.read_guest(b.domid, 0x40_0123, big.len()).expect("big"),
+        big
+    );
+    assert_eq!(
+        x.read_guest(b.domid, 0x40_0123 + big.len() as u64, 5)
+            .expect("tail"),
+        vec![0; 5]
+    );
+}

@@ -608,7 +608,9 @@ impl<T: Transport> Toolstack<T> {
         timeout: Option<Duration>,
         mut on_exit: impl FnMut(&ExitHandled),
     ) -> Result<(), Error> {
-        let port = self.transport.bind_virq(xen_abi::memres::VIRQ_DOM_EXC)?;
+        // Under Xen, xenstored usually owns VIRQ_DOM_EXC (a global VIRQ binds once); then this falls back to
+        // re-checking every second.
+        let port = self.transport.bind_virq(xen_abi::memres::VIRQ_DOM_EXC).ok();
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             for h in self.handle_exits()? {
@@ -631,7 +633,12 @@ impl<T: Transport> Toolstack<T> {
                 None => Duration::from_secs(1),
             };
             // Wake on the VIRQ, or re-check once a second (covers events raised before binding).
-            let _ = self.transport.wait_event(wait)?.filter(|p| *p == port);
+            match port {
+                Some(p) => {
+                    let _ = self.transport.wait_event(wait)?.filter(|e| *e == p);
+                }
+                None => std::thread::sleep(wait),
+            }
         }
     }
 }
