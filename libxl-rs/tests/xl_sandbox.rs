@@ -196,6 +196,14 @@ impl Backend for Model {
         let d = self.doms.get(&domid).ok_or(Errno::Esrch)?;
         d.p2m.get(&gfn).copied().ok_or(Errno::Einval)
     }
+    fn alloc_unbound(&mut self, dom: u16, remote: u16) -> Result<u32, Errno> {
+        if !self.doms.contains_key(&remote) {
+            return Err(Errno::Esrch);
+        }
+        let d = self.doms.get_mut(&dom).ok_or(Errno::Esrch)?;
+        let port = 1 + d.params.len() as u32;
+        Ok(port)
+    }
     fn bind_virq(&mut self, virq: u32) -> Result<u32, Errno> {
         if virq != xen_abi::memres::VIRQ_DOM_EXC {
             return Err(Errno::Einval);

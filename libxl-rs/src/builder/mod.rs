@@ -64,6 +64,10 @@ pub struct Built {
     pub console_gfn: u64,
     /// Xenstore ring frame.
     pub xenstore_gfn: u64,
+    /// The guest's console event channel (unbound, for the control domain).
+    pub console_port: u32,
+    /// The guest's xenstore event channel.
+    pub xenstore_port: u32,
     /// The memory map given to the guest.
     pub memmap: Vec<HvmMemmapEntry>,
 }
@@ -260,8 +264,21 @@ fn populate_and_load<T: Transport>(
     copy_to_guest(t, domid, START_INFO_GPA, &page, 0)?;
     // Empty rings.
     copy_to_guest(t, domid, special, &[], 2 * PAGE)?;
+    // The rings' event channels: ports in the guest that the control domain binds to.
+    let console_port = t.evtchn_alloc_unbound(domid, 0)?;
+    let xenstore_port = t.evtchn_alloc_unbound(domid, 0)?;
     t.hvm_set_param(domid, memres::HVM_PARAM_CONSOLE_PFN, console_gfn)?;
+    t.hvm_set_param(
+        domid,
+        memres::HVM_PARAM_CONSOLE_EVTCHN,
+        u64::from(console_port),
+    )?;
     t.hvm_set_param(domid, memres::HVM_PARAM_STORE_PFN, xenstore_gfn)?;
+    t.hvm_set_param(
+        domid,
+        memres::HVM_PARAM_STORE_EVTCHN,
+        u64::from(xenstore_port),
+    )?;
 
     let mut ctx = pvh_entry_context(entry, si).as_bytes().to_vec();
     let mut d = XenDomctl::new(
@@ -289,6 +306,8 @@ fn populate_and_load<T: Transport>(
         ramdisk,
         console_gfn,
         xenstore_gfn,
+        console_port,
+        xenstore_port,
         memmap,
     })
 }

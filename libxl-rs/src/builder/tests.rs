@@ -124,6 +124,13 @@ fn builds_elf64_and_elf32_kernels_with_start_info_and_entry_state() {
         assert_eq!(ctx.x86_32.cr0 & 1, 1, "protected mode");
         assert_eq!(d.params[&memres::HVM_PARAM_CONSOLE_PFN], b.console_gfn);
         assert_eq!(b.console_gfn, 4094);
+        assert_eq!(d.unbound, vec![(1, 0), (2, 0)]);
+        assert_eq!(
+            d.params[&memres::HVM_PARAM_CONSOLE_EVTCHN],
+            u64::from(b.console_port)
+        );
+        assert_eq!(d.params[&memres::HVM_PARAM_STORE_EVTCHN], 2);
+        assert_eq!(d.params[&memres::HVM_PARAM_STORE_PFN], 4095);
         assert!(!d.paused, "started");
     }
 }

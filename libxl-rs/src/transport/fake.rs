@@ -40,6 +40,8 @@ pub struct FakeDomain {
     pub cpu_time: u64,
     /// Remote shutdown requests received (the guest decides when to act on them).
     pub shutdown_requests: Vec<u32>,
+    /// Unbound ports allocated in the domain, with the remote domain each is for.
+    pub unbound: Vec<(u32, u16)>,
 }
 
 /// The model's state.
@@ -400,6 +402,27 @@ impl Transport for FakeXen {
                     }
                     None => neg(Errno::Esrch),
                 }
+            }
+            xen_abi::hypercall::EVENT_CHANNEL_OP
+                if first == xen_abi::ctlserver::EVTCHNOP_ALLOC_UNBOUND =>
+            {
+                let b = &mut bufs[0];
+                if b.len() < 8 {
+                    return Ok(neg(Errno::Efault));
+                }
+                let dom = u16::from_le_bytes([b[0], b[1]]);
+                let remote = u16::from_le_bytes([b[2], b[3]]);
+                let mut st = self.state.borrow_mut();
+                if !st.domains.contains_key(&remote) {
+                    return Ok(neg(Errno::Esrch));
+                }
+                let Some(d) = st.domains.get_mut(&dom) else {
+                    return Ok(neg(Errno::Esrch));
+                };
+                let port = d.unbound.len() as u32 + 1;
+                d.unbound.push((port, remote));
+                b[4..8].copy_from_slice(&port.to_le_bytes());
+                0
             }
             _ => neg(Errno::Enosys),
         };

@@ -442,6 +442,33 @@ pub trait Transport {
             .value)
     }
 
+    /// `EVTCHNOP_alloc_unbound`: a port in `dom` that `remote` may bind to.
+    fn evtchn_alloc_unbound(&mut self, dom: u16, remote: u16) -> Result<u32, Error>
+    where
+        Self: Sized,
+    {
+        let mut b = [0u8; 8];
+        b[..2].copy_from_slice(&dom.to_le_bytes());
+        b[2..4].copy_from_slice(&remote.to_le_bytes());
+        let mut call = Call::new(
+            xen_abi::hypercall::EVENT_CHANNEL_OP,
+            [
+                Arg::Value(xen_abi::ctlserver::EVTCHNOP_ALLOC_UNBOUND),
+                Arg::Buf(0),
+                Arg::Value(0),
+                Arg::Value(0),
+                Arg::Value(0),
+            ],
+        );
+        call.bufs.push(&mut b);
+        check(
+            self.hypercall(&mut call),
+            format!("allocating an event channel in domain {dom}"),
+        )?;
+        drop(call);
+        Ok(u32::from_le_bytes([b[4], b[5], b[6], b[7]]))
+    }
+
     /// `SCHEDOP_remote_shutdown`: asks domain `domid` to shut down with `reason` (`SHUTDOWN_*`).
     fn remote_shutdown(&mut self, domid: u16, reason: u32) -> Result<(), Error>
     where

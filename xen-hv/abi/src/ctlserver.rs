@@ -18,6 +18,8 @@ use crate::xen::{VcpuHvmContext, XenHvmParam};
 pub const EVTCHNOP_BIND_VIRQ: u64 = 1;
 /// `EVTCHNOP_send`.
 pub const EVTCHNOP_SEND: u64 = 4;
+/// `EVTCHNOP_alloc_unbound`: `struct evtchn_alloc_unbound { domid_t dom, remote_dom; evtchn_port_t port; }`.
+pub const EVTCHNOP_ALLOC_UNBOUND: u64 = 6;
 
 /// What the control interface needs from the hypervisor's domain table. Errors are Xen errnos.
 pub trait Backend {
@@ -54,6 +56,8 @@ pub trait Backend {
     fn translate(&mut self, domid: u16, gfn: u64) -> Result<u64, Errno>;
     /// Binds a global VIRQ to a control-domain port.
     fn bind_virq(&mut self, virq: u32) -> Result<u32, Errno>;
+    /// Allocates a port in domain `dom` that `remote` may bind to; returns the port.
+    fn alloc_unbound(&mut self, dom: u16, remote: u16) -> Result<u32, Errno>;
 }
 
 fn err(e: Errno) -> i64 {
@@ -243,6 +247,20 @@ fn dispatch<B: Backend>(b: &mut B, op: u64, args: &[u64; 5], bufs: &Bufs, out: &
                 Err(e) => err(e),
             }
         }
+        hc::EVENT_CHANNEL_OP if args[0] == EVTCHNOP_ALLOC_UNBOUND => {
+            let Some(buf) = bufs.get(out, args[1]).filter(|x| x.len() >= 8) else {
+                return err(Errno::Efault);
+            };
+            let dom = u16::from_le_bytes([buf[0], buf[1]]);
+            let remote = u16::from_le_bytes([buf[2], buf[3]]);
+            match b.alloc_unbound(dom, remote) {
+                Ok(port) => {
+                    buf[4..8].copy_from_slice(&port.to_le_bytes());
+                    0
+                }
+                Err(e) => err(e),
+            }
+        }
         hc::EVENT_CHANNEL_OP if args[0] == EVTCHNOP_SEND => 0,
         hc::XEN_VERSION if args[0] == hc::xenver::VERSION => i64::from(b.hello().xen_version),
         _ => err(Errno::Enosys),
@@ -426,6 +444,13 @@ mod tests {
         fn bind_virq(&mut self, _: u32) -> Result<u32, Errno> {
             Ok(7)
         }
+        fn alloc_unbound(&mut self, dom: u16, remote: u16) -> Result<u32, Errno> {
+            if dom == 5 && remote == 0 {
+                Ok(2)
+            } else {
+                Err(Errno::Esrch)
+            }
+        }
     }
 
     /// Sends a HYPERCALL through `handle`; returns ret and the reply buffers' bytes concatenated.
@@ -515,6 +540,14 @@ mod tests {
         assert_eq!(call(&mut b, 36, [3, 0, 0, 0, 0], &[]).0, -14);
         assert_eq!(call(&mut b, 36, [0; 5], &[&[0; 20]]).0, -14);
         assert_eq!(call(&mut b, 99, [0; 5], &[]).0, -38);
+        // alloc_unbound writes the port back; a short argument faults.
+        let (ret, flat, _) = call(&mut b, 32, [6, 0, 0, 0, 0], &[&[5, 0, 0, 0, 0, 0, 0, 0]]);
+        assert_eq!((ret, &flat[4..8]), (0, &2u32.to_le_bytes()[..]));
+        assert_eq!(
+            call(&mut b, 32, [6, 0, 0, 0, 0], &[&[9, 0, 0, 0, 0, 0, 0, 0]]).0,
+            -3
+        );
+        assert_eq!(call(&mut b, 32, [6, 0, 0, 0, 0], &[&[5, 0, 0]]).0, -14);
     }
 
     #[test]
