@@ -10,60 +10,17 @@ use std::time::Duration;
 use clap::Parser;
 use libxl_rs::console::Console;
 use libxl_rs::lifecycle::{DomainConfig, DomainInfo, Registry, Toolstack};
-use libxl_rs::transport::privcmd::PrivcmdTransport;
-use libxl_rs::transport::sandbox::SandboxTransport;
-use libxl_rs::transport::{Arg, Call, Error, ForeignMapping, Transport};
+use libxl_rs::transport::any::{AnyTransport, Target};
+use libxl_rs::transport::{Arg, Call, Error, Transport};
 use libxl_rs::xl_cli::{Cli, Cmd};
 use libxl_rs::xlcfg::{Value, XlConfig};
 
-/// Either transport, chosen at run time.
-enum AnyTransport {
-    Privcmd(PrivcmdTransport),
-    Sandbox(SandboxTransport),
-}
-
-impl Transport for AnyTransport {
-    fn hypercall(&mut self, call: &mut Call<'_>) -> Result<i64, Error> {
-        match self {
-            Self::Privcmd(t) => t.hypercall(call),
-            Self::Sandbox(t) => t.hypercall(call),
-        }
-    }
-    fn map_foreign(&mut self, domid: u16, gfns: &[u64]) -> Result<ForeignMapping, Error> {
-        match self {
-            Self::Privcmd(t) => t.map_foreign(domid, gfns),
-            Self::Sandbox(t) => t.map_foreign(domid, gfns),
-        }
-    }
-    fn bind_virq(&mut self, virq: u32) -> Result<u32, Error> {
-        match self {
-            Self::Privcmd(t) => t.bind_virq(virq),
-            Self::Sandbox(t) => t.bind_virq(virq),
-        }
-    }
-    fn notify(&mut self, port: u32) -> Result<(), Error> {
-        match self {
-            Self::Privcmd(t) => t.notify(port),
-            Self::Sandbox(t) => t.notify(port),
-        }
-    }
-    fn wait_event(&mut self, timeout: Duration) -> Result<Option<u32>, Error> {
-        match self {
-            Self::Privcmd(t) => t.wait_event(timeout),
-            Self::Sandbox(t) => t.wait_event(timeout),
-        }
-    }
-}
-
 fn connect(cli: &Cli) -> Result<Toolstack<AnyTransport>, Error> {
-    let t = match &cli.sandbox {
-        Some(dir) => AnyTransport::Sandbox(SandboxTransport::connect(
-            &dir.join("ctl.sock"),
-            &dir.join("ram"),
-            Duration::from_secs(10),
-        )?),
-        None => AnyTransport::Privcmd(PrivcmdTransport::open()?),
+    let target = match &cli.sandbox {
+        Some(dir) => Target::Sandbox(dir.clone()),
+        None => Target::Privcmd,
     };
+    let t = target.connect()?;
     Ok(Toolstack::new(t, Registry::new(cli.state_dir.clone())))
 }
 

@@ -12,6 +12,7 @@
 //! buffer references into what its hypervisor expects (hypercall-buffer addresses for privcmd, buffer indices
 //! for the sandbox).
 
+pub mod any;
 pub mod fake;
 pub mod mux;
 pub mod privcmd;
