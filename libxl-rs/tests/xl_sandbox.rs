@@ -307,8 +307,16 @@ impl Sandbox {
         });
         if through_mux {
             let up = UnixStream::connect(&hv_sock).expect("upstream");
-            let l = UnixListener::bind(dir.join("ctl.sock")).expect("mux listen");
-            std::thread::spawn(move || libxl_rs::transport::mux::run(up, l));
+            let listen = dir.join("ctl.sock");
+            std::thread::spawn(move || libxl_rs::transport::mux::run(up, &listen));
+            let t = Instant::now();
+            while !dir.join("ctl.sock").exists() {
+                assert!(
+                    t.elapsed() < Duration::from_secs(10),
+                    "the mux did not come up"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         std::fs::write(dir.join("vmlinuz"), kernel(0x10_0000, &[0xf4; 512])).expect("kernel");
         Self { dir, model }

@@ -340,10 +340,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                     Err(_) => std::thread::sleep(Duration::from_millis(100)),
                 }
             };
-            let _ = std::fs::remove_file(listen);
-            let l = std::os::unix::net::UnixListener::bind(listen)
-                .map_err(|err| format!("cannot listen on {}: {err}", listen.display()))?;
-            libxl_rs::transport::mux::run(up, l).map_err(e)
+            libxl_rs::transport::mux::run(up, listen).map_err(e)
         }
         Cmd::Watch { domid } => {
             let mut ts = connect(cli).map_err(e)?;

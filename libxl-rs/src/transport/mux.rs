@@ -7,12 +7,16 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use xen_abi::ctlframe::{self, Decoded, Header, Kind, HEADER_LEN};
 
 use super::Error;
+
+/// How long the mux waits for the hypervisor to answer HELLO.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct State {
@@ -58,38 +62,45 @@ fn with_seq(h: &Header, seq: u32, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Runs the mux until the upstream connection closes: `upstream` is the hypervisor's channel, `listener`
-/// the clients' socket.
-pub fn run(upstream: UnixStream, listener: UnixListener) -> Result<(), Error> {
-    // Learn the hypervisor's HELLO first.
+/// Runs the mux until the upstream connection closes: `upstream` is the hypervisor's channel; clients
+/// connect to a socket bound at `listen` once the hypervisor has answered HELLO (so the socket's existence
+/// means the sandbox is ready).
+pub fn run(upstream: UnixStream, listen: &Path) -> Result<(), Error> {
+    // Learn the hypervisor's HELLO first. It may still be booting (a UART drops what arrives before it is
+    // programmed), so the request is repeated every second until the answer comes.
     let mut up_w = upstream
         .try_clone()
         .map_err(|e| Error::io("cloning the upstream socket", e))?;
     let mut hello = [0u8; HEADER_LEN];
     ctlframe::encode(&mut hello, Kind::Hello, 0, |_| Ok(()))
         .map_err(|e| Error::Protocol(e.to_string()))?;
-    up_w.write_all(&hello)
-        .map_err(|e| Error::io("greeting the hypervisor", e))?;
     upstream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(Duration::from_secs(1)))
         .map_err(|e| Error::io("setting a timeout", e))?;
     let mut hello_payload = None;
     let start = Instant::now();
-    frames(&upstream, |f, _| {
-        if let Some((h, p)) = f {
-            if h.kind == Kind::Hello {
-                hello_payload = Some(p.to_vec());
-                return false;
+    while hello_payload.is_none() && start.elapsed() < HELLO_TIMEOUT {
+        up_w.write_all(&hello)
+            .map_err(|e| Error::io("greeting the hypervisor", e))?;
+        frames(&upstream, |f, _| {
+            if let Some((h, p)) = f {
+                if h.kind == Kind::Hello {
+                    hello_payload = Some(p.to_vec());
+                    return false;
+                }
             }
-        }
-        start.elapsed() < Duration::from_secs(10)
-    });
+            true
+        });
+    }
     let hello_payload = hello_payload
         .ok_or_else(|| Error::Timeout("the hypervisor's HELLO on the control channel".into()))?;
     upstream
         .set_read_timeout(None)
         .map_err(|e| Error::io("clearing a timeout", e))?;
 
+    let _ = std::fs::remove_file(listen);
+    let listener = UnixListener::bind(listen)
+        .map_err(|e| Error::io(format!("listening on {}", listen.display()), e))?;
     let state = Arc::new(Mutex::new(State::default()));
     let up_w = Arc::new(Mutex::new(up_w));
     {
