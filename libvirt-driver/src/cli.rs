@@ -25,6 +25,10 @@ pub struct Cli {
     /// `none` (the default otherwise: the socket permissions are the access control).
     #[arg(long, value_enum)]
     pub auth: Option<crate::auth::Auth>,
+    /// The hypervisor: `auto` (the privcmd devices when /dev/xen/privcmd exists, otherwise none), `none`,
+    /// `privcmd`, or `sandbox:DIR` (xen-hv in QEMU, DIR as `scripts/sandbox up` prints it).
+    #[arg(long, default_value = "auto")]
+    pub hypervisor: String,
     /// Log connections and failed calls to stderr.
     #[arg(long, short)]
     pub verbose: bool,

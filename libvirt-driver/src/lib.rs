@@ -15,6 +15,7 @@ pub mod client;
 pub mod config;
 pub mod driver;
 pub mod host;
+pub mod libxl_backend;
 pub mod proto;
 pub mod server;
 pub mod storage_rpc;
@@ -32,6 +33,9 @@ pub enum Error {
     /// The storage driver could not start.
     #[error("storage driver: {0}")]
     Storage(String),
+    /// The hypervisor cannot be reached.
+    #[error("hypervisor: {0}")]
+    Hypervisor(String),
     /// The configuration file cannot be used.
     #[error("configuration")]
     Config(#[from] config::ConfigError),

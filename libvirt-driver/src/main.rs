@@ -6,10 +6,12 @@ use clap::Parser;
 use libvirt_driver::backend::NoHypervisor;
 use libvirt_driver::cli::Cli;
 use libvirt_driver::driver::Driver;
+use libvirt_driver::libxl_backend::LibxlBackend;
 use libvirt_driver::server::{Listener, Server};
 use libvirt_driver::storage_rpc::StorageRpc;
 use libvirt_driver::store::Store;
 use libvirt_driver::systemd;
+use libxl_rs::transport::any::Target;
 
 fn main() {
     let cli = Cli::parse();
@@ -53,6 +55,24 @@ fn handle_signals(sockets: Vec<std::path::PathBuf>) {
     });
 }
 
+/// The `--hypervisor` choice.
+fn hypervisor_target(spec: &str) -> Result<Option<Target>, libvirt_driver::Error> {
+    Ok(match spec {
+        "none" => None,
+        "privcmd" => Some(Target::Privcmd),
+        "auto" if std::path::Path::new("/dev/xen/privcmd").exists() => Some(Target::Privcmd),
+        "auto" => None,
+        s => match s.strip_prefix("sandbox:") {
+            Some(dir) if !dir.is_empty() => Some(Target::Sandbox(dir.into())),
+            _ => {
+                return Err(libvirt_driver::Error::Hypervisor(format!(
+                    "unknown --hypervisor '{s}' (expected auto, none, privcmd or sandbox:DIR)"
+                )))
+            }
+        },
+    })
+}
+
 fn run(cli: &Cli) -> Result<(), libvirt_driver::Error> {
     let settings = cli.settings()?;
     for key in &settings.ignored_keys {
@@ -78,7 +98,18 @@ fn run(cli: &Cli) -> Result<(), libvirt_driver::Error> {
     for w in storage.startup_errors() {
         eprintln!("virtxend: storage: {w}");
     }
-    let driver = Driver::with_storage(store, Arc::new(NoHypervisor), Some(storage));
+    let backend: Arc<dyn libvirt_driver::backend::Backend> =
+        match hypervisor_target(&cli.hypervisor)? {
+            None => Arc::new(NoHypervisor),
+            Some(target) => {
+                let registry = cli.state_dir.join("xl");
+                match LibxlBackend::connect(target, &registry) {
+                    Ok(b) => b,
+                    Err(e) => return Err(libvirt_driver::Error::Hypervisor(e.to_string())),
+                }
+            }
+        };
+    let driver = Driver::with_storage(store, backend, Some(storage));
     for w in &driver.load_warnings {
         eprintln!("virtxend: {w}");
     }

@@ -1,0 +1,425 @@
+//! The hypervisor backend over libxl-rs: domains are built, run and stopped by [`libxl_rs::lifecycle::Toolstack`]
+//! through the privcmd transport (a real control domain) or the sandbox transport (xen-hv in QEMU).
+//!
+//! A watcher thread with its own connection waits for `VIRQ_DOM_EXC`, applies the `on_*` actions and reports
+//! lifecycle events. When an `on_reboot=restart` gives a domain a new ID, the daemon keeps addressing it by the ID
+//! it started with; the backend maps that ID to the current one.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use domain_xml::domain::{Domain, LifecycleAction, OsType};
+use libxl_rs::console::Console;
+use libxl_rs::lifecycle::{Action, DomainConfig, Registry, Toolstack};
+use libxl_rs::transport::any::{AnyTransport, Target};
+use libxl_rs::transport::{Arg, Call, Error as XlError, Transport};
+
+use crate::backend::{Backend, BackendEvent, ConsoleIo, EventSink, RunInfo};
+use crate::proto::{code, RpcError};
+
+/// libvirt lifecycle event numbers used here.
+mod ev {
+    pub const STOPPED: i32 = 5;
+    pub const SHUTDOWN: i32 = 6;
+    pub const CRASHED: i32 = 8;
+    pub const STOPPED_SHUTDOWN: i32 = 0;
+    pub const STOPPED_DESTROYED: i32 = 1;
+    pub const STOPPED_CRASHED: i32 = 2;
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn xl_err(e: XlError) -> RpcError {
+    let msg = format!("internal error: libxenlight failed: {e}");
+    match e {
+        XlError::NoSuchDomain(_) => RpcError::libxl(
+            code::OPERATION_INVALID,
+            format!("domain is not running: {msg}"),
+        ),
+        XlError::Config(_) | XlError::Image { .. } => {
+            RpcError::libxl(code::CONFIG_UNSUPPORTED, &msg)
+        }
+        _ => RpcError::libxl(code::INTERNAL_ERROR, &msg),
+    }
+}
+
+fn action(a: LifecycleAction) -> Action {
+    match a {
+        LifecycleAction::Destroy => Action::Destroy,
+        LifecycleAction::Restart => Action::Restart,
+        LifecycleAction::RenameRestart => Action::RenameRestart,
+        LifecycleAction::Preserve => Action::Preserve,
+        LifecycleAction::CoredumpDestroy => Action::CoredumpDestroy,
+        LifecycleAction::CoredumpRestart => Action::CoredumpRestart,
+    }
+}
+
+fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// What the toolstack builds for a definition: PVH guests with a direct kernel boot.
+pub fn domain_config(def: &Domain) -> Result<DomainConfig, RpcError> {
+    let unsupported = |m: String| {
+        RpcError::libxl(
+            code::CONFIG_UNSUPPORTED,
+            format!("unsupported configuration: {m}"),
+        )
+    };
+    if def.os.os_type != OsType::Xenpvh {
+        return Err(unsupported(format!(
+            "os type '{}' cannot be started on xen-hv yet; only PVH guests (<type>xenpvh</type>) are built",
+            def.os.os_type.as_str()
+        )));
+    }
+    let kernel =
+        def.os.kernel.as_ref().ok_or_else(|| {
+            unsupported("a PVH guest needs <os><kernel> (direct kernel boot)".into())
+        })?;
+    let uuid = def.uuid.as_deref().and_then(parse_uuid).ok_or_else(|| {
+        RpcError::libxl(
+            code::INTERNAL_ERROR,
+            "internal error: the definition has no valid UUID",
+        )
+    })?;
+    let mut cmdline = def.os.cmdline.clone().unwrap_or_default();
+    for extra in &def.xen_commandline {
+        if !cmdline.is_empty() {
+            cmdline.push(' ');
+        }
+        cmdline.push_str(extra);
+    }
+    let max_kib = def
+        .max_memory
+        .as_ref()
+        .map_or(def.memory_kib, |_| def.memory_kib)
+        .max(def.current_memory_kib);
+    Ok(DomainConfig {
+        name: def.name.clone(),
+        uuid,
+        memory_mib: def.current_memory_kib.max(1024).div_ceil(1024),
+        max_memory_mib: max_kib.div_ceil(1024),
+        vcpus: def.vcpu.current.unwrap_or(def.vcpu.count).max(1),
+        kernel: PathBuf::from(kernel),
+        ramdisk: def.os.initrd.as_ref().map(PathBuf::from),
+        cmdline,
+        on_poweroff: action(def.on_poweroff),
+        on_reboot: action(def.on_reboot),
+        on_crash: action(def.on_crash),
+        on_watchdog: Action::Destroy,
+    })
+}
+
+/// Domain IDs the daemon knows, mapped to the hypervisor's current ID (they differ after a restart).
+type Aliases = Arc<Mutex<HashMap<u32, u16>>>;
+
+/// The backend.
+pub struct LibxlBackend {
+    target: Target,
+    ts: Mutex<Toolstack<AnyTransport>>,
+    aliases: Aliases,
+    sink: Arc<Mutex<Option<EventSink>>>,
+    version: Option<u64>,
+}
+
+impl std::fmt::Debug for LibxlBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LibxlBackend")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+fn xen_version(t: &mut AnyTransport) -> Option<u64> {
+    let mut call = Call::new(
+        xen_abi::hypercall::XEN_VERSION,
+        [
+            Arg::Value(xen_abi::hypercall::xenver::VERSION),
+            Arg::Value(0),
+            Arg::Value(0),
+            Arg::Value(0),
+            Arg::Value(0),
+        ],
+    );
+    let v = t.hypercall(&mut call).ok().filter(|v| *v >= 0)? as u64;
+    Some((v >> 16) * 1_000_000 + (v & 0xffff) * 1_000)
+}
+
+impl LibxlBackend {
+    /// Connects to the hypervisor at `target`, keeping the toolstack's domain registry in `registry`, and starts
+    /// the exit watcher.
+    pub fn connect(target: Target, registry: &Path) -> Result<Arc<Self>, XlError> {
+        let mut t = target.connect()?;
+        let version = xen_version(&mut t);
+        let b = Arc::new(Self {
+            target: target.clone(),
+            ts: Mutex::new(Toolstack::new(t, Registry::new(registry))),
+            aliases: Arc::new(Mutex::new(HashMap::new())),
+            sink: Arc::new(Mutex::new(None)),
+            version,
+        });
+        let watcher = Toolstack::new(target.connect()?, Registry::new(registry));
+        let (aliases, sink) = (b.aliases.clone(), b.sink.clone());
+        std::thread::spawn(move || watch(watcher, aliases, sink));
+        Ok(b)
+    }
+
+    fn current(&self, domid: u32) -> u16 {
+        lock(&self.aliases)
+            .get(&domid)
+            .copied()
+            .unwrap_or(domid as u16)
+    }
+}
+
+fn watch(mut ts: Toolstack<AnyTransport>, aliases: Aliases, sink: Arc<Mutex<Option<EventSink>>>) {
+    let port = ts.transport.bind_virq(xen_abi::memres::VIRQ_DOM_EXC).ok();
+    loop {
+        match ts.handle_exits() {
+            Ok(exits) => {
+                for h in exits {
+                    // The ID the daemon knows this domain by.
+                    let known = {
+                        let a = lock(&aliases);
+                        a.iter()
+                            .find(|(_, cur)| **cur == h.domid)
+                            .map_or(u32::from(h.domid), |(k, _)| *k)
+                    };
+                    let mut events = Vec::new();
+                    match (h.reason, h.new_domid) {
+                        (_, Some(new)) => {
+                            lock(&aliases).insert(known, new);
+                        }
+                        (Some(xen_abi::hypercall::schedop::SHUTDOWN_CRASH), None) => {
+                            events.push((ev::CRASHED, 0));
+                            events.push((ev::STOPPED, ev::STOPPED_CRASHED));
+                        }
+                        (Some(_), None) => {
+                            events.push((ev::SHUTDOWN, 0));
+                            events.push((ev::STOPPED, ev::STOPPED_SHUTDOWN));
+                        }
+                        (None, None) => events.push((ev::STOPPED, ev::STOPPED_DESTROYED)),
+                    }
+                    if h.new_domid.is_none() {
+                        lock(&aliases).remove(&known);
+                    }
+                    if let Some(s) = lock(&sink).as_ref() {
+                        for (event, detail) in events {
+                            s(BackendEvent {
+                                domid: known,
+                                event,
+                                detail,
+                            });
+                        }
+                    }
+                }
+            }
+            Err(e) => eprintln!("virtxend: handling domain exits: {e}"),
+        }
+        match port {
+            Some(_) => {
+                let _ = ts.transport.wait_event(Duration::from_secs(1));
+            }
+            None => std::thread::sleep(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// A console stream: a thread copies the ring to a pipe; keystrokes are written to the ring.
+struct RingConsole {
+    out: Option<std::os::unix::net::UnixStream>,
+    input: Option<std::os::unix::net::UnixStream>,
+}
+
+impl ConsoleIo for RingConsole {
+    fn reader(&mut self) -> Box<dyn Read + Send> {
+        match self.out.take() {
+            Some(s) => Box::new(s),
+            None => Box::new(std::io::empty()),
+        }
+    }
+    fn writer(&mut self) -> Box<dyn Write + Send> {
+        match self.input.take() {
+            Some(s) => Box::new(s),
+            None => Box::new(std::io::sink()),
+        }
+    }
+}
+
+impl Backend for LibxlBackend {
+    fn hypervisor_version(&self) -> Option<u64> {
+        self.version
+    }
+
+    fn create(&self, def: &Domain, paused: bool) -> Result<u32, RpcError> {
+        let cfg = domain_config(def)?;
+        let domid = lock(&self.ts).create(&cfg, paused).map_err(xl_err)?;
+        lock(&self.aliases).remove(&u32::from(domid));
+        Ok(u32::from(domid))
+    }
+
+    fn destroy(&self, domid: u32) -> Result<(), RpcError> {
+        let cur = self.current(domid);
+        let mut ts = lock(&self.ts);
+        ts.destroy(cur).map_err(xl_err)?;
+        ts.registry.remove(cur);
+        lock(&self.aliases).remove(&domid);
+        Ok(())
+    }
+
+    fn shutdown(&self, domid: u32) -> Result<(), RpcError> {
+        lock(&self.ts).shutdown(self.current(domid)).map_err(xl_err)
+    }
+
+    fn reboot(&self, domid: u32) -> Result<(), RpcError> {
+        lock(&self.ts).reboot(self.current(domid)).map_err(xl_err)
+    }
+
+    fn pause(&self, domid: u32) -> Result<(), RpcError> {
+        lock(&self.ts).pause(self.current(domid)).map_err(xl_err)
+    }
+
+    fn unpause(&self, domid: u32) -> Result<(), RpcError> {
+        lock(&self.ts).unpause(self.current(domid)).map_err(xl_err)
+    }
+
+    fn info(&self, domid: u32) -> Result<Option<RunInfo>, RpcError> {
+        match lock(&self.ts).info(self.current(domid)) {
+            Ok(i) => Ok(Some(RunInfo {
+                state: if i.paused {
+                    3
+                } else if i.shutdown.is_some() {
+                    4
+                } else if i.blocked && !i.running {
+                    2
+                } else {
+                    1
+                },
+                reason: 0,
+                memory_kib: i.current_memkb,
+                vcpus: i.vcpu_online,
+                cpu_time_ns: i.cpu_time,
+            })),
+            Err(XlError::NoSuchDomain(_)) => Ok(None),
+            Err(e) => Err(xl_err(e)),
+        }
+    }
+
+    fn open_console(&self, domid: u32, dev: Option<&str>) -> Result<Box<dyn ConsoleIo>, RpcError> {
+        if dev.is_some_and(|d| d != "console0" && d != "serial0") {
+            return Err(RpcError::libxl(
+                code::INVALID_ARG,
+                "invalid argument: cannot find character device",
+            ));
+        }
+        let domid = self.current(domid);
+        // Consoles get their own connection, so a busy console never holds up lifecycle calls.
+        let mut t = self.target.connect().map_err(xl_err)?;
+        let ring = Console::open(&mut t, domid).map_err(xl_err)?;
+        let (client_out, mut pump_out) = std::os::unix::net::UnixStream::pair().map_err(|e| {
+            RpcError::libxl(
+                code::INTERNAL_ERROR,
+                format!("internal error: console pipe: {e}"),
+            )
+        })?;
+        let (client_in, mut pump_in) = std::os::unix::net::UnixStream::pair().map_err(|e| {
+            RpcError::libxl(
+                code::INTERNAL_ERROR,
+                format!("internal error: console pipe: {e}"),
+            )
+        })?;
+        let _ = pump_in.set_nonblocking(true);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match ring.read(&mut t) {
+                    Ok(bytes) if !bytes.is_empty() => {
+                        if pump_out.write_all(&bytes).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    // The domain is gone: end of stream.
+                    Err(_) => return,
+                }
+                match pump_in.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        if ring.write(&mut t, &buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Ok(Box::new(RingConsole {
+            out: Some(client_out),
+            input: Some(client_in),
+        }))
+    }
+
+    fn set_event_sink(&self, sink: EventSink) {
+        *lock(&self.sink) = Some(sink);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pvh(extra: &str) -> Domain {
+        let xml = format!(
+            "<domain type='xen'><name>g</name><uuid>4dea22b3-1d52-d8f3-2516-782e98ab3fa0</uuid>\
+             <memory unit='KiB'>65536</memory><currentMemory unit='KiB'>65536</currentMemory><vcpu>2</vcpu>\
+             <os><type arch='x86_64' machine='xenpvh'>xenpvh</type>{extra}</os>\
+             <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>preserve</on_crash>\
+             </domain>"
+        );
+        Domain::parse(&xml).unwrap()
+    }
+
+    #[test]
+    fn pvh_definitions_become_toolstack_configurations() {
+        let cfg = domain_config(&pvh(
+            "<kernel>/k</kernel><initrd>/i</initrd><cmdline>console=hvc0</cmdline>",
+        ))
+        .unwrap();
+        assert_eq!(cfg.name, "g");
+        assert_eq!(cfg.memory_mib, 64);
+        assert_eq!(cfg.vcpus, 2);
+        assert_eq!(cfg.kernel, PathBuf::from("/k"));
+        assert_eq!(cfg.ramdisk, Some(PathBuf::from("/i")));
+        assert_eq!(cfg.cmdline, "console=hvc0");
+        assert_eq!(
+            (cfg.on_poweroff, cfg.on_reboot, cfg.on_crash),
+            (Action::Destroy, Action::Restart, Action::Preserve)
+        );
+        assert_eq!(cfg.uuid[0], 0x4d);
+    }
+
+    #[test]
+    fn what_cannot_be_built_is_refused_clearly() {
+        let e = domain_config(&pvh("")).unwrap_err();
+        assert!(e.message.contains("<os><kernel>"), "{}", e.message);
+        let mut d = pvh("<kernel>/k</kernel>");
+        d.os.os_type = OsType::Hvm;
+        let e = domain_config(&d).unwrap_err();
+        assert!(e.message.contains("only PVH"), "{}", e.message);
+    }
+}
