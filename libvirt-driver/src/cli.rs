@@ -29,6 +29,9 @@ pub struct Cli {
     /// `privcmd`, or `sandbox:DIR` (xen-hv in QEMU, DIR as `scripts/sandbox up` prints it).
     #[arg(long, default_value = "auto")]
     pub hypervisor: String,
+    /// Where the toolstack keeps the names and configurations of the domains it built (shared with `xl`).
+    #[arg(long, env = "XEN_RS_STATE_DIR", default_value = "/run/xen-rs/xl")]
+    pub xl_state_dir: PathBuf,
     /// Log connections and failed calls to stderr.
     #[arg(long, short)]
     pub verbose: bool,
