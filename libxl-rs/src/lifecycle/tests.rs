@@ -95,7 +95,7 @@ fn create_list_pause_destroy() {
 }
 
 #[test]
-fn shutdown_and_reboot_requests_reach_the_guest() {
+fn shutdown_and_reboot_shut_the_domain_down_with_the_reason() {
     let env = Env::new("req");
     let x = FakeXen::default();
     let mut ts = env.ts(&x);
@@ -108,6 +108,9 @@ fn shutdown_and_reboot_requests_reach_the_guest() {
     ts.shutdown(id).expect("shutdown");
     ts.reboot(id).expect("reboot");
     assert_eq!(x.state.borrow().domains[&id].shutdown_requests, vec![0, 1]);
+    // Xen shuts the domain down at once with the first reason; the exit watcher then applies on_poweroff.
+    assert_eq!(ts.info(id).expect("info").shutdown, Some(0));
+    assert_eq!(ts.info(id).expect("info").state(), "---s--");
     assert!(ts.shutdown(77).is_err());
 }
 

@@ -38,7 +38,7 @@ pub struct FakeDomain {
     pub shutdown: Option<u32>,
     /// Nanoseconds of CPU time to report.
     pub cpu_time: u64,
-    /// Remote shutdown requests received (the guest decides when to act on them).
+    /// Remote shutdown requests received.
     pub shutdown_requests: Vec<u32>,
     /// Unbound ports allocated in the domain, with the remote domain each is for.
     pub unbound: Vec<(u32, u16)>,
@@ -395,9 +395,15 @@ impl Transport for FakeXen {
                 let r = domctl::RemoteShutdown::read_from(bufs[0])
                     .ok_or(Error::Protocol("short".into()))?;
                 let mut st = self.state.borrow_mut();
+                // As Xen's SCHEDOP_remote_shutdown: the domain is shut down with the reason at once (a domain
+                // already shut down keeps its first reason), and VIRQ_DOM_EXC fires.
                 match st.domains.get_mut(&r.domain_id) {
                     Some(d) => {
                         d.shutdown_requests.push(r.reason);
+                        if d.shutdown.is_none() {
+                            d.shutdown = Some(r.reason);
+                            st.raise_dom_exc();
+                        }
                         0
                     }
                     None => neg(Errno::Esrch),
