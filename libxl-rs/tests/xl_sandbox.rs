@@ -32,6 +32,7 @@ struct Dom {
     shutdown: Option<u32>,
     params: BTreeMap<u32, u64>,
     requests: Vec<u32>,
+    e820: usize,
 }
 
 struct Model {
@@ -207,6 +208,10 @@ impl Backend for Model {
         let d = self.doms.get_mut(&dom).ok_or(Errno::Esrch)?;
         let port = 1 + d.params.len() as u32;
         Ok(port)
+    }
+    fn set_memory_map(&mut self, domid: u16, map: &[xen_abi::xen::E820Entry]) -> Result<(), Errno> {
+        self.doms.get_mut(&domid).ok_or(Errno::Esrch)?.e820 = map.len();
+        Ok(())
     }
     fn bind_virq(&mut self, virq: u32) -> Result<u32, Errno> {
         if virq != xen_abi::memres::VIRQ_DOM_EXC {
@@ -463,6 +468,7 @@ fn xl_create_list_console_shutdown_destroy_over_the_sandbox_transport() {
         assert_eq!((ctx.x86_32.eip, ctx.x86_32.ebx), (0x10_0000, 0x1000));
         assert!(!d.paused);
         assert_eq!(d.p2m.len(), 4096);
+        assert_eq!(d.e820, 2, "RAM and the reserved ring pages");
     }
 
     let o = sb.xl(&["list"]);

@@ -264,6 +264,16 @@ fn populate_and_load<T: Transport>(
     copy_to_guest(t, domid, START_INFO_GPA, &page, 0)?;
     // Empty rings.
     copy_to_guest(t, domid, special, &[], 2 * PAGE)?;
+    // The same map for XENMEM_memory_map, as libxl sets it.
+    let e820: Vec<xen_abi::xen::E820Entry> = memmap
+        .iter()
+        .map(|m| xen_abi::xen::E820Entry {
+            addr: m.addr,
+            size: m.size,
+            kind: m.kind,
+        })
+        .collect();
+    t.set_memory_map(domid, &e820)?;
     // The rings' event channels: ports in the guest that the control domain binds to.
     let console_port = t.evtchn_alloc_unbound(domid, 0)?;
     let xenstore_port = t.evtchn_alloc_unbound(domid, 0)?;

@@ -125,6 +125,11 @@ fn builds_elf64_and_elf32_kernels_with_start_info_and_entry_state() {
         assert_eq!(d.params[&memres::HVM_PARAM_CONSOLE_PFN], b.console_gfn);
         assert_eq!(b.console_gfn, 4094);
         assert_eq!(d.unbound, vec![(1, 0), (2, 0)]);
+        let e820: Vec<(u64, u64, u32)> = d.e820.iter().map(|e| (e.addr, e.size, e.kind)).collect();
+        assert_eq!(
+            e820,
+            vec![(0, (16 << 20) - 8192, 1), ((16 << 20) - 8192, 8192, 2)]
+        );
         assert_eq!(
             d.params[&memres::HVM_PARAM_CONSOLE_EVTCHN],
             u64::from(b.console_port)

@@ -42,6 +42,8 @@ pub struct FakeDomain {
     pub shutdown_requests: Vec<u32>,
     /// Unbound ports allocated in the domain, with the remote domain each is for.
     pub unbound: Vec<(u32, u16)>,
+    /// The e820 map set by the toolstack.
+    pub e820: Vec<xen_abi::xen::E820Entry>,
 }
 
 /// The model's state.
@@ -375,6 +377,27 @@ impl Transport for FakeXen {
                     done += 1;
                 }
                 done
+            }
+            xen_abi::hypercall::MEMORY_OP if first == memres::XENMEM_SET_MEMORY_MAP => {
+                let m = memres::ForeignMemoryMap::read_from(bufs[0])
+                    .ok_or(Error::Protocol("short memory map".into()))?;
+                let list = bufs
+                    .get(1)
+                    .ok_or(Error::Protocol("no map entries".into()))?;
+                let n = m.nr_entries as usize;
+                if n > memres::MAX_E820 || list.len() < n * 20 {
+                    return Ok(neg(Errno::Einval));
+                }
+                let mut st = self.state.borrow_mut();
+                let Some(d) = st.domains.get_mut(&m.domid) else {
+                    return Ok(neg(Errno::Esrch));
+                };
+                d.e820 = (0..n)
+                    .map(|i| {
+                        xen_abi::xen::E820Entry::read_from(&list[i * 20..]).unwrap_or_default()
+                    })
+                    .collect();
+                0
             }
             xen_abi::hypercall::HVM_OP => {
                 let mut p = XenHvmParam::read_from(bufs[0])

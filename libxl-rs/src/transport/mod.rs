@@ -380,6 +380,46 @@ pub trait Transport {
         Ok(n as u64)
     }
 
+    /// `XENMEM_set_memory_map`: the e820 map the domain's `XENMEM_memory_map` returns.
+    fn set_memory_map(&mut self, domid: u16, map: &[xen_abi::xen::E820Entry]) -> Result<(), Error>
+    where
+        Self: Sized,
+    {
+        use xen_abi::memres::{
+            ForeignMemoryMap, FOREIGN_MEMORY_MAP_BUFFER_OFFSET, XENMEM_SET_MEMORY_MAP,
+        };
+        let m = ForeignMemoryMap {
+            domid,
+            nr_entries: u32::try_from(map.len())
+                .map_err(|_| Error::Config("too many memory map entries".into()))?,
+            ..ForeignMemoryMap::default()
+        };
+        let mut mb = m.as_bytes().to_vec();
+        let mut list: Vec<u8> = map.iter().flat_map(|e| e.as_bytes().to_vec()).collect();
+        let mut call = Call::new(
+            xen_abi::hypercall::MEMORY_OP,
+            [
+                Arg::Value(XENMEM_SET_MEMORY_MAP),
+                Arg::Buf(0),
+                Arg::Value(0),
+                Arg::Value(0),
+                Arg::Value(0),
+            ],
+        );
+        call.bufs.push(&mut mb);
+        call.bufs.push(&mut list);
+        call.handles.push(HandleRef {
+            buf: 0,
+            offset: FOREIGN_MEMORY_MAP_BUFFER_OFFSET,
+            target: 1,
+        });
+        check(
+            self.hypercall(&mut call),
+            format!("setting the memory map of domain {domid}"),
+        )?;
+        Ok(())
+    }
+
     /// `HVMOP_set_param` on a foreign domain.
     fn hvm_set_param(&mut self, domid: u16, index: u32, value: u64) -> Result<(), Error>
     where

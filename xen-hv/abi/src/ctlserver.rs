@@ -12,7 +12,7 @@ use crate::errno::Errno;
 use crate::memres::{self, MemoryReservation};
 use crate::plain::Plain;
 use crate::sysctl::{self, GetDomainInfoList, Physinfo, XenSysctl};
-use crate::xen::{VcpuHvmContext, XenHvmParam};
+use crate::xen::{E820Entry, VcpuHvmContext, XenHvmParam};
 
 /// `EVTCHNOP_bind_virq`.
 pub const EVTCHNOP_BIND_VIRQ: u64 = 1;
@@ -58,6 +58,8 @@ pub trait Backend {
     fn bind_virq(&mut self, virq: u32) -> Result<u32, Errno>;
     /// Allocates a port in domain `dom` that `remote` may bind to; returns the port.
     fn alloc_unbound(&mut self, dom: u16, remote: u16) -> Result<u32, Errno>;
+    /// Sets the e820 map `XENMEM_memory_map` returns to the domain.
+    fn set_memory_map(&mut self, domid: u16, map: &[E820Entry]) -> Result<(), Errno>;
 }
 
 fn err(e: Errno) -> i64 {
@@ -208,6 +210,26 @@ fn dispatch<B: Backend>(b: &mut B, op: u64, args: &[u64; 5], bufs: &Bufs, out: &
                 }
             }
             done
+        }
+        hc::MEMORY_OP if args[0] == memres::XENMEM_SET_MEMORY_MAP => {
+            let Some(m) = bufs
+                .get(out, args[1])
+                .and_then(|x| memres::ForeignMemoryMap::read_from(x))
+            else {
+                return err(Errno::Efault);
+            };
+            let n = m.nr_entries as usize;
+            if n > memres::MAX_E820 {
+                return err(Errno::E2big);
+            }
+            let Some(list) = bufs.get(out, m.buffer).filter(|l| l.len() >= n * 20) else {
+                return err(Errno::Efault);
+            };
+            let mut map = [E820Entry::default(); memres::MAX_E820];
+            for (i, e) in map.iter_mut().enumerate().take(n) {
+                *e = E820Entry::read_from(&list[i * 20..]).unwrap_or_default();
+            }
+            b.set_memory_map(m.domid, &map[..n]).map_or_else(err, |_| 0)
         }
         hc::HVM_OP if args[0] == memres::HVMOP_SET_PARAM || args[0] == memres::HVMOP_GET_PARAM => {
             let Some(buf) = bufs.get(out, args[1]) else {
@@ -373,6 +395,7 @@ mod tests {
         populated: [u64; 4],
         n: usize,
         ctx: Option<VcpuHvmContext>,
+        map_len: usize,
     }
 
     impl Backend for Rec {
@@ -443,6 +466,10 @@ mod tests {
         }
         fn bind_virq(&mut self, _: u32) -> Result<u32, Errno> {
             Ok(7)
+        }
+        fn set_memory_map(&mut self, _: u16, map: &[E820Entry]) -> Result<(), Errno> {
+            self.map_len = map.len();
+            Ok(())
         }
         fn alloc_unbound(&mut self, dom: u16, remote: u16) -> Result<u32, Errno> {
             if dom == 5 && remote == 0 {
@@ -548,6 +575,27 @@ mod tests {
             -3
         );
         assert_eq!(call(&mut b, 32, [6, 0, 0, 0, 0], &[&[5, 0, 0]]).0, -14);
+        // set_memory_map: entries through a handle, bounded.
+        let mut m = memres::ForeignMemoryMap {
+            domid: 5,
+            nr_entries: 2,
+            buffer: 1,
+            ..memres::ForeignMemoryMap::default()
+        };
+        assert_eq!(
+            call(&mut b, 12, [13, 0, 0, 0, 0], &[m.as_bytes(), &[0; 40]]).0,
+            0
+        );
+        assert_eq!(b.map_len, 2);
+        assert_eq!(
+            call(&mut b, 12, [13, 0, 0, 0, 0], &[m.as_bytes(), &[0; 39]]).0,
+            -14
+        );
+        m.nr_entries = 17;
+        assert_eq!(
+            call(&mut b, 12, [13, 0, 0, 0, 0], &[m.as_bytes(), &[0; 340]]).0,
+            -7
+        );
     }
 
     #[test]

@@ -9,6 +9,30 @@ pub const XENMEM_INCREASE_RESERVATION: u64 = 0;
 pub const XENMEM_DECREASE_RESERVATION: u64 = 1;
 /// `XENMEM_populate_physmap`.
 pub const XENMEM_POPULATE_PHYSMAP: u64 = 6;
+/// `XENMEM_set_memory_map`: the toolstack sets the e820 map a domain's `XENMEM_memory_map` returns.
+pub const XENMEM_SET_MEMORY_MAP: u64 = 13;
+/// Most e820 entries a domain's map may have here.
+pub const MAX_E820: usize = 16;
+
+/// `struct xen_foreign_memory_map` (24 bytes): `buffer` is a guest handle to `nr_entries` packed
+/// [`crate::xen::E820Entry`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct ForeignMemoryMap {
+    /// Target domain.
+    pub domid: u16,
+    /// Padding.
+    pub pad: [u16; 3],
+    /// Entries in `buffer`.
+    pub nr_entries: u32,
+    /// Padding.
+    pub pad2: u32,
+    /// Guest handle of the entries.
+    pub buffer: u64,
+}
+
+/// Byte offset of `buffer` in [`ForeignMemoryMap`].
+pub const FOREIGN_MEMORY_MAP_BUFFER_OFFSET: usize = 16;
 
 /// `HVMOP_set_param` (`public/hvm/hvm_op.h`).
 pub const HVMOP_SET_PARAM: u64 = 0;
@@ -81,6 +105,8 @@ pub const CONS_OUT_PROD: usize = CONS_IN_CONS + 12;
 
 // SAFETY: `#[repr(C)]`, integer fields and explicit padding only; size checked below.
 unsafe impl Plain for MemoryReservation {}
+// SAFETY: `#[repr(C)]`, integer fields and explicit padding only; size checked below.
+unsafe impl Plain for ForeignMemoryMap {}
 
 const _: () = {
     use core::mem::{offset_of, size_of};
@@ -89,6 +115,9 @@ const _: () = {
     assert!(offset_of!(MemoryReservation, extent_order) == 16);
     assert!(offset_of!(MemoryReservation, mem_flags) == 20);
     assert!(offset_of!(MemoryReservation, domid) == 24);
+    assert!(size_of::<ForeignMemoryMap>() == 24);
+    assert!(offset_of!(ForeignMemoryMap, nr_entries) == 8);
+    assert!(offset_of!(ForeignMemoryMap, buffer) == FOREIGN_MEMORY_MAP_BUFFER_OFFSET);
     assert!(size_of::<XenconsInterface>() == 3088);
     assert!(offset_of!(XenconsInterface, in_cons) == CONS_IN_CONS);
     assert!(offset_of!(XenconsInterface, out_prod) == CONS_OUT_PROD);
