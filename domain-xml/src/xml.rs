@@ -138,7 +138,7 @@ impl Element {
         let mut reader = Reader::from_str(xml);
         reader.config_mut().trim_text(false);
         reader.config_mut().check_end_names = true;
-        let mut stack: Vec<Element> = Vec::new();
+        let mut stack: Vec<Open> = Vec::new();
         let mut root: Option<Element> = None;
         loop {
             let pos = reader.buffer_position();
@@ -154,16 +154,16 @@ impl Element {
                             &format!("elements nest deeper than {MAX_DEPTH} levels"),
                         ));
                     }
-                    let el = start_element(&start, pos)?;
+                    let el = start_element(&start, pos, stack.last())?;
                     if root.is_some() && stack.is_empty() {
                         return Err(malformed(pos, "content after the root element"));
                     }
                     stack.push(el);
                 }
                 Event::Empty(start) => {
-                    let el = start_element(&start, pos)?;
+                    let el = start_element(&start, pos, stack.last())?.el;
                     match stack.last_mut() {
-                        Some(parent) => parent.children.push(Node::Element(el)),
+                        Some(parent) => parent.el.children.push(Node::Element(el)),
                         None if root.is_none() => root = Some(el),
                         None => return Err(malformed(pos, "content after the root element")),
                     }
@@ -172,9 +172,9 @@ impl Element {
                     let el = stack
                         .pop()
                         .ok_or_else(|| malformed(pos, "unexpected end tag"))?;
-                    let el = normalise_whitespace(el);
+                    let el = normalise_whitespace(el.el);
                     match stack.last_mut() {
-                        Some(parent) => parent.children.push(Node::Element(el)),
+                        Some(parent) => parent.el.children.push(Node::Element(el)),
                         None => root = Some(el),
                     }
                 }
@@ -183,8 +183,9 @@ impl Element {
                         position: pos,
                         message: e.to_string(),
                     })?;
+                    check_chars(&text, pos, || text_place(stack.last()))?;
                     match stack.last_mut() {
-                        Some(parent) => push_text(parent, &text),
+                        Some(parent) => push_text(&mut parent.el, &text),
                         None if text.trim().is_empty() => {}
                         None => return Err(malformed(pos, "text outside the root element")),
                     }
@@ -192,12 +193,22 @@ impl Element {
                 Event::CData(t) => {
                     let text = String::from_utf8(t.into_inner().into_owned())
                         .map_err(|_| malformed(pos, "CDATA section is not UTF-8"))?;
+                    check_chars(&text, pos, || text_place(stack.last()))?;
                     match stack.last_mut() {
-                        Some(parent) => push_text(parent, &text),
+                        Some(parent) => push_text(&mut parent.el, &text),
                         None => return Err(malformed(pos, "CDATA outside the root element")),
                     }
                 }
-                Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
+                Event::Comment(c) => {
+                    // Skipped, but a comment holding a character XML forbids still makes the document
+                    // not well-formed.
+                    let raw = String::from_utf8_lossy(c.as_ref());
+                    check_chars(&raw, pos, || match stack.last() {
+                        Some(parent) => format!("a comment in {}", parent.path),
+                        None => "a comment outside the root element".to_string(),
+                    })?;
+                }
+                Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
                 Event::Eof => break,
             }
         }
@@ -299,10 +310,57 @@ fn malformed(position: u64, message: &str) -> Error {
     }
 }
 
-fn start_element(start: &BytesStart<'_>, pos: u64) -> Result<Element, Error> {
+/// Whether `c` is in XML 1.0's `Char` production: tab, newline, carriage return, U+0020..U+D7FF,
+/// U+E000..U+FFFD and U+10000..U+10FFFF (Rust's `char` already excludes the surrogates).
+pub fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
+}
+
+/// Rejects text holding a character outside XML 1.0's `Char` production (libxml2 does too: such a
+/// document is not well-formed, and the writer could not reproduce it). `place` names where the text is.
+fn check_chars(text: &str, pos: u64, place: impl FnOnce() -> String) -> Result<(), Error> {
+    match text.chars().find(|&c| !is_xml_char(c)) {
+        None => Ok(()),
+        Some(c) => Err(Error::Malformed {
+            position: pos,
+            message: format!(
+                "character U+{:04X} is not allowed in XML 1.0 (in {})",
+                c as u32,
+                place()
+            ),
+        }),
+    }
+}
+
+fn text_place(parent: Option<&Open>) -> String {
+    match parent {
+        Some(parent) => format!("the text of {}", parent.path),
+        None => "text outside the root element".to_string(),
+    }
+}
+
+fn start_element(start: &BytesStart<'_>, pos: u64, parent: Option<&Open>) -> Result<Open, Error> {
     let name = std::str::from_utf8(start.name().as_ref())
         .map_err(|_| malformed(pos, "element name is not UTF-8"))?
         .to_string();
+    // The element's path as `Cursor` names it: `[n]` once an earlier sibling has the same name.
+    let path = match parent {
+        None => format!("/{name}"),
+        Some(parent) => {
+            let earlier = parent
+                .el
+                .children
+                .iter()
+                .filter(|n| matches!(n, Node::Element(e) if e.name == name))
+                .count();
+            if earlier == 0 {
+                format!("{}/{}", parent.path, name)
+            } else {
+                format!("{}/{}[{}]", parent.path, name, earlier + 1)
+            }
+        }
+    };
+    check_chars(&name, pos, || format!("the element name at {path}"))?;
     let mut el = Element::new(name);
     for attr in start.attributes() {
         let attr = attr.map_err(|e| Error::Malformed {
@@ -312,10 +370,12 @@ fn start_element(start: &BytesStart<'_>, pos: u64) -> Result<Element, Error> {
         let key = std::str::from_utf8(attr.key.as_ref())
             .map_err(|_| malformed(pos, "attribute name is not UTF-8"))?
             .to_string();
+        check_chars(&key, pos, || format!("an attribute name of {path}"))?;
         let value = attr.unescape_value().map_err(|e| Error::Malformed {
             position: pos,
             message: e.to_string(),
         })?;
+        check_chars(&value, pos, || format!("{path}/@{key}"))?;
         if el.attrs.iter().any(|(k, _)| *k == key) {
             return Err(Error::Malformed {
                 position: pos,
@@ -324,7 +384,13 @@ fn start_element(start: &BytesStart<'_>, pos: u64) -> Result<Element, Error> {
         }
         el.attrs.push((key, value.into_owned()));
     }
-    Ok(el)
+    Ok(Open { el, path })
+}
+
+/// An element being parsed, with its path for error messages.
+struct Open {
+    el: Element,
+    path: String,
 }
 
 fn push_text(parent: &mut Element, text: &str) {
