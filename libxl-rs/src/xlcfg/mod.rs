@@ -53,15 +53,9 @@ impl Value {
         match self {
             Value::Int(i) => out.push_str(&i.to_string()),
             Value::Str(s) => {
-                // virConf's choice: triple quotes for multi-line text, else double quotes unless the text
-                // holds one.
-                let q = if s.contains('\n') {
-                    "\"\"\""
-                } else if s.contains('"') {
-                    "'"
-                } else {
-                    "\""
-                };
+                // A string that has no quoting (see `XlConfig::check_writable`) goes out in triple quotes,
+                // the form that holds the most.
+                let q = quoting(s).unwrap_or(TRIPLE);
                 out.push_str(q);
                 out.push_str(s);
                 out.push_str(q);
@@ -77,6 +71,41 @@ impl Value {
                 out.push_str(" ]");
             }
         }
+    }
+}
+
+const TRIPLE: &str = "\"\"\"";
+
+/// How virConf can quote `s`, or why it cannot.
+///
+/// virConf (libvirt's `virconf.c`, which xl's syntax matches) reads `'...'` and `"..."` up to the closing quote
+/// or the end of the line (`\n` or `\r`), and `\"\"\"...\"\"\"` up to the first `\"\"\"`, with no escapes in any
+/// form; it copies the text as a C string, so a NUL would cut it short. Like libvirt's writer this prefers
+/// double quotes, then single quotes, and uses triple quotes for line breaks and for text holding both kinds
+/// of quote.
+fn quoting(s: &str) -> Result<&'static str, &'static str> {
+    if s.contains('\0') {
+        return Err("a string cannot hold a NUL character");
+    }
+    let one_line = !s.contains(['\n', '\r']);
+    if one_line && !s.contains('"') {
+        Ok("\"")
+    } else if one_line && !s.contains('\'') {
+        Ok("'")
+    } else if !s.contains(TRIPLE) && !s.ends_with('"') {
+        Ok(TRIPLE)
+    } else if one_line {
+        Err("a string holding both quote characters cannot also hold '\"\"\"' or end with '\"'")
+    } else {
+        Err("a string with a line break cannot hold '\"\"\"' or end with '\"'")
+    }
+}
+
+fn check_value(v: &Value) -> Result<(), &'static str> {
+    match v {
+        Value::Int(_) => Ok(()),
+        Value::Str(s) => quoting(s).map(|_| ()),
+        Value::List(items) => items.iter().try_for_each(check_value),
     }
 }
 
@@ -285,7 +314,22 @@ impl XlConfig {
         }
     }
 
-    /// Formats the configuration in libvirt's layout.
+    /// Checks that every string value can be written in virConf syntax, so that [`XlConfig::to_text`] reads
+    /// back as the same configuration. Everything [`XlConfig::parse`] accepts passes; values set in memory
+    /// may not (a NUL, or text holding both quote characters that also ends with `"` or holds `\"\"\"`).
+    pub fn check_writable(&self) -> Result<(), XlCfgError> {
+        for s in &self.settings {
+            check_value(&s.value).map_err(|message| XlCfgError::Value {
+                line: s.line,
+                key: s.key.clone(),
+                message: message.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Formats the configuration in libvirt's layout. A string that [`XlConfig::check_writable`] rejects is
+    /// written in triple quotes and will not read back unchanged; call that first for values not parsed.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         for s in &self.settings {
@@ -388,17 +432,21 @@ impl Parser<'_> {
                     if self.s[self.pos..].starts_with(&delim) {
                         break;
                     }
-                    if self.s[self.pos] == b'\n' {
-                        if !triple {
-                            return Err("unterminated string".into());
-                        }
-                        self.line += 1;
+                    match self.s[self.pos] {
+                        // virConf ends a one-line string at the end of the line, `\r` included.
+                        b'\n' | b'\r' if !triple => return Err("unterminated string".into()),
+                        b'\n' => self.line += 1,
+                        0 => return Err("a string cannot hold a NUL character".into()),
+                        _ => {}
                     }
                     self.pos += 1;
                 }
                 let v = std::str::from_utf8(&self.s[start..self.pos])
                     .map_err(|_| "string is not valid UTF-8".to_string())?
                     .to_string();
+                // `'''...'''` (accepted beyond virConf) can hold text no virConf quoting can; refuse
+                // what could not be written back.
+                quoting(&v)?;
                 self.pos += delim.len();
                 Ok(Value::Str(v))
             }
