@@ -148,10 +148,12 @@ pub extern "C" fn hv_main(protocol: u32, info_paddr: u64) -> ! {
         // SAFETY: deliberately executes an invalid instruction; the #UD handler prints a dump and stops.
         unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
     }
-    let Some(module) = info.modules().first().copied() else {
+    let module = info.modules().first().copied();
+    // Without boot modules the machine only has work when a control domain can drive it over COM2.
+    if module.is_none() && arch::x86_64::com2::Com2::probe().is_none() {
         let _ = writeln!(con, "(XEN) no guest domains to run; halting");
         arch::exit(0x10);
-    };
+    }
     // Host SVM areas for every CPU, allocated here so the APs need no allocator.
     for cpu in 0..arch::x86_64::percpu::MAX_CPUS {
         let (Some(hsave), Some(vmsave)) = (frames.alloc(4096, 4096), frames.alloc(4096, 4096))
@@ -190,19 +192,33 @@ pub extern "C" fn hv_main(protocol: u32, info_paddr: u64) -> ! {
         1
     };
     let _ = writeln!(con, "(XEN) {cpus} CPU(s) online");
-    // SAFETY: the module was reserved above and stays untouched for the hypervisor's lifetime.
-    let pack = unsafe { arch::phys_slice(module.base, module.len as usize) };
-    let entries = match xen_hv::modpack::parse(pack) {
-        Ok(e) => e,
-        Err(e) => {
-            let _ = writeln!(con, "(XEN) panic: {e}");
-            arch::exit(0x11);
+    let entries: alloc::vec::Vec<_> = match module {
+        Some(module) => {
+            // SAFETY: the module was reserved above and stays untouched for the hypervisor's lifetime.
+            let pack = unsafe { arch::phys_slice(module.base, module.len as usize) };
+            match xen_hv::modpack::parse(pack) {
+                Ok(e) => e.collect(),
+                Err(e) => {
+                    let _ = writeln!(con, "(XEN) panic: {e}");
+                    arch::exit(0x11);
+                }
+            }
         }
+        None => alloc::vec::Vec::new(),
     };
     let free_before = frames.free_bytes();
     let mut machine = vm::Machine::new(frames);
+    let ram_bytes: u64 = info
+        .memmap()
+        .iter()
+        .filter(|r| r.kind == xen_abi::start_info::memmap_type::RAM)
+        .map(|r| r.len)
+        .sum();
+    machine.set_ctl_host(cpus, ram_bytes);
+    if machine.has_ctl() {
+        let _ = writeln!(con, "(XEN) control channel on COM2");
+    }
     let mut built = 0;
-    let entries: alloc::vec::Vec<_> = entries.collect();
     for (i, e) in entries.iter().enumerate() {
         if e.module_of.is_some() {
             continue;

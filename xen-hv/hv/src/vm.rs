@@ -18,6 +18,8 @@ use xen_hv::vcpu::{hypercall_args, Exit, Reg, Vcpu};
 use crate::arch::x86_64::{lapic, serial::Serial, svm};
 use crate::arch::HwVcpu;
 
+mod ctl;
+
 /// Most domains at once.
 pub const MAX_DOMAINS: usize = 8;
 /// Most vCPUs at once.
@@ -98,6 +100,9 @@ pub struct Domain {
     npt: PageTable,
     shared_info: u64,
     params: [u64; NR_PARAMS],
+    /// The e820 map the toolstack set (`XENMEM_set_memory_map`); without one, all RAM.
+    e820: [E820Entry; xen_abi::memres::MAX_E820],
+    e820_len: usize,
     line: [u8; 200],
     line_len: usize,
     /// Printed a `PASS` line.
@@ -145,6 +150,30 @@ pub struct Machine {
     hw: [Option<Box<HwVcpu>>; MAX_VCPUS],
     sched: RoundRobin<MAX_VCPUS>,
     con: Serial,
+    /// The sandbox control channel, when the machine has COM2.
+    ctl: Option<ctl::Ctl>,
+}
+
+/// What the toolstack set up for a domain it builds over the control channel.
+struct Setup {
+    /// vCPU 0's start context (instead of the PVH entry state).
+    start: Option<VcpuStart>,
+    /// HVM params.
+    params: [u64; NR_PARAMS],
+    /// The e820 map and its length (0: all RAM).
+    e820: [E820Entry; xen_abi::memres::MAX_E820],
+    e820_len: usize,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            start: None,
+            params: [0; NR_PARAMS],
+            e820: [E820Entry::default(); xen_abi::memres::MAX_E820],
+            e820_len: 0,
+        }
+    }
 }
 
 /// Why a domain could not be built.
@@ -158,6 +187,8 @@ pub enum BuildError {
     NoMemory,
     /// More vCPUs than a domain may have.
     TooManyVcpus,
+    /// The toolstack's start context for vCPU 0 cannot be loaded.
+    BadContext,
 }
 
 impl core::fmt::Display for BuildError {
@@ -167,6 +198,7 @@ impl core::fmt::Display for BuildError {
             Self::Layout(e) => write!(f, "{e}"),
             Self::NoMemory => f.write_str("out of memory for the domain"),
             Self::TooManyVcpus => write!(f, "a domain has 1 to {MAX_DOMAIN_VCPUS} vCPUs"),
+            Self::BadContext => f.write_str("the start context of vCPU 0 cannot be loaded"),
         }
     }
 }
@@ -181,6 +213,28 @@ impl Machine {
             hw: core::array::from_fn(|_| None),
             sched: RoundRobin::new(),
             con: Serial::init(),
+            ctl: ctl::Ctl::probe(),
+        }
+    }
+
+    /// True when the control domain drives this machine over COM2; it then idles instead of ending when no
+    /// domain is left.
+    pub fn has_ctl(&self) -> bool {
+        self.ctl.is_some()
+    }
+
+    /// Tells the control channel the machine's CPUs and RAM (for HELLO and physinfo).
+    pub fn set_ctl_host(&mut self, nr_cpus: u32, ram_bytes: u64) {
+        if let Some(c) = self.ctl.as_mut() {
+            c.set_host(nr_cpus, ram_bytes);
+        }
+    }
+
+    /// True when the control domain paused the domain of vCPU `v`.
+    fn ctl_paused(&self, v: usize) -> bool {
+        match (self.ctl.as_ref(), self.meta[v].as_ref()) {
+            (Some(c), Some(m)) => c.is_paused(m.dom),
+            _ => false,
         }
     }
 
@@ -226,7 +280,6 @@ impl Machine {
             }
             None => None,
         };
-        let id = slot as u16 + 1;
         let mem_base = self
             .frames
             .alloc(mem_bytes, 2 << 20)
@@ -274,6 +327,33 @@ impl Machine {
         )
         .map_err(BuildError::Layout)?;
         copy_in(mem_base + START_INFO_GPA, &page);
+        self.install(
+            slot,
+            name,
+            (mem_base, mem_bytes),
+            npt,
+            nr_vcpus,
+            (entry, si),
+            Setup::default(),
+        )
+    }
+
+    /// The part of building a domain shared by the boot-module builder and the control channel's: shared
+    /// info, I/O and MSR permission maps, the vCPUs (vCPU 0 at the PVH entry with `ebx` = start info, or at
+    /// `start` when the toolstack gave a full context) and the domain's table entry.
+    #[allow(clippy::too_many_arguments)]
+    fn install(
+        &mut self,
+        slot: usize,
+        name: &'static str,
+        (mem_base, mem_bytes): (u64, u64),
+        npt: PageTable,
+        nr_vcpus: usize,
+        (entry, si): (u64, u64),
+        setup: Setup,
+    ) -> Result<u16, BuildError> {
+        let id = slot as u16 + 1;
+        let mut fs = Frames(&mut self.frames);
         let shared_info = fs.alloc_table().ok_or(BuildError::NoMemory)?;
         for i in 0..nr_vcpus as u64 {
             write_pvclock(shared_info + 64 * i);
@@ -295,7 +375,12 @@ impl Machine {
                 return Err(BuildError::NoMemory);
             }
             // Each vCPU has its own ASID (guest TLB tag), never 0.
-            let hw = HwVcpu::new_pvh(vmcb, maps, npt.root, v as u32 + 1, entry, si);
+            let mut hw = HwVcpu::new_pvh(vmcb, maps, npt.root, v as u32 + 1, entry, si);
+            if let (true, Some(start)) = (first, setup.start.as_ref()) {
+                if !hw.start_from(start) {
+                    return Err(BuildError::BadContext);
+                }
+            }
             self.meta[v] = Some(VcpuMeta {
                 dom: slot,
                 id: i as u32,
@@ -314,7 +399,9 @@ impl Machine {
             mem_bytes,
             npt,
             shared_info,
-            params: [0; NR_PARAMS],
+            params: setup.params,
+            e820: setup.e820,
+            e820_len: setup.e820_len,
             line: [0; 200],
             line_len: 0,
             passed: false,
@@ -334,7 +421,8 @@ impl Machine {
         });
         let _ = writeln!(
             self.con,
-            "(XEN) d{id}: created \"{name}\": {mem_mib} MiB at {mem_base:#x}, {vcpus} vCPU(s), PVH entry {entry:#x}"
+            "(XEN) d{id}: created \"{name}\": {} MiB at {mem_base:#x}, {nr_vcpus} vCPU(s), PVH entry {entry:#x}",
+            mem_bytes >> 20
         );
         Ok(id)
     }
@@ -351,10 +439,12 @@ impl Machine {
         }
         loop {
             let Some(i) = self.sched.pick(now) else {
-                if self.sched.stuck() {
+                // With a control domain, blocked or paused domains wait for it instead of being destroyed, and an
+                // empty machine idles.
+                if self.sched.stuck() && self.ctl.is_none() {
                     self.destroy_stuck();
                 }
-                return Err(self.sched.all_dead());
+                return Err(self.sched.all_dead() && self.ctl.is_none());
             };
             match self.hw[i].take() {
                 Some(mut hw) => {
@@ -659,6 +749,9 @@ impl Machine {
             }
         }
         self.try_release(dom);
+        if let Some(c) = self.ctl.as_mut() {
+            c.raise_dom_exc();
+        }
     }
 
     fn release_vcpu(&mut self, v: usize, hw: Box<HwVcpu>) {
@@ -675,6 +768,11 @@ impl Machine {
             return;
         };
         if d.state == DomState::Alive || d.released {
+            return;
+        }
+        // With a control domain, a dead domain's memory stays (for its console and inspection) until the
+        // control domain destroys it, as in Xen.
+        if self.ctl.as_ref().is_some_and(|c| !c.may_release(dom)) {
             return;
         }
         if d.vcpus[..d.nr_vcpus]
@@ -742,6 +840,11 @@ pub fn cpu_loop(machine: &spin::Mutex<Option<Machine>>) {
             Ok(x) => x,
             Err(true) => return,
             Err(false) => {
+                if is_bsp() {
+                    if let Some(m) = machine.lock().as_mut() {
+                        m.poll_ctl();
+                    }
+                }
                 // Nothing runnable: sleep until the next tick.
                 // SAFETY: the IDT handles the timer; interrupts are disabled again after the wake-up.
                 unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
@@ -763,6 +866,9 @@ pub fn cpu_loop(machine: &spin::Mutex<Option<Machine>>) {
                 Flow::Continue => {}
                 Flow::Stop(s) => break s,
             }
+            if m.ctl_paused(v) {
+                break State::Down;
+            }
             let due = m.meta[v]
                 .as_ref()
                 .is_some_and(|s| s.timer != 0 && lapic::now_ns() >= s.timer);
@@ -778,11 +884,26 @@ pub fn cpu_loop(machine: &spin::Mutex<Option<Machine>>) {
         let mut guard = machine.lock();
         if let Some(m) = guard.as_mut() {
             m.put_back(v, hw, state);
+            if is_bsp() {
+                m.poll_ctl();
+            }
         }
     }
 }
 
+/// True on the boot CPU, which serves the control channel.
+fn is_bsp() -> bool {
+    crate::arch::x86_64::percpu::current()
+        .idx
+        .load(Ordering::Relaxed)
+        == 0
+}
+
 fn console_bytes(con: &mut Serial, d: &mut Domain, bytes: &[u8]) {
+    if !d.released {
+        let pfn = d.params[xen_abi::memres::HVM_PARAM_CONSOLE_PFN as usize];
+        ctl::console_to_ring(d.mem_base, d.mem_bytes, pfn, bytes);
+    }
     for &b in bytes {
         if b == b'\n' || d.line_len == d.line.len() {
             let line = core::str::from_utf8(&d.line[..d.line_len]).unwrap_or("<non-UTF-8 output>");
@@ -1032,6 +1153,11 @@ impl Guest for Ctx<'_> {
     fn memory_map(&self, out: &mut [E820Entry]) -> usize {
         if out.is_empty() {
             return 0;
+        }
+        if self.d.e820_len > 0 {
+            let n = self.d.e820_len.min(out.len());
+            out[..n].copy_from_slice(&self.d.e820[..n]);
+            return n;
         }
         out[0] = E820Entry {
             addr: 0,

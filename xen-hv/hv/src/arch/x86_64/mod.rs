@@ -1,6 +1,7 @@
 //! x86_64 support: boot, console, descriptor tables, LAPIC timer, SVM, and platform exit.
 
 pub mod boot;
+pub mod com2;
 pub mod cpu;
 pub mod lapic;
 pub mod percpu;
