@@ -33,5 +33,9 @@ pub fn xl_cfg_to_domain_xml(cfg: &str) -> Result<String, Error> {
 pub fn domain_xml_to_xl_cfg(xml: &str) -> Result<String, Error> {
     let mut dom = Domain::parse(xml)?;
     crate::defaults::apply_libxl_defaults(&mut dom);
-    Ok(domain_to_xl_config(&dom)?.to_text())
+    let cfg = domain_to_xl_config(&dom)?;
+    // A value no virConf quoting can hold (both quote kinds plus a closing quote, a NUL) is refused rather
+    // than written as text that would not read back.
+    cfg.check_writable()?;
+    Ok(cfg.to_text())
 }
