@@ -101,13 +101,10 @@ fn run(cli: &Cli) -> Result<(), libvirt_driver::Error> {
     let backend: Arc<dyn libvirt_driver::backend::Backend> =
         match hypervisor_target(&cli.hypervisor)? {
             None => Arc::new(NoHypervisor),
-            Some(target) => {
-                let registry = cli.state_dir.join("xl");
-                match LibxlBackend::connect(target, &registry) {
-                    Ok(b) => b,
-                    Err(e) => return Err(libvirt_driver::Error::Hypervisor(e.to_string())),
-                }
-            }
+            Some(target) => match LibxlBackend::connect(target, &cli.xl_state_dir) {
+                Ok(b) => b,
+                Err(e) => return Err(libvirt_driver::Error::Hypervisor(e.to_string())),
+            },
         };
     let driver = Driver::with_storage(store, backend, Some(storage));
     for w in &driver.load_warnings {
