@@ -92,7 +92,7 @@ fn last_tick(console: &str) -> Option<u64> {
     console
         .lines()
         .filter_map(|l| l.trim().strip_prefix("ticker: tick ")?.parse().ok())
-        .last()
+        .next_back()
 }
 
 fn xl(dir: &Path, args: &[&str]) -> String {
