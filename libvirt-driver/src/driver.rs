@@ -412,7 +412,8 @@ impl Driver {
                     obj.def = next;
                 }
                 obj.state = STATE_SHUTOFF;
-                obj.reason = ev.detail;
+                // VIR_DOMAIN_SHUTOFF_* reasons are the STOPPED event details shifted by one (UNKNOWN is 0).
+                obj.reason = ev.detail + 1;
                 self.store.delete_status(&name);
             }
             lifecycle::SUSPENDED => obj.state = STATE_PAUSED,
@@ -1390,7 +1391,7 @@ impl Driver {
                         self.backend_event(BackendEvent {
                             domid,
                             event: lifecycle::STOPPED,
-                            detail: 2,
+                            detail: 1, // VIR_DOMAIN_EVENT_STOPPED_DESTROYED
                         });
                     }
                     DOMAIN_SHUTDOWN | DOMAIN_SHUTDOWN_FLAGS => self.backend.shutdown(domid)?,

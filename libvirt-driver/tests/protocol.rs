@@ -541,9 +541,10 @@ fn lifecycle_events_and_transient_domains_through_a_backend() {
         .unwrap()
         .contains("<domain type='xen' id='1'>"));
     c.call_ok(procs::DOMAIN_DESTROY, &dom_args(&running));
+    // STOPPED (5) with detail DESTROYED (1).
     assert_eq!(
         lifecycle(&next_message(&mut ev).1),
-        (cb, "life1".into(), -1, 5, 2)
+        (cb, "life1".into(), -1, 5, 1)
     );
     assert!(!t.0.join("state/life1.xml").exists());
     let st = c.call_ok(procs::DOMAIN_GET_STATE, &{
@@ -552,7 +553,10 @@ fn lifecycle_events_and_transient_domains_through_a_backend() {
         e.u32(0);
         e.buf
     });
-    assert_eq!(Dec::new(&st).i32().unwrap(), 5);
+    let mut st = Dec::new(&st);
+    assert_eq!(st.i32().unwrap(), 5);
+    // Reason VIR_DOMAIN_SHUTOFF_DESTROYED (2).
+    assert_eq!(st.i32().unwrap(), 2);
 
     // Transient domain (create-xml): exists while running, disappears when destroyed.
     let mut e = Enc::new();

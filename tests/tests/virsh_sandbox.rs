@@ -129,6 +129,15 @@ fn virsh_runs_a_guest_on_xen_hv_in_the_sandbox() {
     )
     .expect("writing the definition");
     sb.virsh_ok(&["define", xml.to_str().expect("utf-8 path")]);
+    // A subscribed client receives the lifecycle events of everything below.
+    let events_file = sb.dir.join("events.txt");
+    let mut events = Command::new("virsh")
+        .args(["-c", &sb.uri(), "event", "--loop", "--event", "lifecycle"])
+        .stdout(std::fs::File::create(&events_file).expect("events file"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("virsh event --loop");
+    std::thread::sleep(Duration::from_millis(500));
     sb.virsh_ok(&["start", "ticker"]);
 
     let list = sb.virsh_ok(&["list"]);
@@ -188,12 +197,33 @@ fn virsh_runs_a_guest_on_xen_hv_in_the_sandbox() {
     sb.virsh_ok(&["start", "ticker"]);
     assert!(sb.virsh_ok(&["list"]).contains("ticker"));
     sb.virsh_ok(&["destroy", "ticker"]);
+    assert_eq!(
+        sb.virsh_ok(&["domstate", "--reason", "ticker"]).trim(),
+        "shut off (destroyed)"
+    );
     assert!(sb
         .virsh_ok(&["list", "--all"])
         .lines()
         .any(|l| l.contains("ticker") && l.contains("shut off")));
     sb.virsh_ok(&["undefine", "ticker"]);
     assert!(!sb.virsh_ok(&["list", "--all"]).contains("ticker"));
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = events.kill();
+    let _ = events.wait();
+    let seen = std::fs::read_to_string(&events_file).unwrap_or_default();
+    for e in [
+        "Started Booted",
+        "Suspended Paused",
+        "Resumed Unpaused",
+        "Stopped Shutdown",
+        "Stopped Destroyed",
+        "Undefined Removed",
+    ] {
+        assert!(
+            seen.contains(&format!("event 'lifecycle' for domain 'ticker': {e}")),
+            "no {e} event:\n{seen}"
+        );
+    }
     assert!(
         !xl(&sb.dir, &["list"])
             .lines()
