@@ -28,7 +28,11 @@ impl Target {
 }
 
 fn sandbox(dir: &Path) -> Result<SandboxTransport, Error> {
-    SandboxTransport::connect(&dir.join("ctl.sock"), &dir.join("ram"), Duration::from_secs(10))
+    SandboxTransport::connect(
+        &dir.join("ctl.sock"),
+        &dir.join("ram"),
+        Duration::from_secs(10),
+    )
 }
 
 /// Either transport.
