@@ -298,3 +298,38 @@ fn x86_64_debian_kernel_boots_as_a_pvh_domu_and_runs_init() {
     assert_eq!(out.status, Some(xtask::qemu::EXIT_FAILURE), "{log}");
     assert!(log.contains("(XEN) all domains are gone"), "{log}");
 }
+
+#[test]
+fn x86_64_console_io_read_delivers_typed_input_to_a_guest() {
+    let (pack, _) = xtask::build::build_guest_pack(&["echo".to_string()])
+        .unwrap_or_else(|e| panic!("building the guest pack: {e}"));
+    let mut m = e2e::qemu::Machine::new(Arch::X86_64, e2e::hv_image(Arch::X86_64));
+    m.initrd = Some(pack);
+    let mut s = e2e::console::Session::spawn(m.command()).expect("starting QEMU");
+    assert!(
+        s.expect("(d1) echo: ready", Duration::from_secs(60))
+            .is_some(),
+        "{}",
+        s.output()
+    );
+    s.send_raw(b"hello xen-hv\r").expect("typing");
+    assert!(
+        s.expect("(d1) echo: hello xen-hv", Duration::from_secs(30))
+            .is_some(),
+        "{}",
+        s.output()
+    );
+    s.send_raw(b"quit\r").expect("typing");
+    assert!(
+        s.expect("(d1) PASS echo", Duration::from_secs(30))
+            .is_some(),
+        "{}",
+        s.output()
+    );
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(30)),
+        Some(e2e::qemu::EXIT_SUCCESS),
+        "{}",
+        s.output()
+    );
+}

@@ -1145,9 +1145,20 @@ impl Guest for Ctx<'_> {
         console_bytes(self.con, self.d, bytes);
     }
 
-    fn console_read(&mut self, _buf: &mut [u8]) -> usize {
-        // The serial line is the hypervisor's own console; no input is routed to domains yet.
-        0
+    fn console_read(&mut self, buf: &mut [u8]) -> usize {
+        // Input typed on the serial console goes to the domain that reads it (there is no console focus
+        // switching between domains yet); bytes are consumed from the UART under the machine lock.
+        let mut n = 0;
+        while n < buf.len() {
+            match crate::arch::x86_64::serial::try_read_byte() {
+                Some(b) => {
+                    buf[n] = b;
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        n
     }
 
     fn memory_map(&self, out: &mut [E820Entry]) -> usize {

@@ -41,6 +41,14 @@ impl Serial {
     }
 }
 
+/// Takes one byte received on COM1, if one is waiting (line status "data ready").
+pub fn try_read_byte() -> Option<u8> {
+    let mut lsr = Port::<u8>::new(COM1 + 5);
+    let mut data = Port::<u8>::new(COM1);
+    // SAFETY: reading COM1's line status and receive registers only affects the UART (it consumes the byte).
+    unsafe { (lsr.read() & 1 != 0).then(|| data.read()) }
+}
+
 impl core::fmt::Write for Serial {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
         for b in s.bytes() {
