@@ -147,7 +147,7 @@ boot_pd:
     .section .bss
     .balign 16
 boot_stack:
-    .fill 65536, 1, 0
+    .fill 262144, 1, 0
 boot_stack_top:
     "#,
     entry = sym crate::hv_main,
