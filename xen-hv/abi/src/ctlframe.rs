@@ -32,6 +32,9 @@ pub enum Kind {
     Event = 4,
     /// host -> hv: translate guest frames of a domain to machine frames.
     Map = 5,
+    /// host -> hv: translate a contiguous range of guest frames; the reply is run-length encoded, so large
+    /// images cost a few bytes on the channel instead of 16 per frame.
+    MapRange = 6,
 }
 
 impl Kind {
@@ -42,6 +45,7 @@ impl Kind {
             3 => Self::Result,
             4 => Self::Event,
             5 => Self::Map,
+            6 => Self::MapRange,
             _ => return None,
         })
     }
@@ -437,6 +441,24 @@ pub fn write_map(w: &mut Writer<'_>, domid: u16, gfns: &[u64]) -> Result<(), Fra
         w.u64(*g)?;
     }
     Ok(())
+}
+
+/// Writes a MAP_RANGE payload: domid u16, first gfn u64, count u32.
+pub fn write_map_range(
+    w: &mut Writer<'_>,
+    domid: u16,
+    first: u64,
+    count: u32,
+) -> Result<(), FrameError> {
+    w.u16(domid)?;
+    w.u64(first)?;
+    w.u32(count)
+}
+
+/// Reads a MAP_RANGE payload: (domid, first gfn, count).
+pub fn read_map_range(payload: &[u8]) -> Result<(u16, u64, u32), FrameError> {
+    let mut r = Reader::new(payload);
+    Ok((r.u16()?, r.u64()?, r.u32()?))
 }
 
 /// Reads a MAP payload: the domain and a reader over `count` frames (read them with [`Reader::u64`]).

@@ -14,8 +14,13 @@ use crate::plain::Plain;
 use crate::sysctl::{self, GetDomainInfoList, Physinfo, XenSysctl};
 use crate::xen::{E820Entry, VcpuHvmContext, XenHvmParam};
 
+/// `EVTCHNOP_bind_interdomain`: `struct evtchn_bind_interdomain { domid_t remote_dom; evtchn_port_t
+/// remote_port; evtchn_port_t local_port; }` (remote_port at offset 4, local_port at 8).
+pub const EVTCHNOP_BIND_INTERDOMAIN: u64 = 0;
 /// `EVTCHNOP_bind_virq`.
 pub const EVTCHNOP_BIND_VIRQ: u64 = 1;
+/// `EVTCHNOP_close`: `struct evtchn_close { evtchn_port_t port; }`.
+pub const EVTCHNOP_CLOSE: u64 = 3;
 /// `EVTCHNOP_send`.
 pub const EVTCHNOP_SEND: u64 = 4;
 /// `EVTCHNOP_alloc_unbound`: `struct evtchn_alloc_unbound { domid_t dom, remote_dom; evtchn_port_t port; }`.
@@ -60,6 +65,13 @@ pub trait Backend {
     fn alloc_unbound(&mut self, dom: u16, remote: u16) -> Result<u32, Errno>;
     /// Sets the e820 map `XENMEM_memory_map` returns to the domain.
     fn set_memory_map(&mut self, domid: u16, map: &[E820Entry]) -> Result<(), Errno>;
+    /// `EVTCHNOP_bind_interdomain`: binds a local (control domain) port to `remote_port` of `remote_dom`, a port
+    /// allocated unbound for domain 0; returns the local port.
+    fn bind_interdomain(&mut self, remote_dom: u16, remote_port: u32) -> Result<u32, Errno>;
+    /// `EVTCHNOP_send` on a local port: raises the other end.
+    fn send(&mut self, local_port: u32) -> Result<(), Errno>;
+    /// `EVTCHNOP_close` of a local port.
+    fn close(&mut self, local_port: u32) -> Result<(), Errno>;
 }
 
 fn err(e: Errno) -> i64 {
@@ -95,6 +107,9 @@ pub fn handle<B: Backend>(
     match header.kind {
         Kind::Hello => ctlframe::encode(out, Kind::Hello, header.seq, |w| b.hello().write(w)).ok(),
         Kind::Hypercall => hypercall(b, header.seq, payload, out)
+            .or_else(|_| invalid(header.seq, out))
+            .ok(),
+        Kind::MapRange => map_range(b, header.seq, payload, out)
             .or_else(|_| invalid(header.seq, out))
             .ok(),
         Kind::Map => map(b, header.seq, payload, out)
@@ -192,22 +207,35 @@ fn dispatch<B: Backend>(b: &mut B, op: u64, args: &[u64; 5], bufs: &Bufs, out: &
             else {
                 return err(Errno::Efault);
             };
-            if r.extent_order != 0 {
+            // Superpage extents (what libxc uses for 2 MiB and 1 GiB chunks): each listed gfn starts
+            // `1 << extent_order` frames and must be aligned to them.
+            if r.extent_order > 18 {
                 return err(Errno::Einval);
             }
+            let per = 1u64 << r.extent_order;
             let Some(list) = bufs.get(out, r.extent_start) else {
                 return err(Errno::Efault);
             };
             let mut done = 0i64;
             let n = (r.nr_extents as usize).min(list.len() / 8);
-            for i in 0..n {
+            'extents: for i in 0..n {
                 let mut a = [0u8; 8];
                 a.copy_from_slice(&list[i * 8..i * 8 + 8]);
-                match b.populate(r.domid, u64::from_le_bytes(a)) {
-                    Ok(()) => done += 1,
-                    Err(e) if done == 0 => return err(e),
-                    Err(_) => break,
+                let gfn = u64::from_le_bytes(a);
+                if gfn % per != 0 || gfn.checked_add(per).is_none() {
+                    if done == 0 {
+                        return err(Errno::Einval);
+                    }
+                    break;
                 }
+                for f in gfn..gfn + per {
+                    match b.populate(r.domid, f) {
+                        Ok(()) => {}
+                        Err(e) if done == 0 => return err(e),
+                        Err(_) => break 'extents,
+                    }
+                }
+                done += 1;
             }
             done
         }
@@ -283,7 +311,32 @@ fn dispatch<B: Backend>(b: &mut B, op: u64, args: &[u64; 5], bufs: &Bufs, out: &
                 Err(e) => err(e),
             }
         }
-        hc::EVENT_CHANNEL_OP if args[0] == EVTCHNOP_SEND => 0,
+        hc::EVENT_CHANNEL_OP if args[0] == EVTCHNOP_BIND_INTERDOMAIN => {
+            let Some(buf) = bufs.get(out, args[1]).filter(|x| x.len() >= 12) else {
+                return err(Errno::Efault);
+            };
+            let dom = u16::from_le_bytes([buf[0], buf[1]]);
+            let port = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+            match b.bind_interdomain(dom, port) {
+                Ok(local) => {
+                    buf[8..12].copy_from_slice(&local.to_le_bytes());
+                    0
+                }
+                Err(e) => err(e),
+            }
+        }
+        hc::EVENT_CHANNEL_OP if args[0] == EVTCHNOP_SEND || args[0] == EVTCHNOP_CLOSE => {
+            let Some(buf) = bufs.get(out, args[1]).filter(|x| x.len() >= 4) else {
+                return err(Errno::Efault);
+            };
+            let port = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            let r = if args[0] == EVTCHNOP_SEND {
+                b.send(port)
+            } else {
+                b.close(port)
+            };
+            r.map_or_else(err, |()| 0)
+        }
         hc::XEN_VERSION if args[0] == hc::xenver::VERSION => i64::from(b.hello().xen_version),
         _ => err(Errno::Enosys),
     }
@@ -361,6 +414,68 @@ fn sysctl_op<B: Backend>(b: &mut B, s: &mut XenSysctl, bufs: &Bufs, out: &mut [u
     }
 }
 
+/// The most frames one MAP_RANGE may ask for (64 MiB).
+pub const MAP_RANGE_MAX: u32 = 16384;
+
+/// MAP_RANGE: RESULT with `ret` 0 and one buffer of runs `(value i64, frames u64)` covering the range in
+/// order: `value` is the machine frame of the run's first frame (the others follow it contiguously) or a
+/// negative errno for every frame of the run.
+fn map_range<B: Backend>(
+    b: &mut B,
+    seq: u32,
+    payload: &[u8],
+    out: &mut [u8],
+) -> Result<usize, FrameError> {
+    let (domid, first, count) = ctlframe::read_map_range(payload)?;
+    if count > MAP_RANGE_MAX || first.checked_add(u64::from(count)).is_none() {
+        return ctlframe::encode(out, Kind::Result, seq, |w| {
+            w.u64(err(Errno::Einval) as u64)?;
+            w.u32(0)
+        });
+    }
+    // Runs are counted first so the buffer length can precede them.
+    let mut runs = 0u32;
+    let mut prev: Option<i64> = None;
+    let value = |b: &mut B, gfn: u64| match b.translate(domid, gfn) {
+        Ok(m) => m as i64,
+        Err(e) => err(e),
+    };
+    for i in 0..u64::from(count) {
+        let v = value(b, first + i);
+        let continues = matches!(prev, Some(p) if (p >= 0 && v == p + 1) || (p < 0 && v == p));
+        if !continues {
+            runs += 1;
+        }
+        prev = Some(v);
+    }
+    ctlframe::encode(out, Kind::Result, seq, |w| {
+        w.u64(0)?;
+        w.u32(runs.checked_mul(16).ok_or(FrameError::NoRoom)?)?;
+        let mut start: Option<(i64, u64)> = None;
+        let mut last = 0i64;
+        for i in 0..u64::from(count) {
+            let v = value(b, first + i);
+            match start {
+                Some((s, n)) if (last >= 0 && v == last + 1) || (last < 0 && v == last) => {
+                    start = Some((s, n + 1));
+                }
+                Some((s, n)) => {
+                    w.u64(s as u64)?;
+                    w.u64(n)?;
+                    start = Some((v, 1));
+                }
+                None => start = Some((v, 1)),
+            }
+            last = v;
+        }
+        if let Some((s, n)) = start {
+            w.u64(s as u64)?;
+            w.u64(n)?;
+        }
+        Ok(())
+    })
+}
+
 fn map<B: Backend>(
     b: &mut B,
     seq: u32,
@@ -396,6 +511,7 @@ mod tests {
         n: usize,
         ctx: Option<VcpuHvmContext>,
         map_len: usize,
+        sent: Option<u32>,
     }
 
     impl Backend for Rec {
@@ -478,6 +594,80 @@ mod tests {
                 Err(Errno::Esrch)
             }
         }
+        fn bind_interdomain(&mut self, dom: u16, port: u32) -> Result<u32, Errno> {
+            if dom == 5 && port == 2 {
+                Ok(3)
+            } else {
+                Err(Errno::Einval)
+            }
+        }
+        fn send(&mut self, local: u32) -> Result<(), Errno> {
+            self.sent = Some(local);
+            if local == 3 {
+                Ok(())
+            } else {
+                Err(Errno::Einval)
+            }
+        }
+        fn close(&mut self, local: u32) -> Result<(), Errno> {
+            if local == 3 {
+                Ok(())
+            } else {
+                Err(Errno::Einval)
+            }
+        }
+    }
+
+    #[test]
+    fn interdomain_channels_bind_send_and_close() {
+        let mut b = Rec::default();
+        let mut req = [0u8; 12];
+        req[..2].copy_from_slice(&5u16.to_le_bytes());
+        req[4..8].copy_from_slice(&2u32.to_le_bytes());
+        let (ret, flat, n) = call(&mut b, 32, [EVTCHNOP_BIND_INTERDOMAIN, 0, 0, 0, 0], &[&req]);
+        assert_eq!((ret, n), (0, 12));
+        assert_eq!(flat[8..12], 3u32.to_le_bytes());
+        req[4..8].copy_from_slice(&9u32.to_le_bytes());
+        assert_eq!(
+            call(&mut b, 32, [EVTCHNOP_BIND_INTERDOMAIN, 0, 0, 0, 0], &[&req]).0,
+            -22
+        );
+        assert_eq!(
+            call(
+                &mut b,
+                32,
+                [EVTCHNOP_SEND, 0, 0, 0, 0],
+                &[&3u32.to_le_bytes()]
+            )
+            .0,
+            0
+        );
+        assert_eq!(b.sent, Some(3));
+        assert_eq!(
+            call(
+                &mut b,
+                32,
+                [EVTCHNOP_SEND, 0, 0, 0, 0],
+                &[&4u32.to_le_bytes()]
+            )
+            .0,
+            -22
+        );
+        assert_eq!(
+            call(
+                &mut b,
+                32,
+                [EVTCHNOP_CLOSE, 0, 0, 0, 0],
+                &[&3u32.to_le_bytes()]
+            )
+            .0,
+            0
+        );
+        // A short buffer faults.
+        assert_eq!(
+            call(&mut b, 32, [EVTCHNOP_SEND, 0, 0, 0, 0], &[&[1u8, 2]]).0,
+            -14
+        );
     }
 
     /// Sends a HYPERCALL through `handle`; returns ret and the reply buffers' bytes concatenated.
@@ -629,6 +819,89 @@ mod tests {
                 .domain,
             5
         );
+    }
+
+    #[test]
+    fn populate_with_superpage_extents() {
+        let mut b = Rec::default();
+        let r = MemoryReservation {
+            extent_start: 1,
+            nr_extents: 1,
+            extent_order: 2,
+            domid: 5,
+            ..MemoryReservation::default()
+        };
+        // One extent of 4 frames at gfn 8.
+        let (ret, ..) = call(
+            &mut b,
+            12,
+            [6, 0, 0, 0, 0],
+            &[r.as_bytes(), &8u64.to_le_bytes()],
+        );
+        assert_eq!(ret, 1);
+        assert_eq!(b.populated, [8, 9, 10, 11]);
+        // A misaligned extent and an absurd order are refused.
+        let mut b = Rec::default();
+        let (ret, ..) = call(
+            &mut b,
+            12,
+            [6, 0, 0, 0, 0],
+            &[r.as_bytes(), &6u64.to_le_bytes()],
+        );
+        assert_eq!(ret, -22);
+        assert_eq!(b.n, 0);
+        let r = MemoryReservation {
+            extent_order: 40,
+            ..r
+        };
+        let (ret, ..) = call(
+            &mut b,
+            12,
+            [6, 0, 0, 0, 0],
+            &[r.as_bytes(), &0u64.to_le_bytes()],
+        );
+        assert_eq!(ret, -22);
+    }
+
+    fn map_range_runs(b: &mut Rec, first: u64, count: u32) -> (i64, Vec<(i64, u64)>) {
+        let mut req = [0u8; 64];
+        let n = ctlframe::encode(&mut req, Kind::MapRange, 6, |w| {
+            ctlframe::write_map_range(w, 5, first, count)
+        })
+        .expect("map range");
+        let Decoded::Frame { header, consumed } = ctlframe::decode(&req[..n]) else {
+            panic!("frame");
+        };
+        let mut out = [0u8; 1024];
+        let len = handle(b, &header, &req[HEADER_LEN..consumed], &mut out).expect("reply");
+        let (ret, mut r) = ctlframe::read_result(&out[HEADER_LEN..len]).expect("result");
+        if ret < 0 {
+            return (ret, Vec::new());
+        }
+        let buf = ctlframe::read_buf(&mut r).expect("runs");
+        let runs = buf
+            .chunks_exact(16)
+            .map(|c| {
+                let v = i64::from_le_bytes(c[..8].try_into().expect("8"));
+                let n = u64::from_le_bytes(c[8..].try_into().expect("8"));
+                (v, n)
+            })
+            .collect();
+        (ret, runs)
+    }
+
+    #[test]
+    fn map_range_replies_with_runs() {
+        let mut b = Rec::default();
+        // The model translates gfns below 10 to gfn + 100 and fails the rest.
+        assert_eq!(map_range_runs(&mut b, 2, 5), (0, vec![(102, 5)]));
+        assert_eq!(
+            map_range_runs(&mut b, 8, 4),
+            (0, vec![(108, 2), (-22, 2)]),
+            "contiguous frames, then one run of the same error"
+        );
+        assert_eq!(map_range_runs(&mut b, 0, MAP_RANGE_MAX + 1).0, -22);
+        assert_eq!(map_range_runs(&mut b, u64::MAX, 2).0, -22);
     }
 
     #[test]

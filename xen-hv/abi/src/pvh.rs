@@ -68,6 +68,15 @@ pub fn check_layout(image: &ElfImage<'_>, min_gpa: u64, mem_bytes: u64) -> Resul
     Ok(entry)
 }
 
+/// Records the guest-physical address of the ACPI RSDP in the start info [`write_start_info`] wrote at the
+/// start of `page`.
+pub fn set_rsdp(page: &mut [u8], rsdp: u64) {
+    let at = core::mem::offset_of!(HvmStartInfo, rsdp_paddr);
+    if let Some(b) = page.get_mut(at..at + 8) {
+        b.copy_from_slice(&rsdp.to_le_bytes());
+    }
+}
+
 /// Writes `hvm_start_info` (version 1) at the start of `page`, which the guest sees at `page_gpa`, followed by
 /// the module list, the memory map and the NUL-terminated command line; returns the guest-physical address of
 /// the start info (what `ebx` holds at entry).

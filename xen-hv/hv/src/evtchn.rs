@@ -27,6 +27,26 @@ pub enum Binding {
         /// Target vCPU.
         vcpu: u32,
     },
+    /// A channel to another domain (allocated unbound by the toolstack for the control domain, as the console
+    /// and xenstore channels are); events from the other end are delivered to `vcpu`.
+    Interdomain {
+        /// The domain at the other end.
+        remote: u16,
+        /// The vCPU notified (`EVTCHNOP_bind_vcpu` moves it).
+        vcpu: u32,
+    },
+}
+
+impl Binding {
+    /// The vCPU events on this binding are delivered to (`None` for a free port).
+    pub fn vcpu(self) -> Option<u32> {
+        match self {
+            Self::Free => None,
+            Self::Virq { vcpu, .. } | Self::Ipi { vcpu } | Self::Interdomain { vcpu, .. } => {
+                Some(vcpu)
+            }
+        }
+    }
 }
 
 /// A domain's ports.
@@ -71,6 +91,35 @@ impl Table {
     /// `EVTCHNOP_bind_ipi`.
     pub fn bind_ipi(&mut self, vcpu: u32) -> Result<u32, Errno> {
         self.alloc(Binding::Ipi { vcpu })
+    }
+
+    /// `EVTCHNOP_alloc_unbound` on behalf of the toolstack: a channel whose other end is `remote`, notifying
+    /// vCPU 0.
+    pub fn alloc_interdomain(&mut self, remote: u16) -> Result<u32, Errno> {
+        self.alloc(Binding::Interdomain { remote, vcpu: 0 })
+    }
+
+    /// Reserves `port` for a channel to `remote` (ports the toolstack allocated before the table existed).
+    pub fn reserve_interdomain(&mut self, port: u32, remote: u16) -> Result<(), Errno> {
+        match self.ports.get_mut(port as usize) {
+            Some(b) if *b == Binding::Free && port != 0 => {
+                *b = Binding::Interdomain { remote, vcpu: 0 };
+                Ok(())
+            }
+            _ => Err(Errno::Einval),
+        }
+    }
+
+    /// `EVTCHNOP_bind_vcpu`: only channels to other domains move (per-vCPU VIRQs and IPIs are fixed, as in Xen).
+    pub fn bind_vcpu(&mut self, port: u32, vcpu: u32) -> Result<(), Errno> {
+        match self.ports.get_mut(port as usize) {
+            Some(Binding::Interdomain { vcpu: v, .. }) => {
+                *v = vcpu;
+                Ok(())
+            }
+            Some(Binding::Free) | None => Err(Errno::Einval),
+            Some(_) => Err(Errno::Einval),
+        }
     }
 
     /// `EVTCHNOP_close`.
@@ -174,6 +223,24 @@ mod tests {
         assert_eq!(t.close(timer), Err(Errno::Einval));
         assert_eq!(t.close(u32::MAX), Err(Errno::Einval));
         assert_eq!(t.bind_ipi(1), Ok(1), "freed ports are reused");
+        let dom0 = t.alloc_interdomain(0).expect("interdomain");
+        assert_eq!(t.get(dom0), Binding::Interdomain { remote: 0, vcpu: 0 });
+        assert_eq!(t.bind_vcpu(dom0, 1), Ok(()));
+        assert_eq!(t.get(dom0).vcpu(), Some(1));
+        assert_eq!(
+            t.bind_vcpu(ipi, 1),
+            Err(Errno::Einval),
+            "IPIs stay on their vCPU"
+        );
+        assert_eq!(t.reserve_interdomain(dom0, 0), Err(Errno::Einval), "in use");
+        assert_eq!(
+            t.reserve_interdomain(0, 0),
+            Err(Errno::Einval),
+            "port 0 is never used"
+        );
+        assert_eq!(t.close(dom0), Ok(()));
+        assert_eq!(t.reserve_interdomain(dom0, 0), Ok(()));
+        assert_eq!(t.close(dom0), Ok(()));
         for _ in 4..NR_PORTS {
             t.bind_ipi(0).expect("room");
         }

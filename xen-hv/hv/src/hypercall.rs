@@ -57,6 +57,9 @@ pub trait Guest {
     fn evtchn(&mut self) -> &mut crate::evtchn::Table;
     /// Raises `port` on the vCPU it is bound to.
     fn send_event(&mut self, port: u32);
+    /// Tells the other end of the interdomain channel `port` that there is work (the control domain's
+    /// console and xenstore backends).
+    fn notify_remote(&mut self, port: u32);
     /// Unmasks `port` (re-raising it when pending).
     fn unmask_event(&mut self, port: u32);
     /// The calling vCPU's id.
@@ -294,6 +297,10 @@ fn event_channel_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
                     g.send_event(port);
                     Ok(0)
                 }
+                Binding::Interdomain { .. } => {
+                    g.notify_remote(port);
+                    Ok(0)
+                }
                 _ => Err(Errno::Einval),
             }
         }
@@ -310,6 +317,14 @@ fn event_channel_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
             }
             Ok(0)
         }
+        // EVTCHNOP_bind_vcpu { port, vcpu }.
+        8 => {
+            let [port, vcpu] = read_u32s::<2, G>(g, a[1])?;
+            if vcpu >= g.vcpu_count() {
+                return Err(Errno::Enoent);
+            }
+            g.evtchn().bind_vcpu(port, vcpu).map(|()| 0)
+        }
         // EVTCHNOP_unmask { port }.
         9 => {
             let [port] = read_u32s::<1, G>(g, a[1])?;
@@ -319,7 +334,7 @@ fn event_channel_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
             g.unmask_event(port);
             Ok(0)
         }
-        // bind_interdomain, bind_pirq, status, alloc_unbound, bind_vcpu, reset and the FIFO ABI (init_control,
+        // bind_interdomain, bind_pirq, status, alloc_unbound, reset and the FIFO ABI (init_control,
         // expand_array, set_priority): not offered; Linux falls back to the 2-level ABI.
         _ => Err(Errno::Enosys),
     }
@@ -344,6 +359,19 @@ fn vcpu_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
             g.vcpu_initialise(vcpu, &start).map(|()| 0)
         }
         vcpuop::UP => g.vcpu_up(vcpu).map(|()| 0),
+        // VCPUOP_register_runstate_memory_area { guest virtual address }: the `vcpu_runstate_info` (state,
+        // state_entry_time, time[4]) is written once, as running since boot with no time runnable, blocked or
+        // offline. Xen keeps it current at every switch for steal-time accounting; xen-hv reports no steal
+        // time, which is what a guest reading this record sees.
+        5 => {
+            let mut b = [0u8; 8];
+            g.copy_from(a[2], &mut b)?;
+            let area = u64::from_le_bytes(b);
+            if area != 0 {
+                g.copy_to(area, &[0u8; 48])?;
+            }
+            Ok(0)
+        }
         // VCPUOP_set_periodic_timer / stop_periodic_timer: no periodic timer runs, so stopping it succeeds.
         6 => Err(Errno::Enosys),
         7 => Ok(0),
@@ -488,6 +516,9 @@ mod tests {
         }
         fn send_event(&mut self, port: u32) {
             self.sent.push(port);
+        }
+        fn notify_remote(&mut self, port: u32) {
+            self.sent.push(port | 0x4000_0000);
         }
         fn unmask_event(&mut self, port: u32) {
             self.sent.push(port | 0x8000_0000);
@@ -708,6 +739,34 @@ mod tests {
             errno(dispatch(&mut g, EVENT_CHANNEL_OP, [11, BASE, 0, 0, 0])),
             Some(Errno::Enosys)
         );
+        // A channel the toolstack allocated to the control domain: sending notifies the other end, bind_vcpu
+        // moves it to another vCPU (not beyond the domain's), and it unmasks like any port.
+        let console = g.ports.alloc_interdomain(0).expect("interdomain");
+        g.sent.clear();
+        g.put(BASE + 0x80, &console.to_le_bytes());
+        assert_eq!(
+            dispatch(&mut g, EVENT_CHANNEL_OP, [4, BASE + 0x80, 0, 0, 0]).ret,
+            0
+        );
+        assert_eq!(g.sent, vec![console | 0x4000_0000]);
+        g.put(
+            BASE + 0x80,
+            &[console.to_le_bytes(), 1u32.to_le_bytes()].concat(),
+        );
+        assert_eq!(
+            dispatch(&mut g, EVENT_CHANNEL_OP, [8, BASE + 0x80, 0, 0, 0]).ret,
+            0
+        );
+        assert_eq!(g.ports.get(console).vcpu(), Some(1));
+        g.put(BASE + 0x84, &5u32.to_le_bytes());
+        assert_eq!(
+            errno(dispatch(
+                &mut g,
+                EVENT_CHANNEL_OP,
+                [8, BASE + 0x80, 0, 0, 0]
+            )),
+            Some(Errno::Enoent)
+        );
         // Single-shot timer on the calling vCPU; another vCPU's is refused.
         g.put(BASE + 0x60, &123_456u64.to_le_bytes());
         assert_eq!(dispatch(&mut g, VCPU_OP, [8, 0, BASE + 0x60, 0, 0]).ret, 0);
@@ -781,6 +840,16 @@ mod tests {
             0
         );
         assert_eq!(g.timer, 5_000_000);
+        // The runstate area is filled in (running, no steal time); a bad address faults.
+        g.put(BASE + 0x100, &[0xaa; 48]);
+        g.put(BASE + 0x200, &(BASE + 0x100).to_le_bytes());
+        assert_eq!(dispatch(&mut g, VCPU_OP, [5, 0, BASE + 0x200, 0, 0]).ret, 0);
+        assert!(g.mem[0x100..0x130].iter().all(|b| *b == 0));
+        g.put(BASE + 0x200, &u64::MAX.to_le_bytes());
+        assert_eq!(
+            errno(dispatch(&mut g, VCPU_OP, [5, 0, BASE + 0x200, 0, 0])),
+            Some(Errno::Efault)
+        );
         for nr in [0, 1, 11, 40, 1000, u64::MAX] {
             assert_eq!(
                 errno(dispatch(&mut g, nr, [u64::MAX; 5])),

@@ -14,6 +14,7 @@ pub mod paging;
 pub mod sched;
 pub mod time;
 pub mod vcpu;
+pub mod vlapic;
 
 /// The version xen-hv reports, as Xen's `XENVER_version` and `xl info` do.
 pub const VERSION: (u32, u32) = (4, 17);

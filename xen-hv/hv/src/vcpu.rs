@@ -112,6 +112,8 @@ pub trait Vcpu {
     fn start_from(&mut self, start: &VcpuStart) -> bool;
     /// Queues an upcall interrupt with `vector`, delivered when the guest enables interrupts.
     fn queue_upcall(&mut self, vector: u8);
+    /// True while an interrupt queued with [`Vcpu::queue_upcall`] has not been taken by the guest yet.
+    fn upcall_queued(&self) -> bool;
     /// Drops the guest's cached translations before the next entry.
     fn flush_guest_tlb(&mut self);
     /// Loads the guest's FPU/SIMD state into the CPU (start of a time slice).

@@ -139,6 +139,8 @@ pub struct VcpuMeta {
     initialised: bool,
     /// A callback-vector upcall to inject at the next entry.
     virq: Option<u8>,
+    /// Its local APIC (x2APIC mode).
+    lapic: xen_hv::vlapic::VLapic,
 }
 
 /// All domains and vCPUs of the machine, behind one lock; guest code runs without it.
@@ -163,6 +165,8 @@ struct Setup {
     /// The e820 map and its length (0: all RAM).
     e820: [E820Entry; xen_abi::memres::MAX_E820],
     e820_len: usize,
+    /// Ports `1..dom0_ports` were allocated unbound for the control domain before the domain existed.
+    dom0_ports: u32,
 }
 
 impl Default for Setup {
@@ -172,6 +176,7 @@ impl Default for Setup {
             params: [0; NR_PARAMS],
             e820: [E820Entry::default(); xen_abi::memres::MAX_E820],
             e820_len: 0,
+            dom0_ports: 1,
         }
     }
 }
@@ -388,6 +393,7 @@ impl Machine {
                 timer: 0,
                 initialised: first,
                 virq: None,
+                lapic: xen_hv::vlapic::VLapic::new(i as u32, i == 0),
             });
             self.hw[v] = Some(Box::new(hw));
             *out = v;
@@ -419,6 +425,11 @@ impl Machine {
             released: false,
             evtchn: Box::new(xen_hv::evtchn::Table::new()),
         });
+        if let Some(d) = self.domains[slot].as_mut() {
+            for port in 1..setup.dom0_ports {
+                let _ = d.evtchn.reserve_interdomain(port, 0);
+            }
+        }
         let _ = writeln!(
             self.con,
             "(XEN) d{id}: created \"{name}\": {} MiB at {mem_base:#x}, {nr_vcpus} vCPU(s), PVH entry {entry:#x}",
@@ -489,11 +500,37 @@ impl Machine {
     fn put_back(&mut self, v: usize, hw: Box<HwVcpu>, next: State) {
         if self.meta[v].is_some() && self.sched.state(v) == State::Running {
             self.hw[v] = Some(hw);
+            // An upcall queued between the exit and now (the lock was dropped) must not be slept through.
+            let next = match next {
+                State::Blocked(_) if self.meta[v].as_ref().is_some_and(|m| m.virq.is_some()) => {
+                    State::Runnable
+                }
+                other => other,
+            };
             self.sched.set(v, next);
         } else {
             // Its domain died while it ran.
             self.release_vcpu(v, hw);
         }
+    }
+
+    /// Raises `port` of the domain in `slot` on the vCPU it is bound to, for the control domain's end of an
+    /// interdomain channel (`EVTCHNOP_send` over the control channel). Wakes that vCPU.
+    fn raise_port(&mut self, slot: usize, port: u32) -> Result<(), Errno> {
+        let d = self.domains[slot].as_ref().ok_or(Errno::Esrch)?;
+        if d.released || d.state != DomState::Alive {
+            return Err(Errno::Esrch);
+        }
+        let xen_hv::evtchn::Binding::Interdomain { remote: 0, vcpu } = d.evtchn.get(port) else {
+            return Err(Errno::Einval);
+        };
+        let target = *d.vcpus[..d.nr_vcpus]
+            .get(vcpu as usize)
+            .ok_or(Errno::Einval)?;
+        let meta = self.meta[target].as_mut().ok_or(Errno::Esrch)?;
+        deliver_port(d, meta, port);
+        self.sched.wake(target);
+        Ok(())
     }
 
     fn raise_upcall(&mut self, v: usize) {
@@ -528,8 +565,16 @@ impl Machine {
 
     /// Moves a pending upcall into the vCPU's hardware state.
     fn apply_virq(&mut self, v: usize, hw: &mut HwVcpu) {
-        if let Some(vector) = self.meta[v].as_mut().and_then(|m| m.virq.take()) {
+        let Some(m) = self.meta[v].as_mut() else {
+            return;
+        };
+        if let Some(vector) = m.virq.take() {
             hw.queue_upcall(vector);
+        } else if !hw.upcall_queued() {
+            // Interrupts the guest sent itself through its local APIC, one at a time.
+            if let Some(vector) = m.lapic.take_pending() {
+                hw.queue_upcall(vector);
+            }
         }
     }
 
@@ -567,6 +612,8 @@ impl Machine {
             Exit::MsrRead(msr) => {
                 let val = if msr == cpuid::HYPERCALL_MSR {
                     Some(0)
+                } else if xen_hv::vlapic::VLapic::owns(msr) {
+                    self.meta[v].as_ref().and_then(|m| m.lapic.read(msr))
                 } else {
                     hw.read_state_msr(msr)
                 };
@@ -583,6 +630,16 @@ impl Machine {
             Exit::MsrWrite(msr, val) => {
                 let ok = if msr == cpuid::HYPERCALL_MSR {
                     fill_hypercall_page(d, val)
+                } else if xen_hv::vlapic::VLapic::owns(msr) {
+                    let r = self.meta[v].as_mut().map(|m| m.lapic.write(msr, val));
+                    match r {
+                        Some(Ok(Some(ipi))) => {
+                            self.lapic_ipi(dom, v, ipi);
+                            true
+                        }
+                        Some(Ok(None)) => true,
+                        _ => false,
+                    }
                 } else {
                     hw.write_state_msr(msr, val)
                 };
@@ -603,6 +660,19 @@ impl Machine {
                 if write && !string && port == 0xe9 {
                     let b = hw.reg(Reg::Rax) as u8;
                     console_bytes(&mut self.con, d, &[b]);
+                } else if write && !string {
+                    // The FADT's sleep control and reset registers: poweroff and reboot requests.
+                    let request = xen_abi::acpi::port_write(port, hw.reg(Reg::Rax) as u8);
+                    let reason = match request {
+                        xen_abi::acpi::PortRequest::PowerOff => Some(0),
+                        xen_abi::acpi::PortRequest::Reset => Some(1),
+                        xen_abi::acpi::PortRequest::None => None,
+                    };
+                    if let Some(reason) = reason {
+                        hw.skip_instruction(&exit);
+                        self.destroy(dom, DomState::Shutdown(reason));
+                        return Flow::Stop(State::Dead);
+                    }
                 } else if !write && !string {
                     let mask = if size == 4 {
                         0xffff_ffff
@@ -617,7 +687,14 @@ impl Machine {
             }
             Exit::Halt => {
                 hw.skip_instruction(&exit);
-                Flow::Stop(State::Blocked(timer))
+                // An event that arrived while the vCPU was running (the control domain sending on a channel,
+                // a timer) must not be slept through: deliver it instead of blocking, as Xen's HLT handling
+                // checks for pending events first.
+                if self.wake_instead_of_halt(v) {
+                    Flow::Continue
+                } else {
+                    Flow::Stop(State::Blocked(timer))
+                }
             }
             Exit::Hypercall => {
                 d.hypercalls += 1;
@@ -699,6 +776,55 @@ impl Machine {
                 self.destroy(dom, DomState::Crashed);
                 Flow::Stop(State::Dead)
             }
+        }
+    }
+
+    /// Delivers an interrupt command of vCPU `v` (domain slot `dom`) to the other vCPUs it names: fixed
+    /// interrupts are queued on their local APICs. INIT and start-up IPIs are not acted on: secondary vCPUs
+    /// start through `VCPUOP_initialise`/`VCPUOP_up`, and a guest that uses INIT-SIPI sees them not come up.
+    fn lapic_ipi(&mut self, dom: usize, v: usize, ipi: xen_hv::vlapic::Ipi) {
+        if ipi.mode != 0 {
+            return;
+        }
+        let Some(d) = self.domains[dom].as_ref() else {
+            return;
+        };
+        let (vcpus, nr) = (d.vcpus, d.nr_vcpus);
+        for (id, &t) in vcpus[..nr].iter().enumerate() {
+            let to = ipi.dest == u32::MAX || ipi.dest == id as u32;
+            if t == v || !to {
+                continue;
+            }
+            if let Some(m) = self.meta[t].as_mut() {
+                m.lapic.raise(ipi.vector);
+                self.sched.wake(t);
+            }
+        }
+    }
+
+    /// True when the vCPU has an upcall queued or pending in its `vcpu_info` (re-queueing the callback vector
+    /// for the latter), so a halt must not block it.
+    fn wake_instead_of_halt(&mut self, v: usize) -> bool {
+        if self.meta[v]
+            .as_ref()
+            .is_some_and(|m| m.virq.is_some() || m.lapic.has_pending())
+        {
+            return true;
+        }
+        if !self.upcall_pending(v) {
+            return false;
+        }
+        let Some(m) = self.meta[v].as_mut() else {
+            return false;
+        };
+        let cb = self.domains[m.dom].as_ref().map_or(0, |d| {
+            d.params[xen_abi::xen::hvmop::PARAM_CALLBACK_IRQ as usize]
+        });
+        if cb >> 56 == 2 {
+            m.virq = Some(cb as u8);
+            true
+        } else {
+            false
         }
     }
 
@@ -1040,13 +1166,14 @@ fn guest_cpuid(domid: u16, vcpu: u32, leaf: u32, subleaf: u32) -> [u32; 4] {
             let (a, mut b, mut c, mut d) = (r.eax, r.ebx, r.ecx, r.edx);
             match leaf {
                 1 => {
-                    // Hide VMX, XSAVE/OSXSAVE and AVX (guest XCR0 is not switched), announce a hypervisor, and
-                    // report the vCPU id as the initial APIC id.
-                    c &= !((1 << 5) | (1 << 21) | (1 << 26) | (1 << 27) | (1 << 28));
-                    c |= 1 << 31;
-                    // No local APIC is emulated for guests yet: do not announce one (nor x2APIC above). Machine
-                    // check (MCE, MCA) and MTRR MSRs are not offered either.
-                    d &= !((1 << 7) | (1 << 9) | (1 << 12) | (1 << 14));
+                    // Hide VMX, XSAVE/OSXSAVE and AVX (guest XCR0 is not switched), announce a hypervisor and
+                    // the emulated local APIC in x2APIC mode (`xen_hv::vlapic`), and report the vCPU id as the
+                    // initial APIC id.
+                    c &= !((1 << 5) | (1 << 26) | (1 << 27) | (1 << 28));
+                    c |= (1 << 31) | (1 << 21);
+                    d |= 1 << 9;
+                    // Machine check (MCE, MCA) and MTRR MSRs are not offered.
+                    d &= !((1 << 7) | (1 << 12) | (1 << 14));
                     b = (b & 0x00ff_ffff) | (vcpu << 24);
                 }
                 7 if subleaf == 0 => {
@@ -1255,7 +1382,7 @@ impl Guest for Ctx<'_> {
     }
 
     fn send_event(&mut self, port: u32) {
-        let xen_hv::evtchn::Binding::Ipi { vcpu } = self.d.evtchn.get(port) else {
+        let Some(vcpu) = self.d.evtchn.get(port).vcpu() else {
             return;
         };
         let Some(&target) = self.d.vcpus[..self.d.nr_vcpus].get(vcpu as usize) else {
@@ -1267,12 +1394,15 @@ impl Guest for Ctx<'_> {
         }
     }
 
+    fn notify_remote(&mut self, _port: u32) {
+        // The only other end is the control domain's console and xenstore backends. In the sandbox they run
+        // as host processes, which no interrupt reaches: they poll the rings instead (an event frame per
+        // notification would go to every client of the control channel, most of which never read events).
+    }
+
     fn unmask_event(&mut self, port: u32) {
-        let vcpu = match self.d.evtchn.get(port) {
-            xen_hv::evtchn::Binding::Ipi { vcpu } | xen_hv::evtchn::Binding::Virq { vcpu, .. } => {
-                vcpu
-            }
-            xen_hv::evtchn::Binding::Free => return,
+        let Some(vcpu) = self.d.evtchn.get(port).vcpu() else {
+            return;
         };
         let Some(&target) = self.d.vcpus[..self.d.nr_vcpus].get(vcpu as usize) else {
             return;

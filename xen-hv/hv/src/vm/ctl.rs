@@ -31,6 +31,8 @@ use xen_hv::paging::{PageTable, NPT_RWX};
 const XEN_VERSION: u32 = (4 << 16) | 17;
 /// The port `VIRQ_DOM_EXC` is delivered on.
 const DOM_EXC_PORT: u32 = 1;
+/// The control domain's ports (port 1 is `VIRQ_DOM_EXC`'s; the others bind to domains' channels).
+const NR_LOCAL_PORTS: usize = 512;
 
 /// A domain under construction.
 struct Pending {
@@ -57,6 +59,8 @@ pub struct Ctl {
     dom_exc: bool,
     nr_cpus: u32,
     ram_bytes: u64,
+    /// The control domain's interdomain ports: (domain ID, its port).
+    locals: Box<[Option<(u16, u32)>]>,
 }
 
 impl Ctl {
@@ -74,6 +78,7 @@ impl Ctl {
             dom_exc: false,
             nr_cpus: 1,
             ram_bytes: 0,
+            locals: alloc::vec![None; NR_LOCAL_PORTS].into_boxed_slice(),
         })
     }
 
@@ -178,6 +183,12 @@ impl Machine {
                 self.domains[slot] = None;
                 ctl.reap &= !(1 << slot);
                 ctl.paused &= !(1 << slot);
+                // Its ID may be handed out again: the control domain's ends of its channels go dead.
+                for l in ctl.locals.iter_mut() {
+                    if l.is_some_and(|(dom, _)| usize::from(dom) == slot + 1) {
+                        *l = None;
+                    }
+                }
             }
         }
     }
@@ -241,6 +252,7 @@ impl Machine {
                 params: p.params,
                 e820: p.e820,
                 e820_len: p.e820_len,
+                dom0_ports: p.next_port,
             },
         )
         .map(|_| ())
@@ -590,10 +602,68 @@ impl Backend for Machine {
         if remote != 0 {
             return Err(Errno::Einval);
         }
-        let p = self.pending_mut(dom).ok_or(Errno::Esrch)?;
-        let port = p.next_port;
-        p.next_port += 1;
-        Ok(port)
+        if let Some(p) = self.pending_mut(dom) {
+            // Reserved in the domain's table when it is installed.
+            let port = p.next_port;
+            if port as usize >= xen_hv::evtchn::NR_PORTS {
+                return Err(Errno::Enospc);
+            }
+            p.next_port += 1;
+            return Ok(port);
+        }
+        let slot = self.slot_of(dom).ok_or(Errno::Esrch)?;
+        match self.domains[slot].as_mut() {
+            Some(d) if !d.released => d.evtchn.alloc_interdomain(0),
+            _ => Err(Errno::Esrch),
+        }
+    }
+
+    fn bind_interdomain(&mut self, remote_dom: u16, remote_port: u32) -> Result<u32, Errno> {
+        let slot = self.slot_of(remote_dom).ok_or(Errno::Esrch)?;
+        let pending = self.ctl.as_ref().and_then(|c| c.pending[slot].as_ref());
+        let valid = match (pending, self.domains[slot].as_ref()) {
+            (Some(p), _) => remote_port >= 1 && remote_port < p.next_port,
+            (None, Some(d)) if !d.released => matches!(
+                d.evtchn.get(remote_port),
+                xen_hv::evtchn::Binding::Interdomain { remote: 0, .. }
+            ),
+            _ => return Err(Errno::Esrch),
+        };
+        if !valid {
+            return Err(Errno::Einval);
+        }
+        let ctl = self.ctl();
+        let local = (2..NR_LOCAL_PORTS)
+            .find(|&p| ctl.locals[p].is_none())
+            .ok_or(Errno::Enospc)?;
+        ctl.locals[local] = Some((remote_dom, remote_port));
+        Ok(local as u32)
+    }
+
+    fn send(&mut self, local_port: u32) -> Result<(), Errno> {
+        let (dom, port) = self
+            .ctl()
+            .locals
+            .get(local_port as usize)
+            .copied()
+            .flatten()
+            .ok_or(Errno::Einval)?;
+        let slot = self.slot_of(dom).ok_or(Errno::Esrch)?;
+        if self.ctl().pending[slot].is_some() {
+            // Not running yet: nothing can be waiting for the event.
+            return Ok(());
+        }
+        self.raise_port(slot, port)
+    }
+
+    fn close(&mut self, local_port: u32) -> Result<(), Errno> {
+        match self.ctl().locals.get_mut(local_port as usize) {
+            Some(l @ Some(_)) => {
+                *l = None;
+                Ok(())
+            }
+            _ => Err(Errno::Einval),
+        }
     }
 }
 

@@ -615,6 +615,11 @@ impl Vcpu for SvmVcpu {
         self.set_virq(vector);
     }
 
+    fn upcall_queued(&self) -> bool {
+        // V_IRQ stays set until the processor takes the virtual interrupt.
+        self.vmcb.r64(VINTR) & (1 << 8) != 0
+    }
+
     fn flush_guest_tlb(&mut self) {
         self.flush_tlb();
     }
