@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use domain_xml::domain::{Domain, LifecycleAction, OsType};
+use libxl_rs::console::service::ConsoleService;
 use libxl_rs::console::Console;
 use libxl_rs::lifecycle::{Action, DomainConfig, Registry, Toolstack};
 use libxl_rs::transport::any::{AnyTransport, Target};
@@ -133,6 +134,8 @@ pub struct LibxlBackend {
     aliases: Aliases,
     sink: Arc<Mutex<Option<EventSink>>>,
     version: Option<u64>,
+    /// The console daemon (xenconsoled's job): drains every domain's ring and serves `virsh console`.
+    consoles: Arc<ConsoleService>,
 }
 
 impl std::fmt::Debug for LibxlBackend {
@@ -164,16 +167,23 @@ impl LibxlBackend {
     pub fn connect(target: Target, registry: &Path) -> Result<Arc<Self>, XlError> {
         let mut t = target.connect()?;
         let version = xen_version(&mut t);
+        let consoles = Arc::new(ConsoleService::start(target.connect()?));
+        let ts = Toolstack::new(t, Registry::new(registry));
+        // Domains started before this daemon keep being served.
+        for id in ts.registry.domids() {
+            consoles.add(id);
+        }
         let b = Arc::new(Self {
             target: target.clone(),
-            ts: Mutex::new(Toolstack::new(t, Registry::new(registry))),
+            ts: Mutex::new(ts),
             aliases: Arc::new(Mutex::new(HashMap::new())),
             sink: Arc::new(Mutex::new(None)),
             version,
+            consoles,
         });
         let watcher = Toolstack::new(target.connect()?, Registry::new(registry));
-        let (aliases, sink) = (b.aliases.clone(), b.sink.clone());
-        std::thread::spawn(move || watch(watcher, aliases, sink));
+        let (aliases, sink, consoles) = (b.aliases.clone(), b.sink.clone(), b.consoles.clone());
+        std::thread::spawn(move || watch(watcher, aliases, sink, &consoles));
         Ok(b)
     }
 
@@ -185,7 +195,12 @@ impl LibxlBackend {
     }
 }
 
-fn watch(mut ts: Toolstack<AnyTransport>, aliases: Aliases, sink: Arc<Mutex<Option<EventSink>>>) {
+fn watch(
+    mut ts: Toolstack<AnyTransport>,
+    aliases: Aliases,
+    sink: Arc<Mutex<Option<EventSink>>>,
+    consoles: &ConsoleService,
+) {
     let port = ts.transport.bind_virq(xen_abi::memres::VIRQ_DOM_EXC).ok();
     loop {
         match ts.handle_exits() {
@@ -199,9 +214,11 @@ fn watch(mut ts: Toolstack<AnyTransport>, aliases: Aliases, sink: Arc<Mutex<Opti
                             .map_or(u32::from(h.domid), |(k, _)| *k)
                     };
                     let mut events = Vec::new();
+                    consoles.remove(h.domid);
                     match (h.reason, h.new_domid) {
                         (_, Some(new)) => {
                             lock(&aliases).insert(known, new);
+                            consoles.add(new);
                         }
                         (Some(xen_abi::hypercall::schedop::SHUTDOWN_CRASH), None) => {
                             events.push((ev::CRASHED, 0));
@@ -268,12 +285,14 @@ impl Backend for LibxlBackend {
         let cfg = domain_config(def)?;
         let domid = lock(&self.ts).create(&cfg, paused).map_err(xl_err)?;
         lock(&self.aliases).remove(&u32::from(domid));
+        self.consoles.add(domid);
         Ok(u32::from(domid))
     }
 
     fn destroy(&self, domid: u32) -> Result<(), RpcError> {
         let cur = self.current(domid);
         let mut ts = lock(&self.ts);
+        self.consoles.remove(cur);
         ts.destroy(cur).map_err(xl_err)?;
         ts.registry.remove(cur);
         lock(&self.aliases).remove(&domid);
@@ -326,51 +345,18 @@ impl Backend for LibxlBackend {
             ));
         }
         let domid = self.current(domid);
-        // Consoles get their own connection, so a busy console never holds up lifecycle calls.
-        let mut t = self.target.connect().map_err(xl_err)?;
-        let ring = Console::open(&mut t, domid).map_err(xl_err)?;
-        let (client_out, mut pump_out) = std::os::unix::net::UnixStream::pair().map_err(|e| {
+        // A domain without a console ring is refused here, with the toolstack's reason.
+        Console::open(&mut lock(&self.ts).transport, domid).map_err(xl_err)?;
+        self.consoles.add(domid);
+        let a = self.consoles.attach(domid).map_err(|e| {
             RpcError::libxl(
                 code::INTERNAL_ERROR,
                 format!("internal error: console pipe: {e}"),
             )
         })?;
-        let (client_in, mut pump_in) = std::os::unix::net::UnixStream::pair().map_err(|e| {
-            RpcError::libxl(
-                code::INTERNAL_ERROR,
-                format!("internal error: console pipe: {e}"),
-            )
-        })?;
-        let _ = pump_in.set_nonblocking(true);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            loop {
-                match ring.read(&mut t) {
-                    Ok(bytes) if !bytes.is_empty() => {
-                        if pump_out.write_all(&bytes).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    // The domain is gone: end of stream.
-                    Err(_) => return,
-                }
-                match pump_in.read(&mut buf) {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        if ring.write(&mut t, &buf[..n]).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => return,
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
         Ok(Box::new(RingConsole {
-            out: Some(client_out),
-            input: Some(client_in),
+            out: Some(a.output),
+            input: Some(a.input),
         }))
     }
 

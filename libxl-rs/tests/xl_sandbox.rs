@@ -220,6 +220,24 @@ impl Backend for Model {
         self.port = Some(3);
         Ok(3)
     }
+    fn bind_interdomain(&mut self, dom: u16, port: u32) -> Result<u32, Errno> {
+        // The model hands out ports 1.. per domain for the console and xenstore channels.
+        let d = self.doms.get(&dom).ok_or(Errno::Esrch)?;
+        if port == 0 || port > 2 + d.params.len() as u32 {
+            return Err(Errno::Einval);
+        }
+        Ok(100 + port)
+    }
+    fn send(&mut self, local: u32) -> Result<(), Errno> {
+        if local > 100 {
+            Ok(())
+        } else {
+            Err(Errno::Einval)
+        }
+    }
+    fn close(&mut self, local: u32) -> Result<(), Errno> {
+        self.send(local)
+    }
 }
 
 fn serve(model: Arc<Mutex<Model>>, mut s: UnixStream) {
@@ -468,7 +486,10 @@ fn xl_create_list_console_shutdown_destroy_over_the_sandbox_transport() {
         assert_eq!((ctx.x86_32.eip, ctx.x86_32.ebx), (0x10_0000, 0x1000));
         assert!(!d.paused);
         assert_eq!(d.p2m.len(), 4096);
-        assert_eq!(d.e820, 2, "RAM and the reserved ring pages");
+        assert_eq!(
+            d.e820, 3,
+            "RAM, the ACPI tables and the reserved ring pages"
+        );
     }
 
     let o = sb.xl(&["list"]);

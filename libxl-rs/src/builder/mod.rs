@@ -9,6 +9,7 @@
 //! | `0x1000` | `hvm_start_info`, module list, memory map, command line |
 //! | kernel `p_paddr` (at least 1 MiB) | kernel segments |
 //! | next page after the kernel | initrd (module 0) |
+//! | third frame from the top | ACPI tables: RSDP (in `hvm_start_info.rsdp_paddr`), XSDT, FADT, DSDT, MADT |
 //! | last two frames of RAM | console ring, xenstore ring (reserved in the memory map) |
 
 use xen_abi::domctl::{self, XenDomctl};
@@ -28,7 +29,10 @@ pub const IMAGE_MIN_GPA: u64 = 0x10_0000;
 /// Frames per `populate_physmap` call (fits one sandbox control frame).
 const POPULATE_BATCH: usize = 2048;
 /// Frames per foreign mapping while copying images.
-const MAP_BATCH: u64 = 256;
+const MAP_BATCH: u64 = 4096;
+/// The order of a 2 MiB extent, and its frames.
+const SUPERPAGE_ORDER: u32 = 9;
+const SUPERPAGE: u64 = 1 << SUPERPAGE_ORDER;
 
 /// What to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,9 +203,15 @@ fn populate_and_load<T: Transport>(
         },
     );
     t.domctl(&mut d, None)?;
+    // 2 MiB extents where they fit (as libxc populates with superpages), single frames for the rest.
     let pages = mem_bytes / PAGE;
-    let all: Vec<u64> = (0..pages).collect();
-    for chunk in all.chunks(POPULATE_BATCH) {
+    let big = pages / SUPERPAGE * SUPERPAGE;
+    let extents: Vec<u64> = (0..big).step_by(SUPERPAGE as usize).collect();
+    for chunk in extents.chunks(POPULATE_BATCH) {
+        t.populate_physmap_order(domid, chunk, SUPERPAGE_ORDER)?;
+    }
+    let rest: Vec<u64> = (big..pages).collect();
+    for chunk in rest.chunks(POPULATE_BATCH) {
         t.populate_physmap(domid, chunk)?;
     }
 
@@ -215,6 +225,8 @@ fn populate_and_load<T: Transport>(
         kernel_end = kernel_end.max(seg.paddr + seg.memsz);
     }
 
+    // The ACPI tables' page, then the console and xenstore rings, at the top of RAM.
+    let acpi_gpa = mem_bytes - 3 * PAGE;
     let special = mem_bytes - 2 * PAGE;
     let console_gfn = special / PAGE;
     let xenstore_gfn = console_gfn + 1;
@@ -223,7 +235,7 @@ fn populate_and_load<T: Transport>(
     if let Some(rd) = &spec.ramdisk {
         let at = kernel_end.next_multiple_of(PAGE);
         let size = rd.len() as u64;
-        if at + size > special {
+        if at + size > acpi_gpa {
             return Err(Error::Config(format!(
                 "the ramdisk ({size} bytes at {at:#x}) does not fit in {} MiB of memory",
                 spec.memory_mib
@@ -241,8 +253,14 @@ fn populate_and_load<T: Transport>(
     let memmap = vec![
         HvmMemmapEntry {
             addr: 0,
-            size: special,
+            size: acpi_gpa,
             kind: memmap_type::RAM,
+            reserved: 0,
+        },
+        HvmMemmapEntry {
+            addr: acpi_gpa,
+            size: PAGE,
+            kind: memmap_type::ACPI,
             reserved: 0,
         },
         HvmMemmapEntry {
@@ -261,6 +279,12 @@ fn populate_and_load<T: Transport>(
         spec.cmdline.as_bytes(),
     )
     .map_err(|e| Error::Config(e.to_string()))?;
+    // ACPI tables (MADT, hardware-reduced FADT with the sleep and reset registers), as libxl gives PVH guests.
+    let mut acpi = vec![0u8; PAGE as usize];
+    let rsdp = xen_abi::acpi::build(&mut acpi, acpi_gpa, spec.vcpus as usize)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    copy_to_guest(t, domid, acpi_gpa, &acpi, 0)?;
+    xen_abi::pvh::set_rsdp(&mut page, rsdp);
     copy_to_guest(t, domid, START_INFO_GPA, &page, 0)?;
     // Empty rings.
     copy_to_guest(t, domid, special, &[], 2 * PAGE)?;
@@ -283,12 +307,9 @@ fn populate_and_load<T: Transport>(
         memres::HVM_PARAM_CONSOLE_EVTCHN,
         u64::from(console_port),
     )?;
-    t.hvm_set_param(domid, memres::HVM_PARAM_STORE_PFN, xenstore_gfn)?;
-    t.hvm_set_param(
-        domid,
-        memres::HVM_PARAM_STORE_EVTCHN,
-        u64::from(xenstore_port),
-    )?;
+    // The xenstore ring and channel are reserved but not advertised (HVM_PARAM_STORE_PFN stays 0): no
+    // xenstored serves them yet, and a Linux guest told about a store waits for its replies forever while
+    // probing xenbus. With the parameter unset it boots without xenbus devices.
 
     let mut ctx = pvh_entry_context(entry, si).as_bytes().to_vec();
     let mut d = XenDomctl::new(

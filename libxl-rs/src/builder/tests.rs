@@ -103,12 +103,16 @@ fn builds_elf64_and_elf32_kernels_with_start_info_and_entry_state() {
             .expect("start info");
         let s = HvmStartInfo::read_from(&si).expect("struct");
         assert_eq!((s.magic, s.version, s.nr_modules), (HVM_START_MAGIC, 1, 0));
-        assert_eq!(s.memmap_entries, 2);
+        assert_eq!(s.memmap_entries, 3);
+        // The ACPI tables: the RSDP starts the page below the rings, which the map marks ACPI.
+        let acpi = (16 << 20) - 3 * 4096;
+        assert_eq!(s.rsdp_paddr, acpi);
+        assert_eq!(x.read_guest(b.domid, acpi, 8).expect("rsdp"), b"RSD PTR ");
         let c = (s.cmdline_paddr - START_INFO_GPA) as usize;
         assert_eq!(&si[c..c + 28], b"console=hvc0 root=/dev/xvda\0");
         let m0 = HvmMemmapEntry::read_from(&si[(s.memmap_paddr - START_INFO_GPA) as usize..])
             .expect("e0");
-        assert_eq!((m0.addr, m0.size, m0.kind), (0, (16 << 20) - 8192, 1));
+        assert_eq!((m0.addr, m0.size, m0.kind), (0, (16 << 20) - 3 * 4096, 1));
         let st = x.state.borrow();
         let d = &st.domains[&b.domid];
         assert_eq!(d.frames.len(), 4096, "16 MiB populated");
@@ -128,14 +132,19 @@ fn builds_elf64_and_elf32_kernels_with_start_info_and_entry_state() {
         let e820: Vec<(u64, u64, u32)> = d.e820.iter().map(|e| (e.addr, e.size, e.kind)).collect();
         assert_eq!(
             e820,
-            vec![(0, (16 << 20) - 8192, 1), ((16 << 20) - 8192, 8192, 2)]
+            vec![
+                (0, (16 << 20) - 3 * 4096, 1),
+                ((16 << 20) - 3 * 4096, 4096, 3),
+                ((16 << 20) - 8192, 8192, 2)
+            ]
         );
         assert_eq!(
             d.params[&memres::HVM_PARAM_CONSOLE_EVTCHN],
             u64::from(b.console_port)
         );
-        assert_eq!(d.params[&memres::HVM_PARAM_STORE_EVTCHN], 2);
-        assert_eq!(d.params[&memres::HVM_PARAM_STORE_PFN], 4095);
+        // No xenstored serves the store yet, so the guest is not told about one.
+        assert_eq!(d.params.get(&memres::HVM_PARAM_STORE_PFN), None);
+        assert_eq!(d.params.get(&memres::HVM_PARAM_STORE_EVTCHN), None);
         assert!(!d.paused, "started");
     }
 }

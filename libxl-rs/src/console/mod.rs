@@ -1,10 +1,17 @@
 //! A domain's PV console from the control domain's side: the `xencons_interface` ring page whose frame the
 //! builder stored in `HVM_PARAM_CONSOLE_PFN`. The guest produces into `out`, the control domain consumes it,
-//! and the reverse for `in` (`public/io/console.h`).
+//! and the reverse for `in` (`public/io/console.h`); input is signalled on the channel in
+//! `HVM_PARAM_CONSOLE_EVTCHN`.
+//!
+//! [`service::ConsoleService`] is the control domain's console daemon (Xen's xenconsoled): it drains every
+//! domain's ring all the time, so a guest never stalls on a full ring, keeps what arrives while nobody is
+//! attached, and connects one client at a time (`virsh console`).
+
+pub mod service;
 
 use xen_abi::memres::{
     CONS_IN_CONS, CONS_IN_PROD, CONS_IN_SIZE, CONS_OUT_CONS, CONS_OUT_PROD, CONS_OUT_SIZE,
-    HVM_PARAM_CONSOLE_PFN,
+    HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN,
 };
 
 use crate::transport::{Error, Transport};
@@ -24,6 +31,8 @@ pub struct Console {
     pub domid: u16,
     /// The ring's guest frame.
     pub gfn: u64,
+    /// The control domain's end of the console channel, once bound ([`Console::bind`]).
+    pub port: Option<u32>,
 }
 
 impl Console {
@@ -33,7 +42,36 @@ impl Console {
         if gfn == 0 {
             return Err(Error::Config(format!("domain {domid} has no console ring")));
         }
-        Ok(Self { domid, gfn })
+        Ok(Self {
+            domid,
+            gfn,
+            port: None,
+        })
+    }
+
+    /// Binds the control domain's end of the guest's console channel (`HVM_PARAM_CONSOLE_EVTCHN`), so that
+    /// [`Console::write`] wakes the guest. Guests without the channel (they poll with `CONSOLEIO_read` or not
+    /// at all) keep working without it.
+    pub fn bind<T: Transport>(&mut self, t: &mut T) -> Result<(), Error> {
+        if self.port.is_some() {
+            return Ok(());
+        }
+        let remote = t.hvm_get_param(self.domid, HVM_PARAM_CONSOLE_EVTCHN)?;
+        if remote != 0 {
+            let remote = u32::try_from(remote).map_err(|_| {
+                Error::Config(format!("domain {} has a bad console channel", self.domid))
+            })?;
+            self.port = Some(t.bind_interdomain(self.domid, remote)?);
+        }
+        Ok(())
+    }
+
+    /// Closes the channel [`Console::bind`] bound.
+    pub fn unbind<T: Transport>(&mut self, t: &mut T) -> Result<(), Error> {
+        match self.port.take() {
+            Some(p) => t.unbind(p),
+            None => Ok(()),
+        }
     }
 
     /// Takes everything the guest has written since the last read. A producer index further ahead than the
@@ -66,6 +104,10 @@ impl Console {
             m[prod.wrapping_add(i as u32) as usize % CONS_IN_SIZE] = *b;
         }
         wr32(&mut m, CONS_IN_PROD, prod.wrapping_add(n as u32));
+        drop(m);
+        if let (Some(port), true) = (self.port, n > 0) {
+            t.notify(port)?;
+        }
         Ok(n)
     }
 }
@@ -121,5 +163,24 @@ mod tests {
             CONS_IN_SIZE - 3,
             "ring full"
         );
+    }
+
+    #[test]
+    fn input_wakes_the_guest_through_the_bound_console_channel() {
+        let mut x = FakeXen::default();
+        let b = build(&mut x, &spec(kernel(true, 0x10_0000, &[0; 8]))).expect("built");
+        let mut c = Console::open(&mut x, b.domid).expect("console");
+        assert_eq!(c.write(&mut x, b"a").expect("write"), 1);
+        assert!(x.state.borrow().sent.is_empty(), "no channel bound yet");
+        c.bind(&mut x).expect("bind");
+        let local = c.port.expect("bound");
+        assert_eq!(c.write(&mut x, b"b").expect("write"), 1);
+        assert_eq!(x.state.borrow().sent, vec![(b.domid, b.console_port)]);
+        // Nothing written, nothing signalled.
+        assert_eq!(c.write(&mut x, b"").expect("write"), 0);
+        assert_eq!(x.state.borrow().sent.len(), 1);
+        c.unbind(&mut x).expect("unbind");
+        assert!(!x.state.borrow().bound.contains_key(&local));
+        assert!(x.unbind(local).is_err(), "closed twice");
     }
 }

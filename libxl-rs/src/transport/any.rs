@@ -63,6 +63,18 @@ impl Transport for AnyTransport {
             Self::Sandbox(t) => t.bind_virq(virq),
         }
     }
+    fn bind_interdomain(&mut self, domid: u16, remote_port: u32) -> Result<u32, Error> {
+        match self {
+            Self::Privcmd(t) => t.bind_interdomain(domid, remote_port),
+            Self::Sandbox(t) => t.bind_interdomain(domid, remote_port),
+        }
+    }
+    fn unbind(&mut self, port: u32) -> Result<(), Error> {
+        match self {
+            Self::Privcmd(t) => t.unbind(port),
+            Self::Sandbox(t) => t.unbind(port),
+        }
+    }
     fn notify(&mut self, port: u32) -> Result<(), Error> {
         match self {
             Self::Privcmd(t) => t.notify(port),

@@ -61,6 +61,10 @@ pub struct FakeState {
     pub total_pages: u64,
     /// Every hypercall seen, as (op, first argument).
     pub log: Vec<(u64, u64)>,
+    /// Control-domain ports bound to domains' channels: local port -> (domain, its port).
+    pub bound: BTreeMap<u32, (u16, u32)>,
+    /// Events the control domain sent, as (domain, its port).
+    pub sent: Vec<(u16, u32)>,
 }
 
 impl FakeState {
@@ -364,16 +368,27 @@ impl Transport for FakeXen {
                 let Some(d) = st.domains.get_mut(&r.domid) else {
                     return Ok(neg(Errno::Esrch));
                 };
+                if r.extent_order > 18 {
+                    return Ok(neg(Errno::Einval));
+                }
+                let per = 1u64 << r.extent_order;
                 let mut done = 0i64;
+                let mut used = 0u64;
                 for c in list.chunks_exact(8).take(r.nr_extents as usize) {
                     let mut a = [0u8; 8];
                     a.copy_from_slice(c);
                     let gfn = u64::from_le_bytes(a);
-                    if (d.frames.len() as u64 + 1) * 4 > d.max_memkb || done as u64 >= free {
+                    if gfn % per != 0 {
+                        return Ok(if done == 0 { neg(Errno::Einval) } else { done });
+                    }
+                    if (d.frames.len() as u64 + per) * 4 > d.max_memkb || used + per > free {
                         break;
                     }
-                    // Fresh frames hold a poison pattern, so tests prove the builder zeroes what it must.
-                    d.frames.entry(gfn).or_insert_with(|| vec![0xddu8; PAGE]);
+                    for f in gfn..gfn + per {
+                        // Fresh frames hold a poison pattern, so tests prove the builder zeroes what it must.
+                        d.frames.entry(f).or_insert_with(|| vec![0xddu8; PAGE]);
+                    }
+                    used += per;
                     done += 1;
                 }
                 done
@@ -502,7 +517,38 @@ impl Transport for FakeXen {
         Ok(5)
     }
 
-    fn notify(&mut self, _port: u32) -> Result<(), Error> {
+    fn bind_interdomain(&mut self, domid: u16, remote_port: u32) -> Result<u32, Error> {
+        let mut st = self.state.borrow_mut();
+        let known = st
+            .domains
+            .get(&domid)
+            .is_some_and(|d| d.unbound.contains(&(remote_port, 0)));
+        if !known {
+            return Err(Error::Hypercall {
+                op: format!("binding port {remote_port} of domain {domid}"),
+                ret: neg(Errno::Einval),
+            });
+        }
+        let local = st.bound.keys().next_back().map_or(10, |p| p + 1);
+        st.bound.insert(local, (domid, remote_port));
+        Ok(local)
+    }
+
+    fn unbind(&mut self, port: u32) -> Result<(), Error> {
+        match self.state.borrow_mut().bound.remove(&port) {
+            Some(_) => Ok(()),
+            None => Err(Error::Hypercall {
+                op: format!("closing port {port}"),
+                ret: neg(Errno::Einval),
+            }),
+        }
+    }
+
+    fn notify(&mut self, port: u32) -> Result<(), Error> {
+        let mut st = self.state.borrow_mut();
+        if let Some(&target) = st.bound.get(&port) {
+            st.sent.push(target);
+        }
         Ok(())
     }
 

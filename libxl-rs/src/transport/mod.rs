@@ -255,6 +255,13 @@ pub trait Transport {
     /// Binds a global virtual IRQ (e.g. `VIRQ_DOM_EXC`) to a control-domain event channel; returns its port.
     fn bind_virq(&mut self, virq: u32) -> Result<u32, Error>;
 
+    /// Binds a local port to `remote_port` of `domid`, a port the toolstack allocated unbound for the control
+    /// domain (`EVTCHNOP_bind_interdomain`, as xenconsoled does for a guest's console channel).
+    fn bind_interdomain(&mut self, domid: u16, remote_port: u32) -> Result<u32, Error>;
+
+    /// Closes a local port from [`Transport::bind_interdomain`].
+    fn unbind(&mut self, port: u32) -> Result<(), Error>;
+
     /// Sends an event on a control-domain port.
     fn notify(&mut self, port: u32) -> Result<(), Error>;
 
@@ -339,9 +346,25 @@ pub trait Transport {
     where
         Self: Sized,
     {
+        self.populate_physmap_order(domid, gfns, 0)
+    }
+
+    /// `XENMEM_populate_physmap` with extents of `1 << order` frames, each starting at a gfn of `starts`
+    /// (aligned to its size); returns the number of extents, an error unless all were populated.
+    fn populate_physmap_order(
+        &mut self,
+        domid: u16,
+        starts: &[u64],
+        order: u32,
+    ) -> Result<u64, Error>
+    where
+        Self: Sized,
+    {
         use xen_abi::memres::{MemoryReservation, XENMEM_POPULATE_PHYSMAP};
+        let gfns = starts;
         let r = MemoryReservation {
             nr_extents: gfns.len() as u64,
+            extent_order: order,
             domid,
             ..MemoryReservation::default()
         };

@@ -170,7 +170,7 @@ fn client(c: UnixStream, state: Arc<Mutex<State>>, up: Arc<Mutex<UnixStream>>, h
                 };
                 reply(&with_seq(&hh, h.seq, &hello));
             }
-            Some((h, p)) if matches!(h.kind, Kind::Hypercall | Kind::Map) => {
+            Some((h, p)) if matches!(h.kind, Kind::Hypercall | Kind::Map | Kind::MapRange) => {
                 let seq = {
                     let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
                     st.next_seq = st.next_seq.wrapping_add(1).max(1);

@@ -45,6 +45,11 @@ pub const IOCTL_PRIVCMD_HYPERCALL: u64 = sys::ioc(0, b'P', 0, size_of::<PrivcmdH
 pub const IOCTL_PRIVCMD_MMAPBATCH_V2: u64 = sys::ioc(0, b'P', 4, size_of::<PrivcmdMmapBatchV2>());
 /// `IOCTL_EVTCHN_BIND_VIRQ` (`struct ioctl_evtchn_bind_virq { unsigned int virq; }`).
 pub const IOCTL_EVTCHN_BIND_VIRQ: u64 = sys::ioc(0, b'E', 0, 4);
+/// `IOCTL_EVTCHN_BIND_INTERDOMAIN` (`struct ioctl_evtchn_bind_interdomain { unsigned int remote_domain,
+/// remote_port; }`).
+pub const IOCTL_EVTCHN_BIND_INTERDOMAIN: u64 = sys::ioc(0, b'E', 1, 8);
+/// `IOCTL_EVTCHN_UNBIND` (`struct ioctl_evtchn_unbind { unsigned int port; }`).
+pub const IOCTL_EVTCHN_UNBIND: u64 = sys::ioc(0, b'E', 3, 4);
 /// `IOCTL_EVTCHN_NOTIFY` (`struct ioctl_evtchn_notify { unsigned int port; }`).
 pub const IOCTL_EVTCHN_NOTIFY: u64 = sys::ioc(0, b'E', 4, 4);
 
@@ -193,6 +198,34 @@ impl Transport for PrivcmdTransport {
         Ok(port as u32)
     }
 
+    fn bind_interdomain(&mut self, domid: u16, remote_port: u32) -> Result<u32, Error> {
+        let mut v = [u32::from(domid), remote_port];
+        // SAFETY: the request takes a `struct ioctl_evtchn_bind_interdomain` (two unsigned ints), which `v` is.
+        let port = unsafe {
+            sys::ioctl(
+                self.evtchn.as_raw_fd(),
+                IOCTL_EVTCHN_BIND_INTERDOMAIN,
+                v.as_mut_ptr().cast(),
+            )
+        }
+        .map_err(|e| Error::io(format!("binding port {remote_port} of domain {domid}"), e))?;
+        Ok(port as u32)
+    }
+
+    fn unbind(&mut self, port: u32) -> Result<(), Error> {
+        let mut p = port;
+        // SAFETY: the request takes a `struct ioctl_evtchn_unbind` (one unsigned int), which `p` is.
+        unsafe {
+            sys::ioctl(
+                self.evtchn.as_raw_fd(),
+                IOCTL_EVTCHN_UNBIND,
+                (&mut p as *mut u32).cast(),
+            )
+        }
+        .map_err(|e| Error::io(format!("unbinding port {port}"), e))?;
+        Ok(())
+    }
+
     fn notify(&mut self, port: u32) -> Result<(), Error> {
         let mut p = port;
         // SAFETY: the request takes a `struct ioctl_evtchn_notify` (one unsigned int), which `p` is.
@@ -233,6 +266,9 @@ mod tests {
     fn ioctl_numbers_match_linux() {
         // _IOC(_IOC_NONE, 'P', 0, 48) and _IOC(_IOC_NONE, 'P', 4, 32) on x86-64.
         assert_eq!(IOCTL_PRIVCMD_HYPERCALL, 0x0030_5000);
+        // _IOC(_IOC_NONE, 'E', 1, 8) and _IOC(_IOC_NONE, 'E', 3, 4).
+        assert_eq!(IOCTL_EVTCHN_BIND_INTERDOMAIN, 0x0008_4501);
+        assert_eq!(IOCTL_EVTCHN_UNBIND, 0x0004_4503);
         assert_eq!(IOCTL_PRIVCMD_MMAPBATCH_V2, 0x0020_5004);
         assert_eq!(IOCTL_EVTCHN_BIND_VIRQ, 0x0004_4500);
         assert_eq!(IOCTL_EVTCHN_NOTIFY, 0x0004_4504);

@@ -154,6 +154,51 @@ impl SandboxTransport {
         }
     }
 
+    /// MAP_RANGE of `count` frames from `first`: appends their RAM-file offsets to `offsets`.
+    fn map_range(
+        &mut self,
+        domid: u16,
+        first: u64,
+        count: u32,
+        offsets: &mut Vec<u64>,
+    ) -> Result<(), Error> {
+        let seq = self.send(Kind::MapRange, |w| {
+            ctlframe::write_map_range(w, domid, first, count)
+        })?;
+        let payload = self.reply(seq, Kind::Result, Instant::now() + REPLY_TIMEOUT)?;
+        let (ret, mut r) =
+            ctlframe::read_result(&payload).map_err(|e| Error::Protocol(e.to_string()))?;
+        if ret < 0 {
+            return Err(Error::Hypercall {
+                op: format!("mapping frames of domain {domid}"),
+                ret,
+            });
+        }
+        let runs = ctlframe::read_buf(&mut r).map_err(|e| Error::Protocol(e.to_string()))?;
+        let mut total = 0u64;
+        for c in runs.chunks_exact(16) {
+            let v = i64::from_le_bytes(c[..8].try_into().unwrap_or_default());
+            let n = u64::from_le_bytes(c[8..].try_into().unwrap_or_default());
+            if v < 0 {
+                return Err(Error::Hypercall {
+                    op: format!("mapping frame {:#x} of domain {domid}", first + total),
+                    ret: v,
+                });
+            }
+            total += n;
+            if total > u64::from(count) {
+                break;
+            }
+            offsets.extend((0..n).map(|i| (v as u64 + i) * PAGE as u64));
+        }
+        if total != u64::from(count) || runs.len() % 16 != 0 {
+            return Err(Error::Protocol(
+                "the MAP_RANGE reply does not cover the range".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Waits for the reply to `seq`, queueing events that arrive meanwhile.
     fn reply(&mut self, seq: u32, kind: Kind, deadline: Instant) -> Result<Vec<u8>, Error> {
         loop {
@@ -208,34 +253,55 @@ impl Transport for SandboxTransport {
     }
 
     fn map_foreign(&mut self, domid: u16, gfns: &[u64]) -> Result<ForeignMapping, Error> {
-        let seq = self.send(Kind::Map, |w| ctlframe::write_map(w, domid, gfns))?;
-        let payload = self.reply(seq, Kind::Result, Instant::now() + REPLY_TIMEOUT)?;
-        let (ret, mut r) =
-            ctlframe::read_result(&payload).map_err(|e| Error::Protocol(e.to_string()))?;
-        if ret < 0 {
-            return Err(Error::Hypercall {
-                op: format!("mapping frames of domain {domid}"),
-                ret,
-            });
-        }
-        let list = ctlframe::read_buf(&mut r).map_err(|e| Error::Protocol(e.to_string()))?;
-        if list.len() != gfns.len() * 8 {
-            return Err(Error::Protocol(
-                "the MAP reply has the wrong number of frames".into(),
-            ));
-        }
+        let contiguous = gfns.windows(2).all(|w| w[1] == w[0].wrapping_add(1));
         let mut offsets = Vec::with_capacity(gfns.len());
-        for (i, c) in list.chunks_exact(8).enumerate() {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(c);
-            let v = i64::from_le_bytes(a);
-            if v < 0 {
+        if contiguous && gfns.len() > 1 {
+            // One MAP_RANGE per chunk: run-length replies instead of a machine frame per page.
+            for (k, chunk) in gfns
+                .chunks(xen_abi::ctlserver::MAP_RANGE_MAX as usize)
+                .enumerate()
+            {
+                self.map_range(domid, chunk[0], chunk.len() as u32, &mut offsets)
+                    .map_err(|e| match e {
+                        Error::Hypercall { ret, .. } => Error::Hypercall {
+                            op: format!(
+                                "mapping frames {:#x}.. of domain {domid}",
+                                gfns[k * xen_abi::ctlserver::MAP_RANGE_MAX as usize]
+                            ),
+                            ret,
+                        },
+                        other => other,
+                    })?;
+            }
+        } else {
+            let seq = self.send(Kind::Map, |w| ctlframe::write_map(w, domid, gfns))?;
+            let payload = self.reply(seq, Kind::Result, Instant::now() + REPLY_TIMEOUT)?;
+            let (ret, mut r) =
+                ctlframe::read_result(&payload).map_err(|e| Error::Protocol(e.to_string()))?;
+            if ret < 0 {
                 return Err(Error::Hypercall {
-                    op: format!("mapping frame {:#x} of domain {domid}", gfns[i]),
-                    ret: v,
+                    op: format!("mapping frames of domain {domid}"),
+                    ret,
                 });
             }
-            offsets.push((v as u64) * PAGE as u64);
+            let list = ctlframe::read_buf(&mut r).map_err(|e| Error::Protocol(e.to_string()))?;
+            if list.len() != gfns.len() * 8 {
+                return Err(Error::Protocol(
+                    "the MAP reply has the wrong number of frames".into(),
+                ));
+            }
+            for (i, c) in list.chunks_exact(8).enumerate() {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(c);
+                let v = i64::from_le_bytes(a);
+                if v < 0 {
+                    return Err(Error::Hypercall {
+                        op: format!("mapping frame {:#x} of domain {domid}", gfns[i]),
+                        ret: v,
+                    });
+                }
+                offsets.push((v as u64) * PAGE as u64);
+            }
         }
         let m = Mapping::pages(self.ram.as_raw_fd(), &offsets)
             .map_err(|e| Error::io("mapping the machine's RAM file", e))?;
@@ -266,6 +332,56 @@ impl Transport for SandboxTransport {
             });
         }
         Ok(u32::from_le_bytes([b[8], b[9], b[10], b[11]]))
+    }
+
+    fn bind_interdomain(&mut self, domid: u16, remote_port: u32) -> Result<u32, Error> {
+        // struct evtchn_bind_interdomain { domid_t remote_dom; evtchn_port_t remote_port, local_port; }
+        let mut b = [0u8; 12];
+        b[..2].copy_from_slice(&domid.to_le_bytes());
+        b[4..8].copy_from_slice(&remote_port.to_le_bytes());
+        let mut call = Call::new(
+            xen_abi::hypercall::EVENT_CHANNEL_OP,
+            [
+                Arg::Value(xen_abi::ctlserver::EVTCHNOP_BIND_INTERDOMAIN),
+                Arg::Buf(0),
+                Arg::Value(0),
+                Arg::Value(0),
+                Arg::Value(0),
+            ],
+        );
+        call.bufs.push(&mut b);
+        let ret = self.hypercall(&mut call)?;
+        drop(call);
+        if ret < 0 {
+            return Err(Error::Hypercall {
+                op: format!("binding port {remote_port} of domain {domid}"),
+                ret,
+            });
+        }
+        Ok(u32::from_le_bytes([b[8], b[9], b[10], b[11]]))
+    }
+
+    fn unbind(&mut self, port: u32) -> Result<(), Error> {
+        let mut b = port.to_le_bytes();
+        let mut call = Call::new(
+            xen_abi::hypercall::EVENT_CHANNEL_OP,
+            [
+                Arg::Value(xen_abi::ctlserver::EVTCHNOP_CLOSE),
+                Arg::Buf(0),
+                Arg::Value(0),
+                Arg::Value(0),
+                Arg::Value(0),
+            ],
+        );
+        call.bufs.push(&mut b);
+        let ret = self.hypercall(&mut call)?;
+        if ret < 0 {
+            return Err(Error::Hypercall {
+                op: format!("closing port {port}"),
+                ret,
+            });
+        }
+        Ok(())
     }
 
     fn notify(&mut self, port: u32) -> Result<(), Error> {

@@ -62,21 +62,27 @@ impl Mapping {
             ptr: base.cast(),
             len,
         };
-        for (i, off) in offsets.iter().enumerate() {
-            if off % PAGE as u64 != 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "unaligned page offset",
-                ));
+        if offsets.iter().any(|off| off % PAGE as u64 != 0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "unaligned page offset",
+            ));
+        }
+        // One mmap per run of consecutive file pages.
+        let mut i = 0;
+        while i < offsets.len() {
+            let mut n = 1;
+            while i + n < offsets.len() && offsets[i + n] == offsets[i] + (n * PAGE) as u64 {
+                n += 1;
             }
-            let off = libc::off_t::try_from(*off)
+            let off = libc::off_t::try_from(offsets[i])
                 .map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
-            // SAFETY: the target page lies inside `region`, which this function reserved and owns, so
+            // SAFETY: the target pages lie inside `region`, which this function reserved and owns, so
             // MAP_FIXED replaces only our own reservation; the result is checked.
             let p = unsafe {
                 libc::mmap(
                     region.ptr.add(i * PAGE).cast(),
-                    PAGE,
+                    n * PAGE,
                     libc::PROT_READ | libc::PROT_WRITE,
                     libc::MAP_SHARED | libc::MAP_FIXED,
                     fd,
@@ -86,6 +92,7 @@ impl Mapping {
             if p == libc::MAP_FAILED {
                 return Err(io::Error::last_os_error());
             }
+            i += n;
         }
         Ok(region)
     }

@@ -1,0 +1,383 @@
+//! The control domain's console daemon, Xen's xenconsoled: one thread with its own hypervisor connection
+//! serves the console rings of every domain it was told about.
+//!
+//! Each sweep drains every ring (advancing `out_cons`, which a Linux guest waits on when its ring is full),
+//! hands the bytes to the attached client or keeps the last [`HISTORY`] bytes while nobody is attached (the
+//! next client gets them first, as xenconsoled's buffer does), and moves client input into the `in` ring,
+//! signalling the guest on its console channel. A domain whose ring can no longer be read is gone: its client
+//! sees end of file and the domain is forgotten.
+//!
+//! The rings are polled: every few milliseconds while output flows, backing off to [`IDLE`] when quiet. In a
+//! real dom0 the guest's notifications could wake the sweep instead; in the sandbox no interrupt reaches a
+//! host process.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::Duration;
+
+use super::Console;
+use crate::transport::{Error, Transport};
+
+/// Output kept per domain while no client is attached.
+pub const HISTORY: usize = 64 * 1024;
+/// The sweep interval while output or input flows.
+pub const BUSY: Duration = Duration::from_millis(5);
+/// The longest sweep interval when every console is quiet.
+pub const IDLE: Duration = Duration::from_millis(40);
+
+enum Cmd {
+    Add(u16),
+    Remove(u16),
+    Attach(u16, UnixStream, UnixStream),
+    Stop,
+}
+
+/// A handle on the daemon thread; dropping it stops the thread.
+#[derive(Debug)]
+pub struct ConsoleService {
+    tx: Sender<Cmd>,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Add(d) => write!(f, "Add({d})"),
+            Self::Remove(d) => write!(f, "Remove({d})"),
+            Self::Attach(d, ..) => write!(f, "Attach({d})"),
+            Self::Stop => f.write_str("Stop"),
+        }
+    }
+}
+
+/// The client side of an attached console: read the guest's output from `output`, write keystrokes to `input`.
+#[derive(Debug)]
+pub struct Attached {
+    /// The guest's output; end of file when the domain is gone or another client took the console.
+    pub output: UnixStream,
+    /// Keystrokes for the guest.
+    pub input: UnixStream,
+}
+
+impl ConsoleService {
+    /// Starts the daemon on its own connection `t`.
+    pub fn start<T: Transport + Send + 'static>(t: T) -> Self {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("console-daemon".into())
+            .spawn(move || run(t, &rx))
+            .map(|_| ())
+            .unwrap_or_else(|e| eprintln!("console daemon: cannot start its thread: {e}"));
+        Self { tx }
+    }
+
+    /// Starts serving the console of `domid` (a domain just created).
+    pub fn add(&self, domid: u16) {
+        let _ = self.tx.send(Cmd::Add(domid));
+    }
+
+    /// Stops serving `domid`, before it is destroyed (its memory may be reused).
+    pub fn remove(&self, domid: u16) {
+        let _ = self.tx.send(Cmd::Remove(domid));
+    }
+
+    /// Connects a client to the console of `domid`, replacing any client attached before.
+    pub fn attach(&self, domid: u16) -> std::io::Result<Attached> {
+        let (output, daemon_out) = UnixStream::pair()?;
+        let (input, daemon_in) = UnixStream::pair()?;
+        daemon_in.set_nonblocking(true)?;
+        self.tx
+            .send(Cmd::Attach(domid, daemon_out, daemon_in))
+            .map_err(|_| {
+                std::io::Error::new(ErrorKind::BrokenPipe, "the console daemon stopped")
+            })?;
+        Ok(Attached { output, input })
+    }
+}
+
+impl Drop for ConsoleService {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Cmd::Stop);
+    }
+}
+
+fn run<T: Transport>(mut t: T, rx: &Receiver<Cmd>) {
+    let mut core = Core::default();
+    let mut wait = IDLE;
+    loop {
+        match rx.recv_timeout(wait) {
+            Ok(cmd) => {
+                if !core.command(cmd) {
+                    break;
+                }
+                // Take every queued command before sweeping.
+                while let Ok(cmd) = rx.try_recv() {
+                    if !core.command(cmd) {
+                        core.close_all(&mut t);
+                        return;
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        wait = if core.sweep(&mut t) {
+            BUSY
+        } else {
+            (wait * 2).clamp(BUSY, IDLE)
+        };
+    }
+    core.close_all(&mut t);
+}
+
+/// One domain's console.
+#[derive(Debug, Default)]
+struct Dom {
+    ring: Option<Console>,
+    history: VecDeque<u8>,
+    client: Option<(UnixStream, UnixStream)>,
+    input: Vec<u8>,
+}
+
+/// The daemon's state and one sweep, independent of the thread so tests drive it directly.
+#[derive(Debug, Default)]
+pub(crate) struct Core {
+    doms: BTreeMap<u16, Dom>,
+    /// Channels to close on the next sweep (domains removed after their channel was bound).
+    closing: Vec<u32>,
+}
+
+impl Core {
+    /// Applies a command; false for `Stop`.
+    fn command(&mut self, cmd: Cmd) -> bool {
+        match cmd {
+            Cmd::Add(d) => {
+                self.doms.entry(d).or_default();
+            }
+            Cmd::Remove(d) => {
+                if let Some(port) = self.doms.remove(&d).and_then(|x| x.ring?.port) {
+                    self.closing.push(port);
+                }
+            }
+            Cmd::Attach(d, out, input) => {
+                let dom = self.doms.entry(d).or_default();
+                // The newest client wins; the old one sees end of file.
+                dom.client = Some((out, input));
+            }
+            Cmd::Stop => return false,
+        }
+        true
+    }
+
+    fn close_all<T: Transport>(&mut self, t: &mut T) {
+        for port in self.closing.drain(..) {
+            let _ = t.unbind(port);
+        }
+        for (_, d) in std::mem::take(&mut self.doms) {
+            if let Some(mut ring) = d.ring {
+                let _ = ring.unbind(t);
+            }
+        }
+    }
+
+    /// Serves every console once; true when any bytes moved.
+    pub(crate) fn sweep<T: Transport>(&mut self, t: &mut T) -> bool {
+        for port in self.closing.drain(..) {
+            let _ = t.unbind(port);
+        }
+        let mut moved = false;
+        let mut gone = Vec::new();
+        for (&domid, d) in &mut self.doms {
+            match serve(t, domid, d) {
+                Ok(m) => moved |= m,
+                Err(_) => gone.push(domid),
+            }
+        }
+        for domid in gone {
+            // The client (if any) sees end of file when its streams drop.
+            if let Some(port) = self.doms.remove(&domid).and_then(|x| x.ring?.port) {
+                let _ = t.unbind(port);
+            }
+        }
+        moved
+    }
+
+    #[cfg(test)]
+    fn attach_for_test(&mut self, domid: u16) -> Attached {
+        let (output, daemon_out) = UnixStream::pair().expect("pair");
+        let (input, daemon_in) = UnixStream::pair().expect("pair");
+        daemon_in.set_nonblocking(true).expect("nonblocking");
+        self.command(Cmd::Attach(domid, daemon_out, daemon_in));
+        Attached { output, input }
+    }
+}
+
+/// One domain's share of a sweep. An error means the domain is gone.
+fn serve<T: Transport>(t: &mut T, domid: u16, d: &mut Dom) -> Result<bool, Error> {
+    let ring = match d.ring.as_mut() {
+        Some(r) => r,
+        None => {
+            let mut r = Console::open(t, domid)?;
+            // A guest without a console channel still gets its ring served.
+            let _ = r.bind(t);
+            d.ring.insert(r)
+        }
+    };
+    let mut moved = false;
+    let bytes = ring.read(t)?;
+    if !bytes.is_empty() {
+        moved = true;
+        d.history.extend(bytes);
+        let excess = d.history.len().saturating_sub(HISTORY);
+        d.history.drain(..excess);
+    }
+    if let Some((out, input)) = d.client.as_mut() {
+        let mut drop_client = false;
+        if !d.history.is_empty() {
+            let (a, b) = d.history.as_slices();
+            if out.write_all(a).and_then(|()| out.write_all(b)).is_ok() {
+                d.history.clear();
+            } else {
+                drop_client = true;
+            }
+        }
+        let mut buf = [0u8; 1024];
+        loop {
+            match input.read(&mut buf) {
+                Ok(0) => {
+                    drop_client = true;
+                    break;
+                }
+                Ok(n) => d.input.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    drop_client = true;
+                    break;
+                }
+            }
+        }
+        if drop_client {
+            d.client = None;
+        }
+    }
+    if !d.input.is_empty() {
+        let n = ring.write(t, &d.input)?;
+        d.input.drain(..n);
+        moved |= n > 0;
+    }
+    Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builder::{
+        build,
+        tests::{kernel, spec},
+    };
+    use crate::transport::fake::FakeXen;
+    use xen_abi::memres::{CONS_IN_PROD, CONS_IN_SIZE, CONS_OUT_PROD};
+
+    fn guest_writes(x: &mut FakeXen, domid: u16, gfn: u64, text: &[u8]) {
+        let page = gfn * 4096;
+        let prod = u32::from_le_bytes(
+            x.read_guest(domid, page + CONS_OUT_PROD as u64, 4)
+                .expect("prod")
+                .try_into()
+                .expect("4 bytes"),
+        );
+        for (i, ch) in text.iter().enumerate() {
+            let at = page + (CONS_IN_SIZE + (prod as usize + i) % 2048) as u64;
+            assert!(x.write_guest(domid, at, &[*ch]));
+        }
+        x.write_guest(
+            domid,
+            page + CONS_OUT_PROD as u64,
+            &(prod + text.len() as u32).to_le_bytes(),
+        );
+    }
+
+    #[test]
+    fn drains_while_detached_then_replays_and_forwards_input() {
+        let mut x = FakeXen::default();
+        let b = build(&mut x, &spec(kernel(true, 0x10_0000, &[0; 8]))).expect("built");
+        let mut core = Core::default();
+        core.command(Cmd::Add(b.domid));
+        // Output with nobody attached is drained (the guest's ring empties) and kept.
+        guest_writes(&mut x, b.domid, b.console_gfn, b"boot log\n");
+        assert!(core.sweep(&mut x));
+        assert!(!core.sweep(&mut x), "nothing new");
+        // The bound channel is the guest's console port.
+        assert_eq!(
+            x.state.borrow().bound.values().next(),
+            Some(&(b.domid, b.console_port))
+        );
+        let mut c = core.attach_for_test(b.domid);
+        guest_writes(&mut x, b.domid, b.console_gfn, b"# ");
+        core.sweep(&mut x);
+        let mut got = [0u8; 11];
+        c.output.read_exact(&mut got).expect("replayed output");
+        assert_eq!(&got, b"boot log\n# ");
+        // Keystrokes go into the in ring and signal the guest.
+        c.input.write_all(b"uname\r").expect("typing");
+        assert!(core.sweep(&mut x));
+        let page = b.console_gfn * 4096;
+        assert_eq!(x.read_guest(b.domid, page, 6).expect("in ring"), b"uname\r");
+        assert_eq!(
+            x.read_guest(b.domid, page + CONS_IN_PROD as u64, 4)
+                .expect("prod"),
+            6u32.to_le_bytes()
+        );
+        assert_eq!(x.state.borrow().sent, vec![(b.domid, b.console_port)]);
+        // A second client replaces the first, whose output ends.
+        let mut c2 = core.attach_for_test(b.domid);
+        core.sweep(&mut x);
+        let mut rest = Vec::new();
+        c.output
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        assert_eq!(c.output.read_to_end(&mut rest).expect("eof"), 0);
+        // The domain goes away: the client sees end of file and the channel is closed.
+        x.state.borrow_mut().domains.remove(&b.domid);
+        core.sweep(&mut x);
+        c2.output
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        assert_eq!(c2.output.read_to_end(&mut rest).expect("eof"), 0);
+        assert!(x.state.borrow().bound.is_empty());
+        assert!(core.doms.is_empty());
+    }
+
+    #[test]
+    fn history_keeps_only_the_newest_bytes() {
+        let mut x = FakeXen::default();
+        let b = build(&mut x, &spec(kernel(true, 0x10_0000, &[0; 8]))).expect("built");
+        let mut core = Core::default();
+        core.command(Cmd::Add(b.domid));
+        let mut last = String::new();
+        for i in 0..(HISTORY / 1000 + 10) {
+            last = format!("{i:0999}\n");
+            guest_writes(&mut x, b.domid, b.console_gfn, last.as_bytes());
+            core.sweep(&mut x);
+        }
+        let d = &core.doms[&b.domid];
+        assert_eq!(d.history.len(), HISTORY);
+        let tail: Vec<u8> = d.history.iter().skip(HISTORY - 1000).copied().collect();
+        assert_eq!(tail, last.as_bytes());
+    }
+
+    #[test]
+    fn removed_domains_are_no_longer_read_and_their_channel_closes() {
+        let mut x = FakeXen::default();
+        let b = build(&mut x, &spec(kernel(true, 0x10_0000, &[0; 8]))).expect("built");
+        let mut core = Core::default();
+        core.command(Cmd::Add(b.domid));
+        core.sweep(&mut x);
+        assert_eq!(x.state.borrow().bound.len(), 1);
+        core.command(Cmd::Remove(b.domid));
+        guest_writes(&mut x, b.domid, b.console_gfn, b"late\n");
+        assert!(!core.sweep(&mut x));
+        assert!(x.state.borrow().bound.is_empty());
+    }
+}
