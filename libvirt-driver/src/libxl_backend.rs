@@ -214,7 +214,11 @@ fn watch(
                             .map_or(u32::from(h.domid), |(k, _)| *k)
                     };
                     let mut events = Vec::new();
-                    consoles.remove(h.domid);
+                    // A restart under the same ID keeps an attached console (the new domain's ring replaces
+                    // the old one); otherwise the old domain's console ends.
+                    if h.new_domid != Some(h.domid) {
+                        consoles.remove(h.domid);
+                    }
                     match (h.reason, h.new_domid) {
                         (_, Some(new)) => {
                             lock(&aliases).insert(known, new);
@@ -345,8 +349,12 @@ impl Backend for LibxlBackend {
             ));
         }
         let domid = self.current(domid);
-        // A domain without a console ring is refused here, with the toolstack's reason.
-        Console::open(&mut lock(&self.ts).transport, domid).map_err(xl_err)?;
+        // A domain that does not exist is refused here, with the toolstack's reason; one still being built
+        // (restarting after a reboot) has no ring yet, and the console daemon connects once it has.
+        match Console::open(&mut lock(&self.ts).transport, domid) {
+            Ok(_) | Err(XlError::Config(_)) => {}
+            Err(e) => return Err(xl_err(e)),
+        }
         self.consoles.add(domid);
         let a = self.consoles.attach(domid).map_err(|e| {
             RpcError::libxl(

@@ -8,6 +8,7 @@ use std::time::Duration;
 pub use xtask::{qemu, Arch};
 
 pub mod console;
+pub mod sandbox;
 pub mod system_bus;
 
 /// Builds (once per test process) and returns the hypervisor image for `arch`.

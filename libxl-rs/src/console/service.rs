@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::Console;
 use crate::transport::{Error, Transport};
@@ -26,6 +26,9 @@ pub const HISTORY: usize = 64 * 1024;
 pub const BUSY: Duration = Duration::from_millis(5);
 /// The longest sweep interval when every console is quiet.
 pub const IDLE: Duration = Duration::from_millis(40);
+/// How long a console waits for its domain to come back (a restart builds it again under the same ID) before
+/// it counts as gone.
+pub const GRACE: Duration = Duration::from_secs(15);
 
 enum Cmd {
     Add(u16),
@@ -138,14 +141,28 @@ struct Dom {
     history: VecDeque<u8>,
     client: Option<(UnixStream, UnixStream)>,
     input: Vec<u8>,
+    /// Since when the ring cannot be reached (the domain is being rebuilt or is gone).
+    lost: Option<Instant>,
 }
 
 /// The daemon's state and one sweep, independent of the thread so tests drive it directly.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Core {
     doms: BTreeMap<u16, Dom>,
     /// Channels to close on the next sweep (domains removed after their channel was bound).
     closing: Vec<u32>,
+    /// [`GRACE`], shorter in tests.
+    grace: Duration,
+}
+
+impl Default for Core {
+    fn default() -> Self {
+        Self {
+            doms: BTreeMap::new(),
+            closing: Vec::new(),
+            grace: GRACE,
+        }
+    }
 }
 
 impl Core {
@@ -153,7 +170,13 @@ impl Core {
     fn command(&mut self, cmd: Cmd) -> bool {
         match cmd {
             Cmd::Add(d) => {
-                self.doms.entry(d).or_default();
+                // A new domain under this ID (a restart may reuse it): the client and what is buffered stay,
+                // the ring and its channel are those of the new domain.
+                let dom = self.doms.entry(d).or_default();
+                if let Some(port) = dom.ring.take().and_then(|r| r.port) {
+                    self.closing.push(port);
+                }
+                dom.lost = None;
             }
             Cmd::Remove(d) => {
                 if let Some(port) = self.doms.remove(&d).and_then(|x| x.ring?.port) {
@@ -189,7 +212,7 @@ impl Core {
         let mut moved = false;
         let mut gone = Vec::new();
         for (&domid, d) in &mut self.doms {
-            match serve(t, domid, d) {
+            match serve(t, domid, d, self.grace) {
                 Ok(m) => moved |= m,
                 Err(_) => gone.push(domid),
             }
@@ -214,11 +237,38 @@ impl Core {
 }
 
 /// One domain's share of a sweep. An error means the domain is gone.
-fn serve<T: Transport>(t: &mut T, domid: u16, d: &mut Dom) -> Result<bool, Error> {
+fn serve<T: Transport>(t: &mut T, domid: u16, d: &mut Dom, grace: Duration) -> Result<bool, Error> {
+    match serve_ring(t, domid, d) {
+        Ok(moved) => {
+            d.lost = None;
+            Ok(moved)
+        }
+        Err(e) => {
+            // Unreachable: the domain is being rebuilt (on_reboot=restart) or gone. Keep the client for a
+            // while in case the same ID comes back.
+            if let Some(port) = d.ring.take().and_then(|r| r.port) {
+                let _ = t.unbind(port);
+            }
+            let since = *d.lost.get_or_insert_with(Instant::now);
+            if since.elapsed() >= grace || d.client.is_none() {
+                Err(e)
+            } else {
+                Ok(false)
+            }
+        }
+    }
+}
+
+fn serve_ring<T: Transport>(t: &mut T, domid: u16, d: &mut Dom) -> Result<bool, Error> {
     let ring = match d.ring.as_mut() {
         Some(r) => r,
         None => {
-            let mut r = Console::open(t, domid)?;
+            let mut r = match Console::open(t, domid) {
+                Ok(r) => r,
+                // Still being built (the ring is not set up yet): try again next sweep.
+                Err(Error::Config(_)) => return Ok(false),
+                Err(e) => return Err(e),
+            };
             // A guest without a console channel still gets its ring served.
             let _ = r.bind(t);
             d.ring.insert(r)
@@ -338,8 +388,16 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(2)))
             .expect("timeout");
         assert_eq!(c.output.read_to_end(&mut rest).expect("eof"), 0);
-        // The domain goes away: the client sees end of file and the channel is closed.
+        // The domain goes away: once the grace period for a restart is over, the client sees end of file and
+        // the channel is closed.
+        core.grace = Duration::from_millis(200);
         x.state.borrow_mut().domains.remove(&b.domid);
+        core.sweep(&mut x);
+        assert!(
+            core.doms.contains_key(&b.domid),
+            "kept while it may come back"
+        );
+        std::thread::sleep(Duration::from_millis(250));
         core.sweep(&mut x);
         c2.output
             .set_read_timeout(Some(Duration::from_secs(2)))
