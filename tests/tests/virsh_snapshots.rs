@@ -179,6 +179,20 @@ fn shut_off_qcow2_domain_snapshots_revert_delete_and_survive_a_restart() {
         ["s3"]
     );
     assert_eq!(
+        names(&d.virsh_ok(&["snapshot-list", "snap1", "--from", "s1"])),
+        ["s2"]
+    );
+    assert_eq!(
+        names(&d.virsh_ok(&["snapshot-list", "snap1", "--from", "s1", "--descendants"])),
+        ["s2", "s3"]
+    );
+    assert_eq!(
+        names(&d.virsh_ok(&["snapshot-list", "snap1", "--internal", "--inactive"])),
+        ["s1", "s2", "s3"]
+    );
+    assert!(names(&d.virsh_ok(&["snapshot-list", "snap1", "--external"])).is_empty());
+    assert!(names(&d.virsh_ok(&["snapshot-list", "snap1", "--active"])).is_empty());
+    assert_eq!(
         d.virsh_ok(&["snapshot-current", "snap1", "--name"]).trim(),
         "s3"
     );

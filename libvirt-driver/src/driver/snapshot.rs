@@ -988,6 +988,12 @@ impl Driver {
         def.name = obj.def.name.clone();
         def.uuid = Some(crate::proto::uuid_string(&obj.uuid));
         let with_memory = has_memory(&snap);
+        if !obj.persistent && !with_memory && flags & (RUNNING | PAUSED) == 0 {
+            return Err(RpcError::libxl(
+                code::OPERATION_INVALID,
+                "Requested operation is not valid: transient domain needs to request run or pause to revert to inactive snapshot",
+            ));
+        }
         if with_memory {
             // Nothing is stopped or rolled back unless the backend can restore the memory.
             self.backend.check_save()?;
