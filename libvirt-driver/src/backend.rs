@@ -5,6 +5,7 @@
 //! fails with a libvirt error and nothing ever pretends to run.
 
 use std::io::{Read, Write};
+use std::path::Path;
 
 use crate::proto::{code, RpcError};
 use domain_xml::domain::Domain;
@@ -68,6 +69,28 @@ pub trait Backend: Send + Sync {
     fn open_console(&self, domid: u32, dev: Option<&str>) -> Result<Box<dyn ConsoleIo>, RpcError>;
     /// Installs the sink for asynchronous events.
     fn set_event_sink(&self, sink: EventSink);
+    /// Whether [`Backend::save`] and [`Backend::restore`] work; the error says why not. Snapshots of running
+    /// domains (memory plus disks) and reverting to them ask this before touching anything.
+    fn check_save(&self) -> Result<(), RpcError> {
+        Err(save_unsupported())
+    }
+    /// Writes the memory and vCPU state of a paused domain to `path`; the domain stays paused.
+    fn save(&self, _domid: u32, _path: &Path) -> Result<(), RpcError> {
+        Err(save_unsupported())
+    }
+    /// Builds a domain from `def` and the state [`Backend::save`] wrote to `path`; returns its domain id. It
+    /// stays paused when `paused`, else it runs.
+    fn restore(&self, _def: &Domain, _path: &Path, _paused: bool) -> Result<u32, RpcError> {
+        Err(save_unsupported())
+    }
+}
+
+/// libvirt's answer while the hypervisor backend cannot save a domain's memory.
+pub fn save_unsupported() -> RpcError {
+    RpcError::libxl(
+        code::OPERATION_UNSUPPORTED,
+        "Operation not supported: saving and restoring a running domain's memory is not implemented by this hypervisor backend yet",
+    )
 }
 
 /// The backend used while no hypervisor is attached: every guest operation fails clearly.

@@ -21,6 +21,10 @@ pub struct Cli {
     /// Directory of running-domain status files.
     #[arg(long, default_value = "/run/libvirt/libxl")]
     pub state_dir: PathBuf,
+    /// Directory of domain snapshot metadata (`<domain>/<snapshot>.xml`); it must survive a reboot, as the
+    /// snapshots inside the qcow2 images do.
+    #[arg(long, default_value = "/var/lib/libvirt/libxl/snapshot")]
+    pub snapshot_dir: PathBuf,
     /// Client authentication: `polkit` (the default when running as root, as libvirt's privileged daemons) or
     /// `none` (the default otherwise: the socket permissions are the access control).
     #[arg(long, value_enum)]

@@ -13,6 +13,8 @@ use crate::proto::{code, edomain, uuid_bytes, DomRef, RpcError};
 use crate::store::Store;
 use crate::xdr::{Dec, Enc};
 
+pub mod snapshot;
+
 /// Procedure numbers of the REMOTE program that the driver implements.
 #[allow(missing_docs)]
 pub mod procs {
@@ -133,6 +135,8 @@ struct DomObj {
     domid: Option<u32>,
     state: i32,
     reason: i32,
+    /// The domain's snapshots.
+    snaps: snapshot::Snapshots,
 }
 
 impl DomObj {
@@ -239,6 +243,11 @@ pub const DOMAIN_SCHEMA: &str = "/usr/share/libvirt/schemas/domain.rng";
 /// `VIR_DOMAIN_DEFINE_VALIDATE`: checks the document against libvirt's RelaxNG schema (with xmllint, libxml2's
 /// validator, which libvirt itself uses).
 fn validate_schema(xml: &str) -> Result<(), RpcError> {
+    validate_against(xml, DOMAIN_SCHEMA)
+}
+
+/// Validates `xml` against the RelaxNG schema at `schema` with xmllint.
+fn validate_against(xml: &str, schema: &str) -> Result<(), RpcError> {
     use std::io::Write as _;
     let internal = |m: String| {
         RpcError::new(
@@ -248,14 +257,14 @@ fn validate_schema(xml: &str) -> Result<(), RpcError> {
         )
     };
     let mut child = std::process::Command::new("xmllint")
-        .args(["--noout", "--relaxng", DOMAIN_SCHEMA, "-"])
+        .args(["--noout", "--relaxng", schema, "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| {
             internal(format!(
-                "cannot run xmllint to validate against {DOMAIN_SCHEMA}: {e}"
+                "cannot run xmllint to validate against {schema}: {e}"
             ))
         })?;
     if let Some(mut stdin) = child.stdin.take() {
@@ -277,7 +286,7 @@ fn validate_schema(xml: &str) -> Result<(), RpcError> {
         code::XML_INVALID_SCHEMA,
         edomain::DOMAIN,
         format!(
-            "XML document failed to validate against schema: Unable to validate doc against {DOMAIN_SCHEMA}\n{}",
+            "XML document failed to validate against schema: Unable to validate doc against {schema}\n{}",
             detail.join("\n")
         ),
     ))
@@ -313,6 +322,7 @@ impl Driver {
                     domid: None,
                     state: STATE_SHUTOFF,
                     reason: 0,
+                    snaps: Default::default(),
                 },
             );
         }
@@ -346,6 +356,7 @@ impl Driver {
                             domid: Some(id),
                             state: info.state,
                             reason: info.reason,
+                            snaps: Default::default(),
                         },
                     );
                 }
@@ -358,6 +369,7 @@ impl Driver {
                 }
             }
         }
+        Self::load_snapshots(&store, &mut doms, &mut warnings);
         let drv = Arc::new(Driver {
             store,
             backend,
@@ -423,6 +435,10 @@ impl Driver {
         let dref = obj.dref();
         let remove = !obj.persistent && obj.domid.is_none();
         if remove {
+            // A transient domain's snapshots go with it, as libvirt's.
+            if !obj.snaps.is_empty() {
+                let _ = self.store.delete_snapshots(&name);
+            }
             doms.remove(&name);
         }
         drop(doms);
@@ -569,6 +585,7 @@ impl Driver {
             domid: None,
             state: STATE_SHUTOFF,
             reason: 0,
+            snaps: Default::default(),
         });
         if !obj.active() {
             obj.def = def;
@@ -596,6 +613,20 @@ impl Driver {
             ));
         }
         let name = d.def.name.clone();
+        let nsnaps = d.snaps.len();
+        if !d.active() && nsnaps > 0 {
+            if flags & 2 == 0 {
+                return Err(RpcError::libxl(
+                    code::OPERATION_INVALID,
+                    format!("Requested operation is not valid: cannot delete inactive domain with {nsnaps} snapshots"),
+                ));
+            }
+            // VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA: the metadata goes, the data stays in the images.
+            self.store.delete_snapshots(&name).map_err(|e| {
+                RpcError::libxl(code::OPERATION_FAILED, format!("operation failed: {e}"))
+            })?;
+            d.snaps = Default::default();
+        }
         self.store.delete_config(&name).map_err(|e| {
             RpcError::libxl(code::OPERATION_FAILED, format!("operation failed: {e}"))
         })?;
@@ -800,6 +831,12 @@ impl Driver {
                 "Requested operation is not valid: cannot rename a transient domain",
             ));
         }
+        if !d.snaps.is_empty() {
+            return Err(RpcError::libxl(
+                code::OPERATION_INVALID,
+                "Requested operation is not valid: cannot rename domain with snapshots",
+            ));
+        }
         let old_name = d.def.name.clone();
         let old_ref = d.dref();
         let autostart = self.store.autostart(&old_name);
@@ -854,10 +891,10 @@ impl Driver {
                 pair(1, 2, d.active())
                     && pair(4, 8, d.persistent)
                     && (states == 0 || states & state_bit != 0)
-                    // No domain has a managed-save image, a snapshot or a checkpoint in this driver.
+                    // No domain has a managed-save image or a checkpoint in this driver.
                     && pair(0x100, 0x200, false)
                     && pair(0x400, 0x800, self.store.autostart(&d.def.name))
-                    && pair(0x1000, 0x2000, false)
+                    && pair(0x1000, 0x2000, !d.snaps.is_empty())
                     && pair(0x4000, 0x8000, false)
             })
             .map(DomObj::dref)
@@ -1344,6 +1381,10 @@ impl Driver {
                 let uuid = def.uuid.as_deref().and_then(uuid_bytes).unwrap_or([0; 16]);
                 let mut doms = lock(&self.doms);
                 let persistent = doms.get(&def.name).is_some_and(|o| o.persistent);
+                let snaps = doms
+                    .get(&def.name)
+                    .map(|o| o.snaps.clone())
+                    .unwrap_or_default();
                 let _ = self.store.save_status(&def);
                 let obj = DomObj {
                     def,
@@ -1357,6 +1398,7 @@ impl Driver {
                         STATE_RUNNING
                     },
                     reason: 1,
+                    snaps,
                 };
                 let r = obj.dref();
                 doms.insert(obj.def.name.clone(), obj);
@@ -1712,6 +1754,9 @@ impl Driver {
                     xen_conv::domain_xml_to_xl_cfg(&input)
                 };
                 e.str(&r.map_err(|er| conv_error(&er))?);
+            }
+            p if snapshot::is_snapshot_proc(p) => {
+                self.snapshot_call(conn.readonly, p, &mut d, &mut e)?;
             }
             p if crate::storage_rpc::is_storage_proc(p) => {
                 return match &self.storage {

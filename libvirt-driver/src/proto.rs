@@ -119,6 +119,10 @@ pub mod code {
     pub const NO_DOMAIN: i32 = 42;
     /// Operation invalid in this state.
     pub const OPERATION_INVALID: i32 = 55;
+    /// No such domain snapshot.
+    pub const NO_DOMAIN_SNAPSHOT: i32 = 72;
+    /// Reverting to the snapshot needs the FORCE flag.
+    pub const SNAPSHOT_REVERT_RISKY: i32 = 77;
     /// Configuration not supported.
     pub const CONFIG_UNSUPPORTED: i32 = 67;
     /// Invalid domain metadata.
@@ -137,6 +141,8 @@ pub mod edomain {
     pub const REMOTE: i32 = 13;
     /// Domain configuration.
     pub const DOMAIN: i32 = 20;
+    /// Domain snapshot XML.
+    pub const DOMAIN_SNAPSHOT: i32 = 35;
     /// Streams.
     pub const STREAMS: i32 = 38;
     /// The libxl driver.

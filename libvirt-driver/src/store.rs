@@ -1,11 +1,14 @@
-//! Persistent domain definitions (`<config-dir>/<name>.xml`, autostart symlinks in `<config-dir>/autostart/`)
-//! and runtime status files for running domains (`<state-dir>/<name>.xml`), all written atomically.
+//! Persistent domain definitions (`<config-dir>/<name>.xml`, autostart symlinks in `<config-dir>/autostart/`),
+//! runtime status files for running domains (`<state-dir>/<name>.xml`) and snapshot metadata
+//! (`<snapshot-dir>/<domain>/<snapshot>.xml`, one file per snapshot as libvirt keeps them), all written
+//! atomically.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use domain_xml::domain::Domain;
+use domain_xml::snapshot::{DomainSnapshot, SnapshotParse};
 use domain_xml::FormatFlags;
 
 use crate::Error;
@@ -15,6 +18,7 @@ use crate::Error;
 pub struct Store {
     config_dir: PathBuf,
     state_dir: PathBuf,
+    snapshot_dir: PathBuf,
 }
 
 /// Writes `data` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
@@ -37,7 +41,8 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
 }
 
 impl Store {
-    /// Opens (and creates) the directories.
+    /// Opens (and creates) the directories; snapshot metadata goes to `<config-dir>/snapshot` (see
+    /// [`Store::with_snapshot_dir`]).
     pub fn open(config_dir: &Path, state_dir: &Path) -> Result<Store, Error> {
         for d in [config_dir, &config_dir.join("autostart"), state_dir] {
             fs::create_dir_all(d).map_err(|e| Error::Io(d.to_path_buf(), e))?;
@@ -45,7 +50,94 @@ impl Store {
         Ok(Store {
             config_dir: config_dir.to_path_buf(),
             state_dir: state_dir.to_path_buf(),
+            snapshot_dir: config_dir.join("snapshot"),
         })
+    }
+
+    /// Keeps snapshot metadata under `dir` (created when the first snapshot is written). It must outlive a
+    /// reboot, as the qcow2 images holding the snapshots' data do: libvirt keeps it under `/var/lib`.
+    pub fn with_snapshot_dir(mut self, dir: &Path) -> Store {
+        self.snapshot_dir = dir.to_path_buf();
+        self
+    }
+
+    fn snapshots_path(&self, domain: &str) -> PathBuf {
+        self.snapshot_dir.join(domain)
+    }
+
+    /// Where the daemon keeps a snapshot's saved memory (running domains' snapshots).
+    pub fn snapshot_memory_path(&self, domain: &str, snapshot: &str) -> PathBuf {
+        self.snapshots_path(domain).join(format!("{snapshot}.save"))
+    }
+
+    /// Saves one snapshot's metadata, with `<active>` telling whether it is the domain's current snapshot.
+    pub fn save_snapshot(
+        &self,
+        domain: &str,
+        snap: &DomainSnapshot,
+        current: bool,
+    ) -> Result<(), Error> {
+        let dir = self.snapshots_path(domain);
+        fs::create_dir_all(&dir).map_err(|e| Error::Io(dir.clone(), e))?;
+        let name = snap.name.as_deref().unwrap_or_default();
+        let rec = DomainSnapshot {
+            active: Some(current),
+            ..snap.clone()
+        };
+        let xml = rec.to_xml(FormatFlags::INACTIVE | FormatFlags::SECURE);
+        write_atomic(&dir.join(format!("{name}.xml")), xml.as_bytes())
+    }
+
+    /// Removes one snapshot's metadata (and its saved memory, if any).
+    pub fn delete_snapshot(&self, domain: &str, snapshot: &str) -> Result<(), Error> {
+        let dir = self.snapshots_path(domain);
+        let _ = fs::remove_file(self.snapshot_memory_path(domain, snapshot));
+        let p = dir.join(format!("{snapshot}.xml"));
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Io(p, e)),
+        }
+    }
+
+    /// Removes every snapshot's metadata of a domain, and its directory.
+    pub fn delete_snapshots(&self, domain: &str) -> Result<(), Error> {
+        let dir = self.snapshots_path(domain);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Io(dir, e)),
+        }
+    }
+
+    /// Loads a domain's snapshot metadata with the flag saying which one is current; files that fail to parse
+    /// are reported and skipped.
+    pub fn load_snapshots(&self, domain: &str) -> (Vec<(DomainSnapshot, bool)>, Vec<String>) {
+        let mut out = Vec::new();
+        let mut errs = Vec::new();
+        for p in xml_files(&self.snapshots_path(domain)) {
+            let parsed = fs::read_to_string(&p)
+                .map_err(|e| e.to_string())
+                .and_then(|s| {
+                    DomainSnapshot::parse(&s, SnapshotParse::Redefine).map_err(|e| e.to_string())
+                })
+                .and_then(|s| {
+                    let stem = p.file_stem().map(|n| n.to_string_lossy().into_owned());
+                    if s.name.is_some() && s.name == stem {
+                        Ok(s)
+                    } else {
+                        Err("the snapshot name does not match the file name".to_string())
+                    }
+                });
+            match parsed {
+                Ok(mut s) => {
+                    let current = s.active.take().unwrap_or(false);
+                    out.push((s, current));
+                }
+                Err(e) => errs.push(format!("{}: {e}", p.display())),
+            }
+        }
+        (out, errs)
     }
 
     fn config_path(&self, name: &str) -> PathBuf {
@@ -117,22 +209,29 @@ impl Store {
     }
 }
 
+/// The visible `*.xml` files of a directory, sorted; none when it does not exist.
+fn xml_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let is_xml = p.extension().is_some_and(|e| e == "xml");
+            let hidden = p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            is_xml && !hidden && p.is_file()
+        })
+        .collect();
+    paths.sort();
+    paths
+}
+
 fn load_dir(dir: &Path) -> (Vec<Domain>, Vec<String>) {
     let mut out = Vec::new();
     let mut errs = Vec::new();
-    let Ok(rd) = fs::read_dir(dir) else {
-        return (out, errs);
-    };
-    let mut paths: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for p in paths {
-        let is_xml = p.extension().is_some_and(|e| e == "xml");
-        let hidden = p
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        if !is_xml || hidden || !p.is_file() {
-            continue;
-        }
+    for p in xml_files(dir) {
         match fs::read_to_string(&p)
             .map_err(|e| e.to_string())
             .and_then(|s| Domain::parse(&s).map_err(|e| e.to_string()))

@@ -1,5 +1,6 @@
 //! Protocol-level tests over a real socket: malformed packets, limits, keepalive during a slow call,
-//! overlapping calls, many connections, console streams and running-domain state across restarts.
+//! overlapping calls, many connections, console streams, running-domain state across restarts and snapshots of
+//! running domains through a backend that can (or cannot) save memory.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -251,6 +252,10 @@ fn calls_before_open_are_refused() {
 struct TestBackend {
     delay: Duration,
     running: Mutex<Vec<u32>>,
+    /// Whether save/restore work (they write and read a state file).
+    saves: bool,
+    /// Memory images restored so far.
+    restored: Mutex<Vec<PathBuf>>,
 }
 
 struct Echo(UnixStream);
@@ -323,6 +328,26 @@ impl Backend for TestBackend {
         Ok(Box::new(Echo(a)))
     }
     fn set_event_sink(&self, _sink: EventSink) {}
+    fn check_save(&self) -> Result<(), RpcError> {
+        if self.saves {
+            Ok(())
+        } else {
+            Err(libvirt_driver::backend::save_unsupported())
+        }
+    }
+    fn save(&self, domid: u32, path: &Path) -> Result<(), RpcError> {
+        self.check_save()?;
+        assert!(self.running.lock().unwrap().contains(&domid));
+        std::fs::write(path, format!("memory of domain {domid}")).unwrap();
+        Ok(())
+    }
+    fn restore(&self, def: &Domain, path: &Path, paused: bool) -> Result<u32, RpcError> {
+        self.check_save()?;
+        let saved = std::fs::read_to_string(path).unwrap();
+        assert!(saved.starts_with("memory of domain"), "{saved}");
+        self.restored.lock().unwrap().push(path.to_path_buf());
+        self.create(def, paused)
+    }
 }
 
 #[test]
@@ -619,4 +644,115 @@ fn redefining_a_running_domain_applies_at_the_next_boot() {
         xml(&mut c, 0).contains("<memory unit='KiB'>524288</memory>"),
         "the new config applies after stop"
     );
+}
+
+fn snap_args(name: &str, dom: &DomRef, flags: u32) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.str(name);
+    dom.encode(&mut e);
+    e.u32(flags);
+    e.buf
+}
+
+fn create_snapshot(c: &mut Client, dom: &DomRef, name: &str) -> Result<Vec<u8>, RpcError> {
+    let mut e = Enc::new();
+    dom.encode(&mut e);
+    e.str(&format!(
+        "<domainsnapshot><name>{name}</name></domainsnapshot>"
+    ))
+    .u32(0);
+    c.call(185, &e.buf)
+}
+
+fn state_of(c: &mut Client, dom: &DomRef) -> (i32, i32) {
+    let st = c.call_ok(procs::DOMAIN_GET_STATE, &{
+        let mut e = Enc::new();
+        dom.encode(&mut e);
+        e.u32(0);
+        e.buf
+    });
+    let mut d = Dec::new(&st);
+    (d.i32().unwrap(), d.i32().unwrap())
+}
+
+#[test]
+fn running_domain_snapshot_is_refused_while_the_backend_cannot_save() {
+    let t = TempDir::new("snap-nosave");
+    let (_d, sock) = start(&t.0, Arc::new(TestBackend::default()));
+    let mut c = Client::open(&sock);
+    let dom = c.define("ns1");
+    c.call_ok(procs::DOMAIN_CREATE, &dom_args(&dom));
+    let err = create_snapshot(&mut c, &dom, "m1").unwrap_err();
+    // VIR_ERR_OPERATION_UNSUPPORTED, and nothing changed: still running, no snapshot, no file.
+    assert_eq!(err.code, 84, "{err}");
+    assert!(err.message.contains("saving and restoring"), "{err}");
+    assert_eq!(state_of(&mut c, &dom), (1, 1));
+    assert_eq!(
+        c.call_ok(187, &[dom_args(&dom), vec![0; 4]].concat()),
+        [0; 4]
+    );
+    assert!(!t.0.join("config/snapshot/ns1").exists());
+}
+
+#[test]
+fn running_domain_snapshot_saves_memory_and_revert_restores_it() {
+    let t = TempDir::new("snap-save");
+    let be = Arc::new(TestBackend {
+        saves: true,
+        ..TestBackend::default()
+    });
+    let (_d, sock) = start(&t.0, be.clone());
+    let mut c = Client::open(&sock);
+    let mut ev = Client::open(&sock);
+    ev.call_ok(
+        procs::DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
+        &[0, 0, 0, 0, 0, 0, 0, 0],
+    );
+    let mut event = || {
+        let (_, p) = next_message(&mut ev);
+        let mut d = Dec::new(&p);
+        d.i32().unwrap();
+        DomRef::decode(&mut d).unwrap();
+        (d.i32().unwrap(), d.i32().unwrap())
+    };
+    let dom = c.define("rs1");
+    assert_eq!(event(), (0, 0));
+    c.call_ok(procs::DOMAIN_CREATE, &dom_args(&dom));
+    assert_eq!(event(), (2, 0));
+
+    create_snapshot(&mut c, &dom, "m1").unwrap();
+    // Paused for the save and resumed: SUSPENDED and RESUMED with detail FROM_SNAPSHOT.
+    assert_eq!(event(), (3, 5));
+    assert_eq!(event(), (4, 2));
+    assert_eq!(state_of(&mut c, &dom), (1, 1));
+    let mem = t.0.join("config/snapshot/rs1/m1.save");
+    assert!(mem.exists());
+    let xml = c.call_ok(186, &snap_args("m1", &dom, 0));
+    let xml = Dec::new(&xml).str().unwrap();
+    assert!(
+        xml.contains("<state>running</state>") && xml.contains("<memory snapshot='internal'/>"),
+        "{xml}"
+    );
+
+    // Revert while running: the domain is stopped, redefined and restored from the saved memory.
+    c.call_ok(192, &snap_args("m1", &dom, 0));
+    assert_eq!(event(), (5, 6));
+    assert_eq!(event(), (0, 3));
+    assert_eq!(event(), (2, 3));
+    // Running, reason VIR_DOMAIN_RUNNING_FROM_SNAPSHOT.
+    assert_eq!(state_of(&mut c, &dom), (1, 4));
+    assert_eq!(*be.restored.lock().unwrap(), std::slice::from_ref(&mem));
+    // With PAUSED it comes back paused.
+    c.call_ok(192, &snap_args("m1", &dom, 2));
+    assert_eq!(event(), (5, 6));
+    assert_eq!(event(), (0, 3));
+    assert_eq!(event(), (2, 3));
+    assert_eq!(event(), (3, 5));
+    assert_eq!(state_of(&mut c, &dom), (3, 7));
+
+    // Deleting the snapshot removes its memory image too.
+    c.call_ok(193, &snap_args("m1", &dom, 0));
+    assert!(!mem.exists());
+    let err = c.call(192, &snap_args("m1", &dom, 0)).unwrap_err();
+    assert_eq!(err.code, 72, "{err}");
 }

@@ -126,6 +126,8 @@ pub mod virtxend {
                 .arg(self.dir.join("config"))
                 .arg("--state-dir")
                 .arg(self.dir.join("state"))
+                .arg("--snapshot-dir")
+                .arg(self.dir.join("snapshot"))
                 .arg("--verbose")
                 .args(&self.args)
                 .envs(self.envs.iter().map(|(k, v)| (k, v)))
