@@ -168,7 +168,9 @@ impl LibxlBackend {
         let mut t = target.connect()?;
         let version = xen_version(&mut t);
         let consoles = Arc::new(ConsoleService::start(target.connect()?));
-        let ts = Toolstack::new(t, Registry::new(registry));
+        let mut ts = Toolstack::new(t, Registry::new(registry));
+        // The console daemon is also the domains' xenstored.
+        ts.xenstore = true;
         // Domains started before this daemon keep being served.
         for id in ts.registry.domids() {
             consoles.add(id);
@@ -181,7 +183,8 @@ impl LibxlBackend {
             version,
             consoles,
         });
-        let watcher = Toolstack::new(target.connect()?, Registry::new(registry));
+        let mut watcher = Toolstack::new(target.connect()?, Registry::new(registry));
+        watcher.xenstore = true;
         let (aliases, sink, consoles) = (b.aliases.clone(), b.sink.clone(), b.consoles.clone());
         std::thread::spawn(move || watch(watcher, aliases, sink, &consoles));
         Ok(b)
@@ -222,6 +225,8 @@ fn watch(
                     match (h.reason, h.new_domid) {
                         (_, Some(new)) => {
                             lock(&aliases).insert(known, new);
+                            let kib = ts.registry.get(new).map_or(0, |c| c.memory_mib * 1024);
+                            consoles.introduce(new, &h.name, kib);
                             consoles.add(new);
                         }
                         (Some(xen_abi::hypercall::schedop::SHUTDOWN_CRASH), None) => {
@@ -287,9 +292,23 @@ impl Backend for LibxlBackend {
 
     fn create(&self, def: &Domain, paused: bool) -> Result<u32, RpcError> {
         let cfg = domain_config(def)?;
-        let domid = lock(&self.ts).create(&cfg, paused).map_err(xl_err)?;
+        // The store's nodes exist before the guest runs (it reads them while booting); the ID is known only
+        // once the domain exists, so the domain starts paused and is unpaused after.
+        let domid = {
+            let mut ts = lock(&self.ts);
+            let domid = ts.create(&cfg, true).map_err(xl_err)?;
+            self.consoles
+                .introduce(domid, &cfg.name, cfg.memory_mib * 1024);
+            self.consoles.add(domid);
+            if !paused {
+                if let Err(e) = ts.unpause(domid) {
+                    let _ = ts.destroy(domid);
+                    return Err(xl_err(e));
+                }
+            }
+            domid
+        };
         lock(&self.aliases).remove(&u32::from(domid));
-        self.consoles.add(domid);
         Ok(u32::from(domid))
     }
 
@@ -304,11 +323,21 @@ impl Backend for LibxlBackend {
     }
 
     fn shutdown(&self, domid: u32) -> Result<(), RpcError> {
-        lock(&self.ts).shutdown(self.current(domid)).map_err(xl_err)
+        // A guest with a PV control driver gets the request in xenstore's control/shutdown and shuts down
+        // cleanly (as Xen's toolstack asks); others are shut down by the hypervisor (SCHEDOP_remote_shutdown).
+        let cur = self.current(domid);
+        if self.consoles.request_shutdown(cur, "poweroff") {
+            return Ok(());
+        }
+        lock(&self.ts).shutdown(cur).map_err(xl_err)
     }
 
     fn reboot(&self, domid: u32) -> Result<(), RpcError> {
-        lock(&self.ts).reboot(self.current(domid)).map_err(xl_err)
+        let cur = self.current(domid);
+        if self.consoles.request_shutdown(cur, "reboot") {
+            return Ok(());
+        }
+        lock(&self.ts).reboot(cur).map_err(xl_err)
     }
 
     fn pause(&self, domid: u32) -> Result<(), RpcError> {

@@ -5,5 +5,6 @@ pub mod config;
 pub mod console;
 pub mod lifecycle;
 pub mod transport;
+pub mod xenstore;
 pub mod xl_cli;
 pub mod xlcfg;

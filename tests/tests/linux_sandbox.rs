@@ -2,8 +2,9 @@
 //! and starts virtxend; virsh defines a PVH domain whose `<os>` names the vmlinux from Debian's linux-image
 //! package and the busybox initramfs, starts it, and `virsh console` reaches a shell on hvc0 (the console ring
 //! served by the control domain's console daemon, input signalled on the console event channel). A command
-//! typed there runs; `reboot` in the guest comes back through on_reboot=restart; `poweroff` shuts the domain
-//! off with its lifecycle event.
+//! typed there runs; `reboot` in the guest and `virsh reboot` (through xenstore's control/shutdown, served by
+//! the control domain's xenstored) come back through on_reboot=restart; `poweroff` in the guest and
+//! `virsh shutdown` shut the domain off cleanly with their lifecycle events.
 //!
 //! `bench_linux_boot` (ignored; `scripts/bench-linux-boot` runs it) times `virsh start` to the shell prompt
 //! against the same kernel and initramfs booted directly by QEMU's PVH loader.
@@ -115,7 +116,7 @@ fn debian_kernel_on_xen_hv_reaches_a_shell_through_virsh() {
     // `reboot` in the guest resets it through the ACPI reset register; on_reboot=restart builds it again.
     con.send_line("reboot").expect("typing");
     assert!(
-        con.expect_from(from, "reboot: Restarting system", Duration::from_secs(60))
+        con.expect_from(from, "Requesting system reboot", Duration::from_secs(60))
             .is_some(),
         "{}",
         con.output()
@@ -136,11 +137,28 @@ fn debian_kernel_on_xen_hv_reaches_a_shell_through_virsh() {
     let list = sb.virsh_ok(&["list"]);
     assert!(list.contains("linux"), "{list}");
 
+    // `virsh reboot` asks the guest through xenstore's control/shutdown (its PV control driver runs the
+    // orderly reboot), as Xen's toolstack does.
+    let from = con.output().len();
+    sb.virsh_ok(&["reboot", "linux"]);
+    assert!(
+        con.expect_from(from, "Requesting system reboot", Duration::from_secs(60))
+            .is_some(),
+        "the guest did not reboot itself:\n{}",
+        con.output()
+    );
+    assert!(
+        con.expect_from(from, PROMPT, Duration::from_secs(180))
+            .is_some(),
+        "no prompt after virsh reboot:\n{}",
+        con.output()
+    );
+
     // `poweroff` in the guest enters ACPI S5: the domain shuts down and on_poweroff=destroy removes it.
     let from = con.output().len();
     con.send_line("poweroff").expect("typing");
     assert!(
-        con.expect_from(from, "reboot: Power down", Duration::from_secs(60))
+        con.expect_from(from, "Requesting system poweroff", Duration::from_secs(60))
             .is_some(),
         "{}",
         con.output()
@@ -153,6 +171,22 @@ fn debian_kernel_on_xen_hv_reaches_a_shell_through_virsh() {
     );
     let reason = sb.virsh_ok(&["domstate", "--reason", "linux"]);
     assert!(reason.contains("shut off (shutdown)"), "{reason}");
+
+    // `virsh shutdown` of a running guest: it powers itself off cleanly.
+    drop(con);
+    let (mut con, _) = start_to_prompt(&sb, "linux");
+    let from = con.output().len();
+    sb.virsh_ok(&["shutdown", "linux"]);
+    assert!(
+        con.expect_from(from, "Requesting system poweroff", Duration::from_secs(60))
+            .is_some(),
+        "the guest did not power itself off:\n{}",
+        con.output()
+    );
+    assert_eq!(
+        wait_state(&sb, "linux", "shut off", Duration::from_secs(30)),
+        "shut off"
+    );
     std::thread::sleep(Duration::from_millis(500));
     let _ = events.kill();
     let _ = events.wait();
@@ -164,7 +198,8 @@ fn debian_kernel_on_xen_hv_reaches_a_shell_through_virsh() {
         );
     }
     let hv = sb.hv_log();
-    assert!(hv.contains("shut down (reboot)"), "{hv}");
+    assert_eq!(hv.matches("shut down (reboot)").count(), 2, "{hv}");
+    assert_eq!(hv.matches("shut down (poweroff)").count(), 2, "{hv}");
     assert!(hv.contains("shut down (poweroff)"), "{hv}");
     assert!(!hv.contains("FATAL"), "{hv}");
 }

@@ -53,6 +53,10 @@ pub struct BuildSpec {
     pub cmdline: String,
     /// Leave the domain paused after building.
     pub paused: bool,
+    /// A xenstored serves the domain's xenstore ring (the toolstack's daemon runs): advertise it in
+    /// `HVM_PARAM_STORE_PFN` / `HVM_PARAM_STORE_EVTCHN`. A Linux guest told about a store that nobody serves
+    /// waits for its replies forever while probing xenbus, so without one the parameters stay 0.
+    pub xenstore: bool,
 }
 
 /// Where things went, for callers and tests.
@@ -307,9 +311,14 @@ fn populate_and_load<T: Transport>(
         memres::HVM_PARAM_CONSOLE_EVTCHN,
         u64::from(console_port),
     )?;
-    // The xenstore ring and channel are reserved but not advertised (HVM_PARAM_STORE_PFN stays 0): no
-    // xenstored serves them yet, and a Linux guest told about a store waits for its replies forever while
-    // probing xenbus. With the parameter unset it boots without xenbus devices.
+    if spec.xenstore {
+        t.hvm_set_param(domid, memres::HVM_PARAM_STORE_PFN, xenstore_gfn)?;
+        t.hvm_set_param(
+            domid,
+            memres::HVM_PARAM_STORE_EVTCHN,
+            u64::from(xenstore_port),
+        )?;
+    }
 
     let mut ctx = pvh_entry_context(entry, si).as_bytes().to_vec();
     let mut d = XenDomctl::new(

@@ -83,6 +83,7 @@ pub(crate) fn spec(kernel: Vec<u8>) -> BuildSpec {
         ramdisk: None,
         cmdline: "console=hvc0 root=/dev/xvda".into(),
         paused: false,
+        xenstore: false,
     }
 }
 
@@ -142,9 +143,10 @@ fn builds_elf64_and_elf32_kernels_with_start_info_and_entry_state() {
             d.params[&memres::HVM_PARAM_CONSOLE_EVTCHN],
             u64::from(b.console_port)
         );
-        // No xenstored serves the store yet, so the guest is not told about one.
+        // Without a xenstored the guest is not told about a store.
         assert_eq!(d.params.get(&memres::HVM_PARAM_STORE_PFN), None);
         assert_eq!(d.params.get(&memres::HVM_PARAM_STORE_EVTCHN), None);
+
         assert!(!d.paused, "started");
     }
 }
@@ -230,5 +232,25 @@ fn copies_and_zeroing_cross_mapping_windows() {
         x.read_guest(b.domid, 0x40_0123 + big.len() as u64, 5)
             .expect("tail"),
         vec![0; 5]
+    );
+}
+
+#[test]
+fn the_store_is_advertised_only_when_a_xenstored_serves_it() {
+    let mut x = FakeXen::default();
+    let b = build(
+        &mut x,
+        &BuildSpec {
+            xenstore: true,
+            ..spec(kernel(true, 0x10_0000, &[0; 8]))
+        },
+    )
+    .expect("built with a store");
+    let st = x.state.borrow();
+    let d = &st.domains[&b.domid];
+    assert_eq!(d.params[&memres::HVM_PARAM_STORE_PFN], b.xenstore_gfn);
+    assert_eq!(
+        d.params[&memres::HVM_PARAM_STORE_EVTCHN],
+        u64::from(b.xenstore_port)
     );
 }

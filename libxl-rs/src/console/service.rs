@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use super::Console;
 use crate::transport::{Error, Transport};
+use crate::xenstore::{Store, XsRing};
+use xen_abi::memres::{HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN};
 
 /// Output kept per domain while no client is attached.
 pub const HISTORY: usize = 64 * 1024;
@@ -32,8 +34,10 @@ pub const GRACE: Duration = Duration::from_secs(15);
 
 enum Cmd {
     Add(u16),
+    Introduce(u16, String, u64),
     Remove(u16),
     Attach(u16, UnixStream, UnixStream),
+    Shutdown(u16, &'static str, Sender<bool>),
     Stop,
 }
 
@@ -47,6 +51,8 @@ impl std::fmt::Debug for Cmd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Add(d) => write!(f, "Add({d})"),
+            Self::Introduce(d, ..) => write!(f, "Introduce({d})"),
+            Self::Shutdown(d, r, _) => write!(f, "Shutdown({d}, {r})"),
             Self::Remove(d) => write!(f, "Remove({d})"),
             Self::Attach(d, ..) => write!(f, "Attach({d})"),
             Self::Stop => f.write_str("Stop"),
@@ -78,6 +84,25 @@ impl ConsoleService {
     /// Starts serving the console of `domid` (a domain just created).
     pub fn add(&self, domid: u16) {
         let _ = self.tx.send(Cmd::Add(domid));
+    }
+
+    /// Creates the xenstore nodes of a new domain (its name, `control/shutdown`, `memory/target`) and serves
+    /// its xenstore ring (`HVM_PARAM_STORE_PFN`) from now on.
+    pub fn introduce(&self, domid: u16, name: &str, memory_kib: u64) {
+        let _ = self
+            .tx
+            .send(Cmd::Introduce(domid, name.to_string(), memory_kib));
+    }
+
+    /// Asks the guest to `reason` ("poweroff" or "reboot") through xenstore's `control/shutdown`, as Xen's
+    /// toolstack does; false when the guest has not announced `control/feature-<reason>` (no PV control
+    /// driver), in which case nothing was written.
+    pub fn request_shutdown(&self, domid: u16, reason: &'static str) -> bool {
+        let (tx, rx) = mpsc::channel();
+        if self.tx.send(Cmd::Shutdown(domid, reason, tx)).is_err() {
+            return false;
+        }
+        rx.recv_timeout(Duration::from_secs(5)).unwrap_or(false)
     }
 
     /// Stops serving `domid`, before it is destroyed (its memory may be reused).
@@ -143,6 +168,8 @@ struct Dom {
     input: Vec<u8>,
     /// Since when the ring cannot be reached (the domain is being rebuilt or is gone).
     lost: Option<Instant>,
+    /// The xenstore ring: its frame, the control domain's end of its channel, and the connection state.
+    xs: Option<(u64, Option<u32>, XsRing)>,
 }
 
 /// The daemon's state and one sweep, independent of the thread so tests drive it directly.
@@ -153,6 +180,8 @@ pub(crate) struct Core {
     closing: Vec<u32>,
     /// [`GRACE`], shorter in tests.
     grace: Duration,
+    /// The xenstore of every domain served.
+    store: Store,
 }
 
 impl Default for Core {
@@ -161,6 +190,7 @@ impl Default for Core {
             doms: BTreeMap::new(),
             closing: Vec::new(),
             grace: GRACE,
+            store: Store::new(),
         }
     }
 }
@@ -176,12 +206,36 @@ impl Core {
                 if let Some(port) = dom.ring.take().and_then(|r| r.port) {
                     self.closing.push(port);
                 }
-                dom.lost = None;
-            }
-            Cmd::Remove(d) => {
-                if let Some(port) = self.doms.remove(&d).and_then(|x| x.ring?.port) {
+                if let Some(port) = dom.xs.take().and_then(|x| x.1) {
                     self.closing.push(port);
                 }
+                dom.lost = None;
+            }
+            Cmd::Introduce(d, name, kib) => {
+                self.store.release(d);
+                self.store.introduce(d, &name, kib);
+                self.doms.entry(d).or_default();
+            }
+            Cmd::Shutdown(d, reason, reply) => {
+                let home = Store::home(d);
+                let able =
+                    self.store.get(&format!("{home}/control/feature-{reason}")) == Some(b"1");
+                if able {
+                    self.store
+                        .set(&format!("{home}/control/shutdown"), reason.as_bytes());
+                }
+                let _ = reply.send(able);
+            }
+            Cmd::Remove(d) => {
+                if let Some(x) = self.doms.remove(&d) {
+                    self.closing.extend(
+                        x.ring
+                            .and_then(|r| r.port)
+                            .into_iter()
+                            .chain(x.xs.and_then(|x| x.1)),
+                    );
+                }
+                self.store.release(d);
             }
             Cmd::Attach(d, out, input) => {
                 let dom = self.doms.entry(d).or_default();
@@ -216,12 +270,23 @@ impl Core {
                 Ok(m) => moved |= m,
                 Err(_) => gone.push(domid),
             }
+            if d.lost.is_none() {
+                moved |= serve_xenstore(t, domid, d, &mut self.store);
+            }
         }
         for domid in gone {
             // The client (if any) sees end of file when its streams drop.
-            if let Some(port) = self.doms.remove(&domid).and_then(|x| x.ring?.port) {
-                let _ = t.unbind(port);
+            if let Some(x) = self.doms.remove(&domid) {
+                for port in x
+                    .ring
+                    .and_then(|r| r.port)
+                    .into_iter()
+                    .chain(x.xs.and_then(|x| x.1))
+                {
+                    let _ = t.unbind(port);
+                }
             }
+            self.store.release(domid);
         }
         moved
     }
@@ -234,6 +299,39 @@ impl Core {
         self.command(Cmd::Attach(domid, daemon_out, daemon_in));
         Attached { output, input }
     }
+}
+
+/// The xenstore share of a sweep: answers what the guest asked on its xenstore ring. Domains without one
+/// (`HVM_PARAM_STORE_PFN` 0) are skipped; errors leave it for the next sweep (the console side decides when a
+/// domain is gone). True when bytes moved.
+fn serve_xenstore<T: Transport>(t: &mut T, domid: u16, d: &mut Dom, store: &mut Store) -> bool {
+    if d.xs.is_none() {
+        let Ok(gfn) = t.hvm_get_param(domid, HVM_PARAM_STORE_PFN) else {
+            return false;
+        };
+        if gfn == 0 {
+            return false;
+        }
+        let port = t
+            .hvm_get_param(domid, HVM_PARAM_STORE_EVTCHN)
+            .ok()
+            .filter(|p| *p != 0)
+            .and_then(|p| t.bind_interdomain(domid, p as u32).ok());
+        d.xs = Some((gfn, port, XsRing::default()));
+    }
+    let Some((gfn, port, ring)) = d.xs.as_mut() else {
+        return false;
+    };
+    let moved = match t.map_foreign(domid, &[*gfn]) {
+        Ok(mut page) => ring.serve(store, domid, &mut page),
+        Err(_) => false,
+    };
+    if moved {
+        if let Some(p) = port {
+            let _ = t.notify(*p);
+        }
+    }
+    moved
 }
 
 /// One domain's share of a sweep. An error means the domain is gone.

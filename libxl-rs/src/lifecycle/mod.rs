@@ -340,6 +340,8 @@ pub struct Toolstack<T: Transport> {
     pub transport: T,
     /// Names and configurations.
     pub registry: Registry,
+    /// A xenstored serves the domains this toolstack builds (see [`crate::builder::BuildSpec::xenstore`]).
+    pub xenstore: bool,
 }
 
 fn dc<P: Plain>(cmd: u32, domid: u16, p: &P) -> XenDomctl {
@@ -352,6 +354,7 @@ impl<T: Transport> Toolstack<T> {
         Self {
             transport,
             registry,
+            xenstore: false,
         }
     }
 
@@ -472,6 +475,7 @@ impl<T: Transport> Toolstack<T> {
             ramdisk: cfg.ramdisk.as_deref().map(read).transpose()?,
             cmdline: cfg.cmdline.clone(),
             paused: true,
+            xenstore: self.xenstore,
         };
         let built = builder::build(&mut self.transport, &spec)?;
         if let Err(e) = self.registry.record(built.domid, cfg) {
