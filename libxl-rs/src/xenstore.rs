@@ -464,7 +464,7 @@ mod tests {
             "another domain's nodes"
         );
         assert_eq!(
-            req(&mut s, XS_WRITE, b"control/feature-poweroff\01"),
+            req(&mut s, XS_WRITE, b"control/feature-poweroff\x001"),
             (XS_WRITE, b"OK\0".to_vec())
         );
         assert_eq!(
