@@ -71,8 +71,12 @@ pub const TEST_GUESTS: &[GuestSpec] = &[
 ];
 
 /// Guests that only run when named: `failing` reports FAIL on purpose, to check that a failure is detected.
-pub const EXTRA_GUESTS: &[GuestSpec] =
-    &[("failing", 1, 8, 1), ("ticker", 1, 8, 1), ("echo", 1, 8, 1)];
+pub const EXTRA_GUESTS: &[GuestSpec] = &[
+    ("failing", 1, 8, 1),
+    ("ticker", 1, 8, 1),
+    ("echo", 1, 8, 1),
+    ("idle", 1, 2, 1),
+];
 
 /// Builds the test guests (package `xen-test-guests`) for x86_64 and returns each binary's path.
 pub fn build_guests(names: &[&str]) -> Result<Vec<(String, PathBuf)>, Error> {

@@ -27,7 +27,10 @@ pub const HISTORY: usize = 64 * 1024;
 /// The sweep interval while output or input flows.
 pub const BUSY: Duration = Duration::from_millis(5);
 /// The longest sweep interval when every console is quiet.
-pub const IDLE: Duration = Duration::from_millis(40);
+pub const IDLE: Duration = Duration::from_millis(20);
+/// Every domain's rings are looked at this often even without a notification (a guest that writes its ring
+/// without notifying still gets served).
+pub const FULL_SWEEP: Duration = Duration::from_secs(1);
 /// How long a console waits for its domain to come back (a restart builds it again under the same ID) before
 /// it counts as gone.
 pub const GRACE: Duration = Duration::from_secs(15);
@@ -182,6 +185,10 @@ pub(crate) struct Core {
     grace: Duration,
     /// The xenstore of every domain served.
     store: Store,
+    /// When every domain was last served regardless of notifications.
+    last_full: Instant,
+    /// How often that happens ([`FULL_SWEEP`]).
+    full_every: Duration,
 }
 
 impl Default for Core {
@@ -191,6 +198,8 @@ impl Default for Core {
             closing: Vec::new(),
             grace: GRACE,
             store: Store::new(),
+            last_full: Instant::now(),
+            full_every: FULL_SWEEP,
         }
     }
 }
@@ -263,9 +272,28 @@ impl Core {
         for port in self.closing.drain(..) {
             let _ = t.unbind(port);
         }
+        // Only the domains that notified (or have something for their guest) are served; every domain at
+        // least every `full_every`, and all of them when the transport cannot tell.
+        let fired: Option<Vec<u32>> = t.poll_notified().ok();
+        let full = fired.is_none() || self.last_full.elapsed() >= self.full_every;
+        if full {
+            self.last_full = Instant::now();
+        }
+        let fired = fired.unwrap_or_default();
         let mut moved = false;
         let mut gone = Vec::new();
         for (&domid, d) in &mut self.doms {
+            pump_client(d);
+            let rang = |p: Option<u32>| p.is_some_and(|p| fired.contains(&p));
+            let due = full
+                || d.ring.is_none()
+                || d.lost.is_some()
+                || !d.input.is_empty()
+                || rang(d.ring.as_ref().and_then(|r| r.port))
+                || d.xs.as_ref().is_some_and(|x| rang(x.1) || x.2.backlog());
+            if !due {
+                continue;
+            }
             match serve(t, domid, d, self.grace) {
                 Ok(m) => moved |= m,
                 Err(_) => gone.push(domid),
@@ -298,6 +326,48 @@ impl Core {
         daemon_in.set_nonblocking(true).expect("nonblocking");
         self.command(Cmd::Attach(domid, daemon_out, daemon_in));
         Attached { output, input }
+    }
+}
+
+/// Moves buffered output to the attached client and its keystrokes into `d.input`; drops a client that went
+/// away.
+fn pump_client(d: &mut Dom) {
+    pump(&mut d.client, &mut d.history, &mut d.input);
+}
+
+fn pump(
+    client: &mut Option<(UnixStream, UnixStream)>,
+    history: &mut VecDeque<u8>,
+    keys: &mut Vec<u8>,
+) {
+    if let Some((out, input)) = client.as_mut() {
+        let mut drop_client = false;
+        if !history.is_empty() {
+            let (a, b) = history.as_slices();
+            if out.write_all(a).and_then(|()| out.write_all(b)).is_ok() {
+                history.clear();
+            } else {
+                drop_client = true;
+            }
+        }
+        let mut buf = [0u8; 1024];
+        loop {
+            match input.read(&mut buf) {
+                Ok(0) => {
+                    drop_client = true;
+                    break;
+                }
+                Ok(n) => keys.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    drop_client = true;
+                    break;
+                }
+            }
+        }
+        if drop_client {
+            *client = None;
+        }
     }
 }
 
@@ -380,35 +450,7 @@ fn serve_ring<T: Transport>(t: &mut T, domid: u16, d: &mut Dom) -> Result<bool, 
         let excess = d.history.len().saturating_sub(HISTORY);
         d.history.drain(..excess);
     }
-    if let Some((out, input)) = d.client.as_mut() {
-        let mut drop_client = false;
-        if !d.history.is_empty() {
-            let (a, b) = d.history.as_slices();
-            if out.write_all(a).and_then(|()| out.write_all(b)).is_ok() {
-                d.history.clear();
-            } else {
-                drop_client = true;
-            }
-        }
-        let mut buf = [0u8; 1024];
-        loop {
-            match input.read(&mut buf) {
-                Ok(0) => {
-                    drop_client = true;
-                    break;
-                }
-                Ok(n) => d.input.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    drop_client = true;
-                    break;
-                }
-            }
-        }
-        if drop_client {
-            d.client = None;
-        }
-    }
+    pump(&mut d.client, &mut d.history, &mut d.input);
     if !d.input.is_empty() {
         let n = ring.write(t, &d.input)?;
         d.input.drain(..n);
@@ -450,7 +492,10 @@ mod tests {
     fn drains_while_detached_then_replays_and_forwards_input() {
         let mut x = FakeXen::default();
         let b = build(&mut x, &spec(kernel(true, 0x10_0000, &[0; 8]))).expect("built");
-        let mut core = Core::default();
+        let mut core = Core {
+            full_every: Duration::ZERO,
+            ..Core::default()
+        };
         core.command(Cmd::Add(b.domid));
         // Output with nobody attached is drained (the guest's ring empties) and kept.
         guest_writes(&mut x, b.domid, b.console_gfn, b"boot log\n");
@@ -509,7 +554,10 @@ mod tests {
     fn history_keeps_only_the_newest_bytes() {
         let mut x = FakeXen::default();
         let b = build(&mut x, &spec(kernel(true, 0x10_0000, &[0; 8]))).expect("built");
-        let mut core = Core::default();
+        let mut core = Core {
+            full_every: Duration::ZERO,
+            ..Core::default()
+        };
         core.command(Cmd::Add(b.domid));
         let mut last = String::new();
         for i in 0..(HISTORY / 1000 + 10) {
@@ -527,7 +575,10 @@ mod tests {
     fn removed_domains_are_no_longer_read_and_their_channel_closes() {
         let mut x = FakeXen::default();
         let b = build(&mut x, &spec(kernel(true, 0x10_0000, &[0; 8]))).expect("built");
-        let mut core = Core::default();
+        let mut core = Core {
+            full_every: Duration::ZERO,
+            ..Core::default()
+        };
         core.command(Cmd::Add(b.domid));
         core.sweep(&mut x);
         assert_eq!(x.state.borrow().bound.len(), 1);
@@ -535,5 +586,37 @@ mod tests {
         guest_writes(&mut x, b.domid, b.console_gfn, b"late\n");
         assert!(!core.sweep(&mut x));
         assert!(x.state.borrow().bound.is_empty());
+    }
+
+    #[test]
+    fn between_full_sweeps_only_notified_domains_are_served() {
+        let mut x = FakeXen::default();
+        let a = build(&mut x, &spec(kernel(true, 0x10_0000, &[0; 8]))).expect("a");
+        let b = build(&mut x, &spec(kernel(true, 0x10_0000, &[0; 8]))).expect("b");
+        let mut core = Core::default();
+        core.command(Cmd::Add(a.domid));
+        core.command(Cmd::Add(b.domid));
+        // The first sweep opens both rings (and binds their channels).
+        core.sweep(&mut x);
+        guest_writes(&mut x, a.domid, a.console_gfn, b"from a\n");
+        guest_writes(&mut x, b.domid, b.console_gfn, b"from b\n");
+        let local_a = x
+            .state
+            .borrow()
+            .bound
+            .iter()
+            .find(|(_, t)| **t == (a.domid, a.console_port))
+            .map(|(l, _)| *l)
+            .expect("a bound");
+        x.state.borrow_mut().notified.push(local_a);
+        assert!(core.sweep(&mut x));
+        assert_eq!(core.doms[&a.domid].history.len(), 7, "a notified: served");
+        assert!(
+            core.doms[&b.domid].history.is_empty(),
+            "b waits for the next full sweep"
+        );
+        core.full_every = Duration::ZERO;
+        core.sweep(&mut x);
+        assert_eq!(core.doms[&b.domid].history.len(), 7);
     }
 }

@@ -69,6 +69,12 @@ impl Transport for AnyTransport {
             Self::Sandbox(t) => t.bind_interdomain(domid, remote_port),
         }
     }
+    fn poll_notified(&mut self) -> Result<Vec<u32>, Error> {
+        match self {
+            Self::Privcmd(t) => t.poll_notified(),
+            Self::Sandbox(t) => t.poll_notified(),
+        }
+    }
     fn unbind(&mut self, port: u32) -> Result<(), Error> {
         match self {
             Self::Privcmd(t) => t.unbind(port),

@@ -65,6 +65,8 @@ pub struct FakeState {
     pub bound: BTreeMap<u32, (u16, u32)>,
     /// Events the control domain sent, as (domain, its port).
     pub sent: Vec<(u16, u32)>,
+    /// Control-domain ports whose other end notified (what `poll_notified` returns next).
+    pub notified: Vec<u32>,
 }
 
 impl FakeState {
@@ -532,6 +534,10 @@ impl Transport for FakeXen {
         let local = st.bound.keys().next_back().map_or(10, |p| p + 1);
         st.bound.insert(local, (domid, remote_port));
         Ok(local)
+    }
+
+    fn poll_notified(&mut self) -> Result<Vec<u32>, Error> {
+        Ok(std::mem::take(&mut self.state.borrow_mut().notified))
     }
 
     fn unbind(&mut self, port: u32) -> Result<(), Error> {

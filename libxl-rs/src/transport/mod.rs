@@ -262,6 +262,10 @@ pub trait Transport {
     /// Closes a local port from [`Transport::bind_interdomain`].
     fn unbind(&mut self, port: u32) -> Result<(), Error>;
 
+    /// The control-domain ports bound with [`Transport::bind_interdomain`] whose other end notified since the
+    /// last call, without waiting (the console daemon serves only those rings).
+    fn poll_notified(&mut self) -> Result<Vec<u32>, Error>;
+
     /// Sends an event on a control-domain port.
     fn notify(&mut self, port: u32) -> Result<(), Error>;
 

@@ -212,6 +212,24 @@ impl Transport for PrivcmdTransport {
         Ok(port as u32)
     }
 
+    fn poll_notified(&mut self) -> Result<Vec<u32>, Error> {
+        let mut fired = Vec::new();
+        while sys::wait_readable(self.evtchn.as_raw_fd(), Duration::ZERO)
+            .map_err(|e| Error::io("polling /dev/xen/evtchn", e))?
+        {
+            let mut b = [0u8; 4];
+            self.evtchn
+                .read_exact(&mut b)
+                .map_err(|e| Error::io("reading /dev/xen/evtchn", e))?;
+            // Writing the port back unmasks it.
+            self.evtchn
+                .write_all(&b)
+                .map_err(|e| Error::io("unmasking an event channel", e))?;
+            fired.push(u32::from_le_bytes(b));
+        }
+        Ok(fired)
+    }
+
     fn unbind(&mut self, port: u32) -> Result<(), Error> {
         let mut p = port;
         // SAFETY: the request takes a `struct ioctl_evtchn_unbind` (one unsigned int), which `p` is.

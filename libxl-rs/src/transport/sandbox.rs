@@ -361,6 +361,34 @@ impl Transport for SandboxTransport {
         Ok(u32::from_le_bytes([b[8], b[9], b[10], b[11]]))
     }
 
+    fn poll_notified(&mut self) -> Result<Vec<u32>, Error> {
+        let mut b = vec![0u8; 4 + 4 * 256];
+        let mut call = Call::new(
+            xen_abi::hypercall::EVENT_CHANNEL_OP,
+            [
+                Arg::Value(xen_abi::ctlserver::XENRS_EVTCHNOP_POLL_NOTIFIED),
+                Arg::Buf(0),
+                Arg::Value(0),
+                Arg::Value(0),
+                Arg::Value(0),
+            ],
+        );
+        call.bufs.push(&mut b);
+        let ret = self.hypercall(&mut call)?;
+        drop(call);
+        if ret < 0 {
+            return Err(Error::Hypercall {
+                op: "asking which channels fired".into(),
+                ret,
+            });
+        }
+        let n = (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize).min(256);
+        Ok(b[4..4 + 4 * n]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
     fn unbind(&mut self, port: u32) -> Result<(), Error> {
         let mut b = port.to_le_bytes();
         let mut call = Call::new(

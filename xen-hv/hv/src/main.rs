@@ -275,7 +275,7 @@ pub extern "C" fn hv_main(protocol: u32, info_paddr: u64) -> ! {
 static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
 /// Heap size.
 #[cfg(target_os = "none")]
-const HEAP_BYTES: u64 = 4 << 20;
+const HEAP_BYTES: u64 = 16 << 20;
 
 /// The machine every CPU schedules from.
 #[cfg(target_os = "none")]

@@ -46,8 +46,19 @@ impl<const N: usize> RoundRobin<N> {
         self.add_with(State::Runnable)
     }
 
-    /// Adds a vCPU in state `s`, returning its slot.
+    /// Adds a vCPU in state `s`, returning its slot: the first slot `reusable` accepts among the dead ones, or a
+    /// new one.
     pub fn add_with(&mut self, s: State) -> Option<usize> {
+        self.add_reusing(s, |_| false)
+    }
+
+    /// Like [`RoundRobin::add_with`], reusing the first dead slot for which `reusable` (the owner has released
+    /// everything the slot held) is true.
+    pub fn add_reusing(&mut self, s: State, reusable: impl Fn(usize) -> bool) -> Option<usize> {
+        if let Some(i) = (0..self.len).find(|&i| self.states[i] == State::Dead && reusable(i)) {
+            self.states[i] = s;
+            return Some(i);
+        }
         if self.len == N {
             return None;
         }
@@ -102,20 +113,27 @@ impl<const N: usize> RoundRobin<N> {
             .min()
     }
 
-    /// Wakes vCPUs whose deadline is at or before `now`, returning a bit per woken slot (first 64 slots).
-    pub fn expire(&mut self, now: u64) -> u64 {
-        let mut woken = 0;
+    /// Wakes vCPUs whose deadline is at or before `now`, calling `woken` with each slot.
+    pub fn expire_each(&mut self, now: u64, mut woken: impl FnMut(usize)) {
         for (i, s) in self.states[..self.len].iter_mut().enumerate() {
             if let State::Blocked(d) = *s {
                 if d != 0 && d <= now {
                     *s = State::Runnable;
-                    if i < 64 {
-                        woken |= 1 << i;
-                    }
+                    woken(i);
                 }
             }
         }
-        woken
+    }
+
+    /// Wakes vCPUs whose deadline is at or before `now`, returning a bit per woken slot (first 64 slots).
+    pub fn expire(&mut self, now: u64) -> u64 {
+        let mut bits = 0;
+        self.expire_each(now, |i| {
+            if i < 64 {
+                bits |= 1 << i;
+            }
+        });
+        bits
     }
 
     /// Picks the next runnable vCPU after the last one picked and marks it running; `None` when every live vCPU
@@ -200,5 +218,23 @@ mod tests {
         s.set(0, State::Dead);
         assert!(s.all_dead());
         assert!(!s.stuck());
+    }
+
+    #[test]
+    fn dead_slots_are_reused_once_released() {
+        let mut s = RoundRobin::<3>::new();
+        assert_eq!(s.add(), Some(0));
+        assert_eq!(s.add(), Some(1));
+        s.set(0, State::Dead);
+        // Not released yet: a new slot.
+        assert_eq!(s.add_reusing(State::Runnable, |_| false), Some(2));
+        assert_eq!(s.add_reusing(State::Runnable, |_| false), None, "full");
+        assert_eq!(s.add_reusing(State::Down, |i| i == 0), Some(0));
+        assert_eq!(s.state(0), State::Down);
+        // Deadlines of every slot are reported, not only the first 64.
+        s.set(1, State::Blocked(5));
+        let mut woken = Vec::new();
+        s.expire_each(10, |i| woken.push(i));
+        assert_eq!(woken.as_slice(), &[1]);
     }
 }

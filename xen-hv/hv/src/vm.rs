@@ -2,6 +2,7 @@
 //! boot CPU, handling their exits and hypercalls, and judging the test guests' results.
 
 use alloc::boxed::Box;
+use alloc::vec::Vec;
 use core::fmt::Write as _;
 use core::sync::atomic::Ordering;
 
@@ -21,9 +22,9 @@ use crate::arch::HwVcpu;
 mod ctl;
 
 /// Most domains at once.
-pub const MAX_DOMAINS: usize = 8;
+pub const MAX_DOMAINS: usize = 512;
 /// Most vCPUs at once.
-pub const MAX_VCPUS: usize = 16;
+pub const MAX_VCPUS: usize = 512;
 /// Most vCPUs per domain.
 pub const MAX_DOMAIN_VCPUS: usize = 4;
 /// Guest-physical address of `hvm_start_info`.
@@ -127,6 +128,9 @@ pub struct Domain {
     msrpm: u64,
     released: bool,
     evtchn: Box<xen_hv::evtchn::Table>,
+    /// Interdomain ports below 64 on which the domain notified the control domain since it last asked
+    /// (`XENRS_EVTCHNOP_poll_notified`): its console and xenstore channels.
+    notified: u64,
 }
 
 /// One vCPU's bookkeeping (its hardware state lives in [`Machine::hw`] and is taken out while it runs).
@@ -147,10 +151,12 @@ pub struct VcpuMeta {
 pub struct Machine {
     /// Frame allocator.
     pub frames: FrameAllocator,
-    domains: [Option<Domain>; MAX_DOMAINS],
-    meta: [Option<VcpuMeta>; MAX_VCPUS],
-    hw: [Option<Box<HwVcpu>>; MAX_VCPUS],
+    domains: Vec<Option<Domain>>,
+    meta: Vec<Option<VcpuMeta>>,
+    hw: Vec<Option<Box<HwVcpu>>>,
     sched: RoundRobin<MAX_VCPUS>,
+    /// vCPUs whose timer expired, collected while the scheduler is borrowed.
+    woken: Vec<usize>,
     con: Serial,
     /// The sandbox control channel, when the machine has COM2.
     ctl: Option<ctl::Ctl>,
@@ -213,10 +219,11 @@ impl Machine {
     pub fn new(frames: FrameAllocator) -> Self {
         Self {
             frames,
-            domains: core::array::from_fn(|_| None),
-            meta: core::array::from_fn(|_| None),
-            hw: core::array::from_fn(|_| None),
+            domains: (0..MAX_DOMAINS).map(|_| None).collect(),
+            meta: (0..MAX_VCPUS).map(|_| None).collect(),
+            hw: (0..MAX_VCPUS).map(|_| None).collect(),
             sched: RoundRobin::new(),
+            woken: Vec::with_capacity(MAX_VCPUS),
             con: Serial::init(),
             ctl: ctl::Ctl::probe(),
         }
@@ -372,9 +379,12 @@ impl Machine {
                 .alloc_table()
                 .ok_or(BuildError::NoMemory)?;
             let first = i == 0;
+            let (meta, hws) = (&self.meta, &self.hw);
             let v = self
                 .sched
-                .add_with(if first { State::Runnable } else { State::Down })
+                .add_reusing(if first { State::Runnable } else { State::Down }, |i| {
+                    meta[i].is_none() && hws[i].is_none()
+                })
                 .ok_or(BuildError::NoMemory)?;
             if self.meta[v].is_some() {
                 return Err(BuildError::NoMemory);
@@ -423,6 +433,7 @@ impl Machine {
             iopm,
             msrpm,
             released: false,
+            notified: 0,
             evtchn: Box::new(xen_hv::evtchn::Table::new()),
         });
         if let Some(d) = self.domains[slot].as_mut() {
@@ -442,12 +453,13 @@ impl Machine {
     /// `Err(false)` when nothing is runnable now.
     fn take_next(&mut self) -> Result<(usize, Box<HwVcpu>), bool> {
         let now = lapic::now_ns();
-        let woken = self.sched.expire(now);
-        for i in 0..MAX_VCPUS {
-            if woken & (1 << i) != 0 {
-                self.raise_upcall(i);
-            }
+        let mut woken = core::mem::take(&mut self.woken);
+        woken.clear();
+        self.sched.expire_each(now, |i| woken.push(i));
+        for &i in &woken {
+            self.raise_upcall(i);
         }
+        self.woken = woken;
         loop {
             let Some(i) = self.sched.pick(now) else {
                 // With a control domain, blocked or paused domains wait for it instead of being destroyed, and an
@@ -1029,6 +1041,11 @@ fn console_bytes(con: &mut Serial, d: &mut Domain, bytes: &[u8]) {
     if !d.released {
         let pfn = d.params[xen_abi::memres::HVM_PARAM_CONSOLE_PFN as usize];
         ctl::console_to_ring(d.mem_base, d.mem_bytes, pfn, bytes);
+        // As if the guest had notified its console channel after writing the ring itself.
+        let port = d.params[xen_abi::memres::HVM_PARAM_CONSOLE_EVTCHN as usize];
+        if pfn != 0 && port != 0 && port < 64 {
+            d.notified |= 1 << port;
+        }
     }
     for &b in bytes {
         if b == b'\n' || d.line_len == d.line.len() {
@@ -1200,8 +1217,8 @@ fn guest_cpuid(domid: u16, vcpu: u32, leaf: u32, subleaf: u32) -> [u32; 4] {
 struct Ctx<'a> {
     d: &'a mut Domain,
     v: usize,
-    metas: &'a mut [Option<VcpuMeta>; MAX_VCPUS],
-    hws: &'a mut [Option<Box<HwVcpu>>; MAX_VCPUS],
+    metas: &'a mut [Option<VcpuMeta>],
+    hws: &'a mut [Option<Box<HwVcpu>>],
     sched: &'a mut RoundRobin<MAX_VCPUS>,
     hw: &'a mut HwVcpu,
     frames: &'a mut FrameAllocator,
@@ -1394,10 +1411,13 @@ impl Guest for Ctx<'_> {
         }
     }
 
-    fn notify_remote(&mut self, _port: u32) {
-        // The only other end is the control domain's console and xenstore backends. In the sandbox they run
-        // as host processes, which no interrupt reaches: they poll the rings instead (an event frame per
-        // notification would go to every client of the control channel, most of which never read events).
+    fn notify_remote(&mut self, port: u32) {
+        // The other end is the control domain's console and xenstore daemon. In the sandbox it is a host
+        // process, which no interrupt reaches (and an event frame per notification would go to every client of
+        // the control channel, most of which never read events): it asks which channels fired instead.
+        if port < 64 {
+            self.d.notified |= 1 << port;
+        }
     }
 
     fn unmask_event(&mut self, port: u32) {

@@ -10,6 +10,7 @@
 //! built from boot modules.
 
 use alloc::boxed::Box;
+use alloc::vec::Vec;
 
 use xen_abi::ctlframe::{self, Decoded, Hello, HEADER_LEN, MAX_PAYLOAD};
 use xen_abi::ctlserver::{self, Backend};
@@ -52,10 +53,10 @@ pub struct Ctl {
     rx: Box<[u8]>,
     rx_len: usize,
     out: Box<[u8]>,
-    pending: [Option<Pending>; MAX_DOMAINS],
-    handles: [[u8; 16]; MAX_DOMAINS],
-    paused: u64,
-    reap: u64,
+    pending: Vec<Option<Pending>>,
+    handles: Vec<[u8; 16]>,
+    paused: Vec<bool>,
+    reap: Vec<bool>,
     dom_exc: bool,
     nr_cpus: u32,
     ram_bytes: u64,
@@ -71,10 +72,10 @@ impl Ctl {
             rx: alloc::vec![0u8; HEADER_LEN + MAX_PAYLOAD].into_boxed_slice(),
             rx_len: 0,
             out: alloc::vec![0u8; HEADER_LEN + MAX_PAYLOAD].into_boxed_slice(),
-            pending: core::array::from_fn(|_| None),
-            handles: [[0; 16]; MAX_DOMAINS],
-            paused: 0,
-            reap: 0,
+            pending: (0..MAX_DOMAINS).map(|_| None).collect(),
+            handles: alloc::vec![[0; 16]; MAX_DOMAINS],
+            paused: alloc::vec![false; MAX_DOMAINS],
+            reap: alloc::vec![false; MAX_DOMAINS],
             dom_exc: false,
             nr_cpus: 1,
             ram_bytes: 0,
@@ -90,12 +91,12 @@ impl Ctl {
 
     /// True when the control domain destroyed the domain in `slot`, so its memory may go.
     pub fn may_release(&self, slot: usize) -> bool {
-        self.reap & (1 << slot) != 0
+        self.reap[slot]
     }
 
     /// True when the domain in `slot` is paused by the control domain.
     pub fn is_paused(&self, slot: usize) -> bool {
-        self.paused & (1 << slot) != 0
+        self.paused[slot]
     }
 
     /// Tells the control domain that a domain shut down or died (`VIRQ_DOM_EXC`).
@@ -178,11 +179,10 @@ impl Machine {
             return;
         };
         for slot in 0..MAX_DOMAINS {
-            if ctl.reap & (1 << slot) != 0 && self.domains[slot].as_ref().is_none_or(|d| d.released)
-            {
+            if ctl.reap[slot] && self.domains[slot].as_ref().is_none_or(|d| d.released) {
                 self.domains[slot] = None;
-                ctl.reap &= !(1 << slot);
-                ctl.paused &= !(1 << slot);
+                ctl.reap[slot] = false;
+                ctl.paused[slot] = false;
                 // Its ID may be handed out again: the control domain's ends of its channels go dead.
                 for l in ctl.locals.iter_mut() {
                     if l.is_some_and(|(dom, _)| usize::from(dom) == slot + 1) {
@@ -288,9 +288,7 @@ impl Backend for Machine {
             return Err(Errno::Eopnotsupp);
         }
         let ctl = self.ctl.as_ref().ok_or(Errno::Enosys)?;
-        let free = |s: usize| {
-            self.domains[s].is_none() && ctl.pending[s].is_none() && ctl.reap & (1 << s) == 0
-        };
+        let free = |s: usize| self.domains[s].is_none() && ctl.pending[s].is_none() && !ctl.reap[s];
         let slot = if domid == 0 {
             (0..MAX_DOMAINS).find(|s| free(*s)).ok_or(Errno::Enospc)?
         } else {
@@ -312,7 +310,7 @@ impl Backend for Machine {
             e820_len: 0,
         });
         ctl.handles[slot] = req.handle;
-        ctl.paused |= 1 << slot;
+        ctl.paused[slot] = true;
         Ok(slot as u16 + 1)
     }
 
@@ -326,18 +324,18 @@ impl Backend for Machine {
                 });
                 self.frames.free(base, bytes);
             }
-            self.ctl().paused &= !(1 << slot);
+            self.ctl().paused[slot] = false;
             self.ctl().raise_dom_exc();
             return Ok(());
         }
         let alive = self.domains[slot].as_ref().ok_or(Errno::Esrch)?.state == DomState::Alive;
-        if self.ctl().reap & (1 << slot) != 0 {
+        if self.ctl().reap[slot] {
             return Err(Errno::Esrch);
         }
         if alive {
             self.destroy(slot, DomState::Crashed);
         }
-        self.ctl().reap |= 1 << slot;
+        self.ctl().reap[slot] = true;
         self.try_release(slot);
         self.reap_destroyed();
         if !alive {
@@ -353,17 +351,13 @@ impl Backend for Machine {
                 return Ok(());
             }
             self.finish_pending(slot)?;
-            self.ctl().paused &= !(1 << slot);
+            self.ctl().paused[slot] = false;
             return Ok(());
         }
-        if self.domains[slot].is_none() || self.ctl().reap & (1 << slot) != 0 {
+        if self.domains[slot].is_none() || self.ctl().reap[slot] {
             return Err(Errno::Esrch);
         }
-        if paused {
-            self.ctl().paused |= 1 << slot;
-        } else {
-            self.ctl().paused &= !(1 << slot);
-        }
+        self.ctl().paused[slot] = paused;
         self.set_vcpus(slot, paused);
         Ok(())
     }
@@ -383,7 +377,7 @@ impl Backend for Machine {
         }
         for slot in usize::from(domid) - 1..MAX_DOMAINS {
             let id = slot as u16 + 1;
-            let paused = ctl.paused & (1 << slot) != 0;
+            let paused = ctl.paused[slot];
             let mut i = GetDomainInfo {
                 domain: id,
                 handle: ctl.handles[slot],
@@ -396,7 +390,7 @@ impl Backend for Machine {
                 i.max_vcpu_id = p.create.max_vcpus.saturating_sub(1);
                 return Some(i);
             }
-            if ctl.reap & (1 << slot) != 0 {
+            if ctl.reap[slot] {
                 continue;
             }
             let Some(d) = self.domains[slot].as_ref() else {
@@ -654,6 +648,41 @@ impl Backend for Machine {
             return Ok(());
         }
         self.raise_port(slot, port)
+    }
+
+    fn poll_notified(&mut self, out: &mut [u32]) -> usize {
+        let mut n = 0;
+        for slot in 0..MAX_DOMAINS {
+            let Some(d) = self.domains[slot].as_mut() else {
+                continue;
+            };
+            if d.notified == 0 {
+                continue;
+            }
+            let domid = d.id;
+            let mut left = d.notified;
+            let Some(ctl) = self.ctl.as_ref() else {
+                return n;
+            };
+            while left != 0 {
+                let port = left.trailing_zeros();
+                if n == out.len() {
+                    break;
+                }
+                left &= !(1 << port);
+                if let Some(local) = ctl.locals.iter().position(|l| *l == Some((domid, port))) {
+                    out[n] = local as u32;
+                    n += 1;
+                }
+            }
+            if let Some(d) = self.domains[slot].as_mut() {
+                d.notified = left;
+            }
+            if n == out.len() {
+                break;
+            }
+        }
+        n
     }
 
     fn close(&mut self, local_port: u32) -> Result<(), Errno> {
