@@ -28,8 +28,10 @@ pub const HISTORY: usize = 64 * 1024;
 pub const BUSY: Duration = Duration::from_millis(5);
 /// The longest sweep interval when every console is quiet.
 pub const IDLE: Duration = Duration::from_millis(20);
-/// Every domain's rings are looked at this often even without a notification (a guest that writes its ring
-/// without notifying still gets served).
+/// Domains served per sweep in turn even without a notification (a guest that writes its ring without
+/// notifying still gets served, every `domains / ROUND_ROBIN` sweeps).
+pub const ROUND_ROBIN: usize = 4;
+/// Marks a daemon that serves only notified domains and those in turn (tests use zero: every domain).
 pub const FULL_SWEEP: Duration = Duration::from_secs(1);
 /// How long a console waits for its domain to come back (a restart builds it again under the same ID) before
 /// it counts as gone.
@@ -185,9 +187,9 @@ pub(crate) struct Core {
     grace: Duration,
     /// The xenstore of every domain served.
     store: Store,
-    /// When every domain was last served regardless of notifications.
-    last_full: Instant,
-    /// How often that happens ([`FULL_SWEEP`]).
+    /// The last domain served in turn without a notification.
+    cursor: u16,
+    /// Zero in tests: serve every domain on every sweep.
     full_every: Duration,
 }
 
@@ -198,7 +200,7 @@ impl Default for Core {
             closing: Vec::new(),
             grace: GRACE,
             store: Store::new(),
-            last_full: Instant::now(),
+            cursor: 0,
             full_every: FULL_SWEEP,
         }
     }
@@ -272,20 +274,32 @@ impl Core {
         for port in self.closing.drain(..) {
             let _ = t.unbind(port);
         }
-        // Only the domains that notified (or have something for their guest) are served; every domain at
-        // least every `full_every`, and all of them when the transport cannot tell.
+        // Only the domains that notified (or have something for their guest) are served, plus a few others in
+        // turn, so every ring is looked at now and then without one sweep having to visit hundreds of domains.
+        // When the transport cannot tell which channels fired, every domain is served.
         let fired: Option<Vec<u32>> = t.poll_notified().ok();
-        let full = fired.is_none() || self.last_full.elapsed() >= self.full_every;
-        if full {
-            self.last_full = Instant::now();
-        }
+        let all = fired.is_none() || self.full_every.is_zero();
         let fired = fired.unwrap_or_default();
+        let mut extra: Vec<u16> = self
+            .doms
+            .range(self.cursor.saturating_add(1)..)
+            .map(|(id, _)| *id)
+            .take(ROUND_ROBIN)
+            .collect();
+        if extra.len() < ROUND_ROBIN {
+            let more = ROUND_ROBIN - extra.len();
+            extra.extend(self.doms.keys().copied().take(more));
+        }
+        if let Some(last) = extra.last() {
+            self.cursor = *last;
+        }
         let mut moved = false;
         let mut gone = Vec::new();
         for (&domid, d) in &mut self.doms {
             pump_client(d);
             let rang = |p: Option<u32>| p.is_some_and(|p| fired.contains(&p));
-            let due = full
+            let due = all
+                || extra.contains(&domid)
                 || d.ring.is_none()
                 || d.lost.is_some()
                 || !d.input.is_empty()
@@ -589,14 +603,19 @@ mod tests {
     }
 
     #[test]
-    fn between_full_sweeps_only_notified_domains_are_served() {
+    fn only_notified_domains_and_a_few_in_turn_are_served() {
         let mut x = FakeXen::default();
         let a = build(&mut x, &spec(kernel(true, 0x10_0000, &[0; 8]))).expect("a");
         let b = build(&mut x, &spec(kernel(true, 0x10_0000, &[0; 8]))).expect("b");
         let mut core = Core::default();
         core.command(Cmd::Add(a.domid));
         core.command(Cmd::Add(b.domid));
-        // The first sweep opens both rings (and binds their channels).
+        // Enough quiet domains that b's turn does not come in the next sweep.
+        for _ in 0..2 * ROUND_ROBIN {
+            let q = build(&mut x, &spec(kernel(true, 0x10_0000, &[0; 8]))).expect("quiet");
+            core.command(Cmd::Add(q.domid));
+        }
+        // The first sweep opens every ring (and binds the channels).
         core.sweep(&mut x);
         guest_writes(&mut x, a.domid, a.console_gfn, b"from a\n");
         guest_writes(&mut x, b.domid, b.console_gfn, b"from b\n");
@@ -609,14 +628,17 @@ mod tests {
             .map(|(l, _)| *l)
             .expect("a bound");
         x.state.borrow_mut().notified.push(local_a);
+        core.cursor = b.domid;
         assert!(core.sweep(&mut x));
         assert_eq!(core.doms[&a.domid].history.len(), 7, "a notified: served");
         assert!(
             core.doms[&b.domid].history.is_empty(),
-            "b waits for the next full sweep"
+            "b waits for its turn"
         );
-        core.full_every = Duration::ZERO;
-        core.sweep(&mut x);
+        // Its turn comes within a few sweeps.
+        for _ in 0..4 {
+            core.sweep(&mut x);
+        }
         assert_eq!(core.doms[&b.domid].history.len(), 7);
     }
 }
