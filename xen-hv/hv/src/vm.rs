@@ -131,6 +131,8 @@ pub struct Domain {
     /// Interdomain ports below 64 on which the domain notified the control domain since it last asked
     /// (`XENRS_EVTCHNOP_poll_notified`): its console and xenstore channels.
     notified: u64,
+    /// PIT channel 2 (what Linux calibrates its CPU clock against).
+    pit: xen_hv::pit::Pit2,
 }
 
 /// One vCPU's bookkeeping (its hardware state lives in [`Machine::hw`] and is taken out while it runs).
@@ -434,6 +436,7 @@ impl Machine {
             msrpm,
             released: false,
             notified: 0,
+            pit: xen_hv::pit::Pit2::default(),
             evtchn: Box::new(xen_hv::evtchn::Table::new()),
         });
         if let Some(d) = self.domains[slot].as_mut() {
@@ -672,6 +675,14 @@ impl Machine {
                 if write && !string && port == 0xe9 {
                     let b = hw.reg(Reg::Rax) as u8;
                     console_bytes(&mut self.con, d, &[b]);
+                } else if !string && size == 1 && xen_hv::pit::Pit2::owns(port) {
+                    let now = lapic::now_ns();
+                    if write {
+                        d.pit.write(port, hw.reg(Reg::Rax) as u8, now);
+                    } else {
+                        let rax = hw.reg(Reg::Rax) & !0xff;
+                        hw.set_reg(Reg::Rax, rax | u64::from(d.pit.read(port, now)));
+                    }
                 } else if write && !string {
                     // The FADT's sleep control and reset registers: poweroff and reboot requests.
                     let request = xen_abi::acpi::port_write(port, hw.reg(Reg::Rax) as u8);
