@@ -172,8 +172,16 @@ mod tests {
         assert_eq!(read(&mut p, 0), 0xffff);
         // 1 ms is 1193 ticks.
         assert_eq!(read(&mut p, MS), 0xffff - 1193);
-        assert_eq!(p.read(PORT_B, MS) & 0x20, 0, "OUT2 low before terminal count");
-        assert_ne!(p.read(PORT_B, 60 * MS) & 0x20, 0, "OUT2 high after 0xffff ticks");
+        assert_eq!(
+            p.read(PORT_B, MS) & 0x20,
+            0,
+            "OUT2 low before terminal count"
+        );
+        assert_ne!(
+            p.read(PORT_B, 60 * MS) & 0x20,
+            0,
+            "OUT2 high after 0xffff ticks"
+        );
         // A latch freezes the value until both bytes are read.
         p.write(PORT_CMD, 0x80, 2 * MS);
         assert_eq!(read(&mut p, 3 * MS), 0xffff - 2386);
