@@ -12,6 +12,7 @@ pub mod ctlserver;
 pub mod domctl;
 pub mod elf;
 pub mod errno;
+pub mod fdt;
 pub mod hypercall;
 pub mod memres;
 pub mod plain;
