@@ -1,8 +1,9 @@
 //! The architecture-neutral vCPU interface: common code runs a vCPU through [`Vcpu::run`], matches on the
-//! [`Exit`] it returns, and uses the accessors to emulate. SVM implements it today; VMX can follow behind the
-//! same trait.
+//! [`Exit`] it returns, and uses the accessors to emulate. SVM (x86_64) and EL2 with stage-2 translation
+//! (aarch64) implement it; VMX can follow behind the same trait. The port-I/O, CPUID and MSR exits only occur on
+//! x86; the register names are x86's (on aarch64 they index x0..x10).
 
-use crate::paging::GuestPaging;
+use crate::paging::WalkError;
 use xen_abi::xen::VcpuStart;
 
 /// Why the guest stopped running.
@@ -36,7 +37,7 @@ pub enum Exit {
     },
     /// HLT.
     Halt,
-    /// A hypercall instruction (`vmmcall` / `vmcall`).
+    /// A hypercall instruction (`vmmcall` / `vmcall`, or `hvc #0xEA1` on aarch64).
     Hypercall,
     /// A guest-physical access that the nested tables do not allow.
     NestedFault {
@@ -98,10 +99,23 @@ pub trait Vcpu {
     /// Moves the instruction pointer past the instruction that caused the last exit (its length is known from
     /// the exit kind, since hardware without next-RIP support does not say).
     fn skip_instruction(&mut self, exit: &Exit);
+    /// Makes the guest take an undefined-instruction exception (#UD, or an Unknown-reason synchronous exception
+    /// on aarch64) instead of the instruction that exited.
+    fn inject_undefined(&mut self);
     /// Queues a hardware exception for the next entry.
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
-    /// The paging state for guest pointer translation.
-    fn paging(&self) -> GuestPaging;
+    /// Translates guest-virtual `gva` to guest-physical through the guest's own translation; `read` reads 8
+    /// bytes of guest-physical memory (through the nested/stage-2 tables) for software walks.
+    fn guest_to_gpa(
+        &self,
+        gva: u64,
+        write: bool,
+        read: &dyn Fn(u64) -> Option<u64>,
+    ) -> Result<u64, WalkError>;
+    /// The hypercall number and its five arguments, in the guest's register convention.
+    fn hypercall_args(&self) -> (u64, [u64; 5]);
+    /// Stores a hypercall's return value where the guest's convention expects it.
+    fn set_hypercall_result(&mut self, v: u64);
     /// True when the guest runs 64-bit code (selects the hypercall register convention).
     fn long_mode(&self) -> bool;
     /// Reads an MSR kept in the vCPU's hardware state (EFER, PAT); `None` for others.
@@ -132,8 +146,8 @@ pub fn fixed_length(exit: &Exit) -> u64 {
     }
 }
 
-/// Hypercall number and arguments from the register convention of the guest's mode.
-pub fn hypercall_args<V: Vcpu + ?Sized>(v: &V) -> (u64, [u64; 5]) {
+/// Hypercall number and arguments from the x86 register convention of the guest's mode.
+pub fn x86_hypercall_args<V: Vcpu + ?Sized>(v: &V) -> (u64, [u64; 5]) {
     if v.long_mode() {
         (
             v.reg(Reg::Rax),

@@ -1,23 +1,26 @@
 //! Domains on the bare-metal image: building them from the guest pack, running their vCPUs round robin on the
-//! boot CPU, handling their exits and hypercalls, and judging the test guests' results.
+//! CPUs, handling their exits and hypercalls, and judging the test guests' results. Architecture-neutral: the
+//! hardware vCPU, the domain layout, time and idling come from `crate::arch`'s facade; the x86-only exits
+//! (CPUID, MSR, port I/O) are compiled for x86_64 only.
 
 use alloc::boxed::Box;
 use core::fmt::Write as _;
-use core::sync::atomic::Ordering;
 
 use xen_abi::elf::ElfImage;
 use xen_abi::errno::Errno;
-use xen_abi::start_info::HvmMemmapEntry;
-use xen_abi::xen::{cpuid, E820Entry, VcpuStart};
+use xen_abi::xen::{E820Entry, VcpuStart};
 use xen_hv::frames::{FrameAllocator, PAGE};
 use xen_hv::hypercall::{self, Guest, Next, NR_PARAMS};
-use xen_hv::paging::{guest_walk, FrameSource, PageTable, PhysMem, NPT_RWX};
+use xen_hv::paging::{FrameSource, PageTable, PhysMem};
 use xen_hv::sched::{RoundRobin, State};
-use xen_hv::vcpu::{hypercall_args, Exit, Reg, Vcpu};
+use xen_hv::vcpu::{Exit, Vcpu};
 
-use crate::arch::x86_64::{lapic, serial::Serial, svm};
-use crate::arch::HwVcpu;
+use crate::arch::{self, HwVcpu};
+use crate::console::Serial;
 
+// On aarch64 the control port type has no values (the virt machine has no second UART), so the compiler sees
+// the channel code as unreachable there.
+#[cfg_attr(target_arch = "aarch64", allow(unreachable_code, unused_variables))]
 mod ctl;
 
 /// Most domains at once.
@@ -26,10 +29,6 @@ pub const MAX_DOMAINS: usize = 8;
 pub const MAX_VCPUS: usize = 16;
 /// Most vCPUs per domain.
 pub const MAX_DOMAIN_VCPUS: usize = 4;
-/// Guest-physical address of `hvm_start_info`.
-const START_INFO_GPA: u64 = 0x1000;
-/// Lowest guest-physical address an image may load at.
-const IMAGE_MIN_GPA: u64 = 0x10_0000;
 /// Guest frames at or above this cannot take the shared_info page.
 const MAX_GPFN: u64 = 1 << 20;
 
@@ -123,8 +122,7 @@ pub struct Domain {
     pub interrupts: u64,
     /// Physical CPUs its vCPUs ran on (bit per CPU).
     pub cpu_mask: u64,
-    iopm: u64,
-    msrpm: u64,
+    hw: arch::DomainHw,
     released: bool,
     evtchn: Box<xen_hv::evtchn::Table>,
 }
@@ -259,74 +257,56 @@ impl Machine {
             .ok_or(BuildError::NoMemory)?;
         let elf = ElfImage::parse(image).map_err(BuildError::Elf)?;
         let mem_bytes = u64::from(mem_mib) << 20;
-        let entry = xen_abi::pvh::check_layout(&elf, IMAGE_MIN_GPA, mem_bytes)
-            .map_err(BuildError::Layout)?;
-        // A boot module (initramfs) goes at the top of RAM, above the image; checked before any allocation.
-        let placed_module = match module {
-            Some(m) => {
-                let len = m.len() as u64;
-                let at = mem_bytes.saturating_sub(len) & !(PAGE - 1);
-                let image_end = elf
-                    .phys_extent()
-                    .map_err(BuildError::Elf)?
-                    .map_or(IMAGE_MIN_GPA, |(_, hi)| hi);
-                if len == 0 || at < image_end {
-                    return Err(BuildError::Layout(xen_abi::pvh::PvhError::OutsideMemory {
-                        start: at,
-                        end: at + len,
-                    }));
-                }
-                Some((at, m))
-            }
-            None => None,
-        };
+        // The layout is checked before any allocation.
+        let plan = arch::plan_domain(&elf, mem_bytes, module)?;
         let mem_base = self
             .frames
             .alloc(mem_bytes, 2 << 20)
             .ok_or(BuildError::NoMemory)?;
         zero(mem_base, mem_bytes);
         let mut fs = Frames(&mut self.frames);
-        let npt = PageTable::new(&mut fs).map_err(|_| BuildError::NoMemory)?;
-        for gpa in (0..mem_bytes).step_by(PAGE as usize) {
-            npt.map(&mut HostMem, &mut fs, gpa, mem_base + gpa, NPT_RWX)
-                .map_err(|_| BuildError::NoMemory)?;
-        }
-        for seg in elf.load_segments() {
-            let seg = seg.map_err(BuildError::Elf)?;
-            let data = elf.segment_data(&seg).map_err(BuildError::Elf)?;
-            copy_in(mem_base + seg.paddr, data);
-        }
-        // hvm_start_info, its memory map and the command line (the guest's name) in page 1.
-        let map = [HvmMemmapEntry {
-            addr: 0,
-            size: mem_bytes,
-            kind: 1,
-            reserved: 0,
-        }];
-        let mut modlist = [xen_abi::start_info::HvmModlistEntry::default(); 1];
-        let nr_modules = match placed_module {
-            Some((at, m)) => {
-                copy_in(mem_base + at, m);
-                modlist[0] = xen_abi::start_info::HvmModlistEntry {
-                    paddr: at,
-                    size: m.len() as u64,
-                    cmdline_paddr: 0,
-                    reserved: 0,
-                };
-                1
+        let npt = match PageTable::with_format(&mut fs, arch::NESTED_FORMAT) {
+            Ok(t) => t,
+            Err(_) => {
+                self.frames.free(mem_base, mem_bytes);
+                return Err(BuildError::NoMemory);
             }
-            None => 0,
         };
-        let mut page = [0u8; PAGE as usize];
-        let si = xen_abi::pvh::write_start_info(
-            &mut page,
-            START_INFO_GPA,
-            &map,
-            &modlist[..nr_modules],
-            name.as_bytes(),
-        )
-        .map_err(BuildError::Layout)?;
-        copy_in(mem_base + START_INFO_GPA, &page);
+        let mut mapped = Ok(());
+        for off in (0..mem_bytes).step_by(PAGE as usize) {
+            mapped = npt.map(
+                &mut HostMem,
+                &mut fs,
+                arch::GUEST_RAM_BASE + off,
+                mem_base + off,
+                arch::GUEST_RAM_FLAGS,
+            );
+            if mapped.is_err() {
+                break;
+            }
+        }
+        let written = mapped.map_err(|_| BuildError::NoMemory).and_then(|()| {
+            arch::write_domain(&plan, &elf, name, module, &mut |off, data| {
+                // The plan keeps every piece inside the domain's RAM.
+                if off
+                    .checked_add(data.len() as u64)
+                    .is_some_and(|end| end <= mem_bytes)
+                {
+                    copy_in(mem_base + off, data);
+                }
+            })
+        });
+        let (entry, si) = match written {
+            Ok(x) => x,
+            Err(e) => {
+                let frames = &mut self.frames;
+                npt.table_frames(&HostMem, &mut |f| {
+                    frames.free(f, PAGE);
+                });
+                frames.free(mem_base, mem_bytes);
+                return Err(e);
+            }
+        };
         self.install(
             slot,
             name,
@@ -358,9 +338,7 @@ impl Machine {
         for i in 0..nr_vcpus as u64 {
             write_pvclock(shared_info + 64 * i);
         }
-        let iopm = fs.0.alloc(3 * PAGE, PAGE).ok_or(BuildError::NoMemory)?;
-        let msrpm = fs.0.alloc(2 * PAGE, PAGE).ok_or(BuildError::NoMemory)?;
-        let maps = svm::build_maps(iopm, msrpm);
+        let dom_hw = arch::DomainHw::new(fs.0).ok_or(BuildError::NoMemory)?;
         let mut slots = [0usize; MAX_DOMAIN_VCPUS];
         for (i, out) in slots.iter_mut().enumerate().take(nr_vcpus) {
             let vmcb = Frames(&mut self.frames)
@@ -375,7 +353,7 @@ impl Machine {
                 return Err(BuildError::NoMemory);
             }
             // Each vCPU has its own ASID (guest TLB tag), never 0.
-            let mut hw = HwVcpu::new_pvh(vmcb, maps, npt.root, v as u32 + 1, entry, si);
+            let mut hw = arch::new_vcpu(vmcb, &dom_hw, npt.root, v as u32 + 1, entry, si);
             if let (true, Some(start)) = (first, setup.start.as_ref()) {
                 if !hw.start_from(start) {
                     return Err(BuildError::BadContext);
@@ -392,6 +370,11 @@ impl Machine {
             self.hw[v] = Some(Box::new(hw));
             *out = v;
         }
+        let mut params = setup.params;
+        let cb = xen_abi::xen::hvmop::PARAM_CALLBACK_IRQ as usize;
+        if params[cb] == 0 {
+            params[cb] = arch::DEFAULT_CALLBACK_IRQ;
+        }
         self.domains[slot] = Some(Domain {
             id,
             name,
@@ -399,7 +382,7 @@ impl Machine {
             mem_bytes,
             npt,
             shared_info,
-            params: setup.params,
+            params,
             e820: setup.e820,
             e820_len: setup.e820_len,
             line: [0; 200],
@@ -414,14 +397,13 @@ impl Machine {
             hypercalls: 0,
             interrupts: 0,
             cpu_mask: 0,
-            iopm,
-            msrpm,
+            hw: dom_hw,
             released: false,
             evtchn: Box::new(xen_hv::evtchn::Table::new()),
         });
         let _ = writeln!(
             self.con,
-            "(XEN) d{id}: created \"{name}\": {} MiB at {mem_base:#x}, {nr_vcpus} vCPU(s), PVH entry {entry:#x}",
+            "(XEN) d{id}: created \"{name}\": {} MiB at {mem_base:#x}, {nr_vcpus} vCPU(s), entry {entry:#x}",
             mem_bytes >> 20
         );
         Ok(id)
@@ -430,7 +412,7 @@ impl Machine {
     /// Picks the next vCPU for this CPU and takes its hardware state; `Err(true)` when every domain is gone,
     /// `Err(false)` when nothing is runnable now.
     fn take_next(&mut self) -> Result<(usize, Box<HwVcpu>), bool> {
-        let now = lapic::now_ns();
+        let now = arch::now_ns();
         let woken = self.sched.expire(now);
         for i in 0..MAX_VCPUS {
             if woken & (1 << i) != 0 {
@@ -449,9 +431,7 @@ impl Machine {
             match self.hw[i].take() {
                 Some(mut hw) => {
                     self.apply_virq(i, &mut hw);
-                    let cpu = crate::arch::x86_64::percpu::current()
-                        .idx
-                        .load(Ordering::Relaxed);
+                    let cpu = arch::cpu_index();
                     if let Some(d) = self.meta[i]
                         .as_ref()
                         .and_then(|m| self.domains[m.dom].as_mut())
@@ -521,7 +501,7 @@ impl Machine {
         };
         // HVM_PARAM_CALLBACK_IRQ of type 2 (vector) in bits 63:56: deliver the upcall as that interrupt.
         let cb = d.params[xen_abi::xen::hvmop::PARAM_CALLBACK_IRQ as usize];
-        if cb >> 56 == 2 && !masked {
+        if cb >> 56 == arch::UPCALL_CALLBACK_TYPE && !masked {
             meta.virq = Some(cb as u8);
         }
     }
@@ -555,8 +535,10 @@ impl Machine {
                 d.interrupts += 1;
                 Flow::Continue
             }
+            #[cfg(target_arch = "x86_64")]
             Exit::Cpuid { leaf, subleaf } => {
-                let r = guest_cpuid(d.id, vid, leaf, subleaf);
+                use xen_hv::vcpu::Reg;
+                let r = arch::guest::guest_cpuid(d.id, vid, leaf, subleaf);
                 hw.set_reg(Reg::Rax, u64::from(r[0]));
                 hw.set_reg(Reg::Rbx, u64::from(r[1]));
                 hw.set_reg(Reg::Rcx, u64::from(r[2]));
@@ -564,8 +546,10 @@ impl Machine {
                 hw.skip_instruction(&exit);
                 Flow::Continue
             }
+            #[cfg(target_arch = "x86_64")]
             Exit::MsrRead(msr) => {
-                let val = if msr == cpuid::HYPERCALL_MSR {
+                use xen_hv::vcpu::Reg;
+                let val = if msr == xen_abi::xen::cpuid::HYPERCALL_MSR {
                     Some(0)
                 } else {
                     hw.read_state_msr(msr)
@@ -580,9 +564,16 @@ impl Machine {
                 }
                 Flow::Continue
             }
+            #[cfg(target_arch = "x86_64")]
             Exit::MsrWrite(msr, val) => {
-                let ok = if msr == cpuid::HYPERCALL_MSR {
-                    fill_hypercall_page(d, val)
+                let ok = if msr == xen_abi::xen::cpuid::HYPERCALL_MSR {
+                    arch::guest::fill_hypercall_page(
+                        &HostMem,
+                        &d.npt,
+                        (d.mem_base, d.mem_bytes),
+                        val,
+                        copy_in,
+                    )
                 } else {
                     hw.write_state_msr(msr, val)
                 };
@@ -593,6 +584,7 @@ impl Machine {
                 }
                 Flow::Continue
             }
+            #[cfg(target_arch = "x86_64")]
             Exit::Io {
                 port,
                 size,
@@ -600,6 +592,7 @@ impl Machine {
                 string,
                 ..
             } => {
+                use xen_hv::vcpu::Reg;
                 if write && !string && port == 0xe9 {
                     let b = hw.reg(Reg::Rax) as u8;
                     console_bytes(&mut self.con, d, &[b]);
@@ -621,7 +614,7 @@ impl Machine {
             }
             Exit::Hypercall => {
                 d.hypercalls += 1;
-                let (nr, args) = hypercall_args(hw);
+                let (nr, args) = hw.hypercall_args();
                 let mut ctx = Ctx {
                     d,
                     v,
@@ -633,7 +626,7 @@ impl Machine {
                     con: &mut self.con,
                 };
                 let out = hypercall::dispatch(&mut ctx, nr, args);
-                hw.set_reg(Reg::Rax, out.ret);
+                hw.set_hypercall_result(out.ret);
                 hw.skip_instruction(&exit);
                 match out.next {
                     Next::Resume => Flow::Continue,
@@ -655,10 +648,10 @@ impl Machine {
             Exit::Forbidden(what) => {
                 let _ = writeln!(
                     self.con,
-                    "(XEN) d{}v{vid}: {what} is not available to guests: #UD",
+                    "(XEN) d{}v{vid}: {what} is not available to guests: undefined instruction",
                     d.id
                 );
-                hw.inject_exception(6, None);
+                hw.inject_undefined();
                 Flow::Continue
             }
             Exit::NestedFault { gpa, code } => {
@@ -685,6 +678,16 @@ impl Machine {
                 let _ = writeln!(
                     self.con,
                     "(XEN) d{}v{vid}: VMRUN refused the guest state: domain crashed",
+                    d.id
+                );
+                self.destroy(dom, DomState::Crashed);
+                Flow::Stop(State::Dead)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Exit::Cpuid { .. } | Exit::MsrRead(_) | Exit::MsrWrite(..) | Exit::Io { .. } => {
+                let _ = writeln!(
+                    self.con,
+                    "(XEN) d{}v{vid}: x86 exit {exit:?} on another architecture: domain crashed",
                     d.id
                 );
                 self.destroy(dom, DomState::Crashed);
@@ -788,8 +791,7 @@ impl Machine {
         });
         frames.free(d.mem_base, d.mem_bytes);
         frames.free(d.shared_info, PAGE);
-        frames.free(d.iopm, 3 * PAGE);
-        frames.free(d.msrpm, 2 * PAGE);
+        d.hw.release(frames);
     }
 
     /// Free memory in bytes.
@@ -846,13 +848,11 @@ pub fn cpu_loop(machine: &spin::Mutex<Option<Machine>>) {
                     }
                 }
                 // Nothing runnable: sleep until the next tick.
-                // SAFETY: the IDT handles the timer; interrupts are disabled again after the wake-up.
-                unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+                arch::idle();
                 continue;
             }
         };
-        let cpu = crate::arch::x86_64::percpu::current();
-        let start = cpu.ticks.load(Ordering::Acquire);
+        let start = arch::cpu_ticks();
         // The vCPU may come from another CPU or have missed a nested-table change: start with a clean TLB.
         hw.flush_guest_tlb();
         hw.load_guest_fpu();
@@ -871,12 +871,12 @@ pub fn cpu_loop(machine: &spin::Mutex<Option<Machine>>) {
             }
             let due = m.meta[v]
                 .as_ref()
-                .is_some_and(|s| s.timer != 0 && lapic::now_ns() >= s.timer);
+                .is_some_and(|s| s.timer != 0 && arch::now_ns() >= s.timer);
             if due {
                 m.raise_upcall(v);
             }
             m.apply_virq(v, &mut hw);
-            if cpu.ticks.load(Ordering::Acquire) != start {
+            if arch::cpu_ticks() != start {
                 break State::Runnable;
             }
         };
@@ -893,10 +893,7 @@ pub fn cpu_loop(machine: &spin::Mutex<Option<Machine>>) {
 
 /// True on the boot CPU, which serves the control channel.
 fn is_bsp() -> bool {
-    crate::arch::x86_64::percpu::current()
-        .idx
-        .load(Ordering::Relaxed)
-        == 0
+    arch::cpu_index() == 0
 }
 
 fn console_bytes(con: &mut Serial, d: &mut Domain, bytes: &[u8]) {
@@ -966,107 +963,16 @@ fn deliver_port(d: &Domain, meta: &mut VcpuMeta, port: u32) {
         xen_hv::evtchn::set_pending(shared, vi, port)
     }) {
         let cb = d.params[xen_abi::xen::hvmop::PARAM_CALLBACK_IRQ as usize];
-        if cb >> 56 == 2 {
+        if cb >> 56 == arch::UPCALL_CALLBACK_TYPE {
             meta.virq = Some(cb as u8);
         }
     }
 }
 
-/// Writes the pvclock record (`vcpu_time_info`) of the `vcpu_info` at host-physical `vcpu_info_pa`. System time
-/// is a linear function of the TSC here (see `lapic::now_ns`), so one record stays valid for good.
+/// Writes the time record (`vcpu_time_info`) of the `vcpu_info` at host-physical `vcpu_info_pa`.
 fn write_pvclock(vcpu_info_pa: u64) {
-    let tsc_hz = lapic::tsc_per_tick() * (1_000_000_000 / lapic::PERIOD_NS);
-    let (mul, shift) = xen_hv::time::scale(tsc_hz);
-    let t = xen_abi::xen::VcpuTimeInfo {
-        version: 2,
-        pad0: 0,
-        tsc_timestamp: lapic::tsc0(),
-        system_time: 0,
-        tsc_to_system_mul: mul,
-        tsc_shift: shift,
-        flags: xen_hv::time::PVCLOCK_TSC_STABLE,
-        pad1: [0; 2],
-    };
     use xen_abi::plain::Plain;
-    copy_in(vcpu_info_pa + 32, t.as_bytes());
-}
-
-fn fill_hypercall_page(d: &Domain, val: u64) -> bool {
-    if val & 0xfff != 0 {
-        return false;
-    }
-    let Some(hpa) = d.npt.translate(&HostMem, val) else {
-        return false;
-    };
-    if hpa < d.mem_base || hpa >= d.mem_base + d.mem_bytes {
-        return false;
-    }
-    let mut page = [0u8; 4096];
-    for (i, stub) in page.chunks_exact_mut(32).enumerate() {
-        if i == 23 {
-            // iret is a PV-only hypercall: trap.
-            stub[..2].copy_from_slice(&[0x0f, 0x0b]);
-            continue;
-        }
-        stub[0] = 0xb8;
-        stub[1..5].copy_from_slice(&(i as u32).to_le_bytes());
-        stub[5..8].copy_from_slice(&[0x0f, 0x01, 0xd9]);
-        stub[8] = 0xc3;
-    }
-    copy_in(hpa, &page);
-    true
-}
-
-fn guest_cpuid(domid: u16, vcpu: u32, leaf: u32, subleaf: u32) -> [u32; 4] {
-    match leaf {
-        cpuid::BASE => [
-            cpuid::MAX_LEAF,
-            cpuid::SIGNATURE[0],
-            cpuid::SIGNATURE[1],
-            cpuid::SIGNATURE[2],
-        ],
-        0x4000_0001 => [xen_hv::VERSION.0 << 16 | xen_hv::VERSION.1, 0, 0, 0],
-        0x4000_0002 => [1, cpuid::HYPERCALL_MSR, 0, 0],
-        0x4000_0004 => [
-            cpuid::HVM_VCPU_ID_PRESENT | cpuid::HVM_DOMID_PRESENT,
-            vcpu,
-            u32::from(domid),
-            0,
-        ],
-        0x4000_0003..=0x4fff_ffff => [0; 4],
-        0xd | 0x8000_000a => [0; 4],
-        _ => {
-            let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
-            let (a, mut b, mut c, mut d) = (r.eax, r.ebx, r.ecx, r.edx);
-            match leaf {
-                1 => {
-                    // Hide VMX, XSAVE/OSXSAVE and AVX (guest XCR0 is not switched), announce a hypervisor, and
-                    // report the vCPU id as the initial APIC id.
-                    c &= !((1 << 5) | (1 << 21) | (1 << 26) | (1 << 27) | (1 << 28));
-                    c |= 1 << 31;
-                    // No local APIC is emulated for guests yet: do not announce one (nor x2APIC above). Machine
-                    // check (MCE, MCA) and MTRR MSRs are not offered either.
-                    d &= !((1 << 7) | (1 << 9) | (1 << 12) | (1 << 14));
-                    b = (b & 0x00ff_ffff) | (vcpu << 24);
-                }
-                7 if subleaf == 0 => {
-                    // AVX2 and AVX-512 need XSAVE state.
-                    b &= !((1 << 5)
-                        | (1 << 16)
-                        | (1 << 17)
-                        | (1 << 21)
-                        | (1 << 26)
-                        | (1 << 27)
-                        | (1 << 28)
-                        | (1 << 30)
-                        | (1 << 31));
-                }
-                0x8000_0001 => c &= !(1 << 2),
-                _ => {}
-            }
-            [a, b, c, d]
-        }
-    }
+    copy_in(vcpu_info_pa + 32, arch::time_info().as_bytes());
 }
 
 /// The hypercall view of one vCPU and its domain.
@@ -1084,13 +990,14 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// Guest-virtual to host-physical for `len` bytes that stay inside one page.
     fn translate(&self, gva: u64, write: bool) -> Result<u64, Errno> {
-        let paging = self.hw.paging();
         let npt = self.d.npt;
-        let gpa = guest_walk(&paging, gva, write, |gpa| {
-            npt.translate(&HostMem, gpa & !7)
-                .and_then(|hpa| HostMem.read_u64(hpa))
-        })
-        .map_err(|_| Errno::Efault)?;
+        let gpa = self
+            .hw
+            .guest_to_gpa(gva, write, &|gpa| {
+                npt.translate(&HostMem, gpa & !7)
+                    .and_then(|hpa| HostMem.read_u64(hpa))
+            })
+            .map_err(|_| Errno::Efault)?;
         let hpa = npt.translate(&HostMem, gpa).ok_or(Errno::Efault)?;
         Ok(hpa)
     }
@@ -1150,7 +1057,7 @@ impl Guest for Ctx<'_> {
         // switching between domains yet); bytes are consumed from the UART under the machine lock.
         let mut n = 0;
         while n < buf.len() {
-            match crate::arch::x86_64::serial::try_read_byte() {
+            match arch::console_read_byte() {
                 Some(b) => {
                     buf[n] = b;
                     n += 1;
@@ -1171,7 +1078,7 @@ impl Guest for Ctx<'_> {
             return n;
         }
         out[0] = E820Entry {
-            addr: 0,
+            addr: arch::GUEST_RAM_BASE,
             size: self.d.mem_bytes,
             kind: 1,
         };
@@ -1190,7 +1097,7 @@ impl Guest for Ctx<'_> {
             &mut Frames(self.frames),
             gpa,
             self.d.shared_info,
-            NPT_RWX,
+            arch::GUEST_RAM_FLAGS,
         )
         .map_err(|_| Errno::Enomem)?;
         self.hw.flush_guest_tlb();
@@ -1282,7 +1189,7 @@ impl Guest for Ctx<'_> {
                 xen_hv::evtchn::unmask(shared, vi, port)
             }) {
                 let cb = self.d.params[xen_abi::xen::hvmop::PARAM_CALLBACK_IRQ as usize];
-                if cb >> 56 == 2 {
+                if cb >> 56 == arch::UPCALL_CALLBACK_TYPE {
                     meta.virq = Some(cb as u8);
                 }
                 self.sched.wake(target);
