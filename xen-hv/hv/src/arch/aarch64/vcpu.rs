@@ -1,0 +1,440 @@
+//! The aarch64 vCPU: an EL1 guest under stage-2 translation, entered with ERET from EL2.
+
+/// The registers the exception vectors save and restore around a guest run (see `boot.rs`).
+#[repr(C, align(16))]
+#[derive(Debug, Clone, Copy)]
+pub struct GuestFrame {
+    /// x0..x30.
+    pub x: [u64; 31],
+    /// ELR_EL2: where the guest continues.
+    pub elr: u64,
+    /// SPSR_EL2: the guest's PSTATE.
+    pub spsr: u64,
+    /// The host stack pointer during the run.
+    pub host_sp: u64,
+    /// FPSR.
+    pub fpsr: u64,
+    /// FPCR.
+    pub fpcr: u64,
+    /// q0..q31.
+    pub q: [u128; 32],
+}
+
+const _: () = {
+    use super::boot::{FRAME_ELR, FRAME_FPCR, FRAME_FPSR, FRAME_HOST_SP, FRAME_Q, FRAME_SPSR};
+    use core::mem::offset_of;
+    assert!(offset_of!(GuestFrame, elr) == FRAME_ELR);
+    assert!(offset_of!(GuestFrame, spsr) == FRAME_SPSR);
+    assert!(offset_of!(GuestFrame, host_sp) == FRAME_HOST_SP);
+    assert!(offset_of!(GuestFrame, fpsr) == FRAME_FPSR);
+    assert!(offset_of!(GuestFrame, fpcr) == FRAME_FPCR);
+    assert!(offset_of!(GuestFrame, q) == FRAME_Q);
+};
+
+use xen_hv::paging::WalkError;
+use xen_hv::vcpu::{Exit, Reg, Vcpu};
+
+/// HCR_EL2 while a guest runs: stage-2 translation (VM), set/way invalidation as clean+invalidate (SWIO),
+/// physical FIQ/IRQ/SError to EL2 and the virtual ones to the guest (FMO, IMO, AMO), WFI trapped (TWI), SMC
+/// trapped (TSC), EL1 in AArch64 (RW).
+const HCR_GUEST: u64 =
+    1 | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 13) | (1 << 19) | (1 << 31);
+/// SPSR for the first entry: EL1 with SP_EL1, D, A, I and F masked.
+const SPSR_EL1H_MASKED: u64 = 0x3c5;
+/// SCTLR_EL1's reset value: RES1 bits only, MMU and caches off.
+const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
+/// Xen's hypercall immediate: `hvc #0xEA1`.
+const XEN_HVC_IMM: u64 = 0xea1;
+/// ESR exception classes.
+const EC_WFX: u64 = 0x01;
+const EC_HVC64: u64 = 0x16;
+const EC_SMC64: u64 = 0x17;
+const EC_IABT_LOW: u64 = 0x20;
+const EC_DABT_LOW: u64 = 0x24;
+/// List registers used (QEMU's GICv3 implements 4).
+const NR_LRS: usize = 4;
+
+macro_rules! el1_sysregs {
+    ($($r:ident),* $(,)?) => {
+        /// The EL1 (and EL0) system registers switched with the vCPU.
+        const NR_EL1: usize = [$(stringify!($r)),*].len();
+
+        fn save_el1(out: &mut [u64; NR_EL1]) {
+            let mut i = 0;
+            $(
+                // SAFETY: reading an EL1 register from EL2 has no side effects.
+                unsafe { core::arch::asm!(concat!("mrs {}, ", stringify!($r)), out(reg) out[i], options(nomem, nostack)) };
+                i += 1;
+            )*
+            let _ = i;
+        }
+
+        fn restore_el1(v: &[u64; NR_EL1]) {
+            let mut i = 0;
+            $(
+                // SAFETY: the EL1 registers belong to the guest about to run; EL2 does not depend on them.
+                unsafe { core::arch::asm!(concat!("msr ", stringify!($r), ", {}"), in(reg) v[i], options(nomem, nostack)) };
+                i += 1;
+            )*
+            let _ = i;
+        }
+
+        /// Index of SCTLR_EL1 etc. in the saved array.
+        #[allow(non_upper_case_globals, dead_code)]
+        mod idx {
+            el1_sysregs!(@idx 0usize, $($r),*);
+        }
+    };
+    (@idx $n:expr, $r:ident $(, $rest:ident)*) => {
+        pub const $r: usize = $n;
+        el1_sysregs!(@idx $n + 1usize $(, $rest)*);
+    };
+    (@idx $n:expr) => {};
+}
+
+el1_sysregs!(
+    sctlr_el1,
+    ttbr0_el1,
+    ttbr1_el1,
+    tcr_el1,
+    mair_el1,
+    amair_el1,
+    vbar_el1,
+    contextidr_el1,
+    tpidr_el0,
+    tpidrro_el0,
+    tpidr_el1,
+    sp_el0,
+    sp_el1,
+    elr_el1,
+    spsr_el1,
+    esr_el1,
+    far_el1,
+    afsr0_el1,
+    afsr1_el1,
+    par_el1,
+    cpacr_el1,
+    cntkctl_el1,
+    cntv_ctl_el0,
+    cntv_cval_el0,
+    csselr_el1,
+);
+
+/// An EL1 guest vCPU. Its general-purpose and FP/SIMD registers live in its state frame (written by the exit
+/// vectors on every exit), its EL1 system registers and virtual-GIC state in this structure, loaded into the
+/// CPU for every run.
+pub struct Arm64Vcpu {
+    frame_pa: u64,
+    el1: [u64; NR_EL1],
+    vttbr: u64,
+    vmpidr: u64,
+    lrs: [u64; NR_LRS],
+    vmcr: u64,
+    ap1r0: u64,
+    upcall: Option<u32>,
+    flush: bool,
+    /// Address of the instruction that caused the last exit.
+    last_pc: u64,
+}
+
+impl Arm64Vcpu {
+    /// A vCPU at `entry` in EL1h with all exceptions masked and x0 = `x0`, on the stage-2 tables at `root`
+    /// tagged with `vmid`; its frame (4 KiB, zeroed here) is `frame_pa`.
+    pub fn new(frame_pa: u64, root: u64, vmid: u16, vcpu_id: u32, entry: u64, x0: u64) -> Self {
+        // SAFETY: the frame was just allocated for this vCPU, is identity-mapped and 4 KiB large.
+        unsafe { core::ptr::write_bytes(frame_pa as usize as *mut u8, 0, 4096) };
+        let mut v = Self {
+            frame_pa,
+            el1: [0; NR_EL1],
+            vttbr: (u64::from(vmid) << 48) | root,
+            vmpidr: (1 << 31) | u64::from(vcpu_id),
+            lrs: [0; NR_LRS],
+            vmcr: 0,
+            ap1r0: 0,
+            upcall: None,
+            flush: true,
+            last_pc: entry,
+        };
+        v.el1[idx::sctlr_el1] = SCTLR_EL1_RESET;
+        let f = v.frame();
+        f.x[0] = x0;
+        f.elr = entry;
+        f.spsr = SPSR_EL1H_MASKED;
+        v
+    }
+
+    fn frame(&mut self) -> &mut GuestFrame {
+        // SAFETY: the frame is owned by this vCPU (allocated for it, 4 KiB, 16-byte aligned as a page) and only
+        // reached through `&mut self` or, while the guest runs, by the exit vectors of the same call.
+        unsafe { &mut *(self.frame_pa as usize as *mut GuestFrame) }
+    }
+
+    fn frame_ref(&self) -> &GuestFrame {
+        // SAFETY: as in `frame`, shared.
+        unsafe { &*(self.frame_pa as usize as *const GuestFrame) }
+    }
+
+    fn load(&mut self) {
+        restore_el1(&self.el1);
+        // SAFETY: the stage-2 root, HCR and GIC virtual-interface values describe this vCPU; the hypervisor's
+        // own EL2 translation does not depend on them.
+        unsafe {
+            core::arch::asm!(
+                "msr vttbr_el2, {vttbr}",
+                "msr vmpidr_el2, {vmpidr}",
+                "msr hcr_el2, {hcr}",
+                "msr ich_lr0_el2, {lr0}",
+                "msr ich_lr1_el2, {lr1}",
+                "msr ich_lr2_el2, {lr2}",
+                "msr ich_lr3_el2, {lr3}",
+                "msr ich_vmcr_el2, {vmcr}",
+                "msr ich_ap1r0_el2, {ap1r0}",
+                "msr ich_hcr_el2, {one}",
+                "isb",
+                vttbr = in(reg) self.vttbr,
+                vmpidr = in(reg) self.vmpidr,
+                hcr = in(reg) HCR_GUEST,
+                lr0 = in(reg) self.lrs[0],
+                lr1 = in(reg) self.lrs[1],
+                lr2 = in(reg) self.lrs[2],
+                lr3 = in(reg) self.lrs[3],
+                vmcr = in(reg) self.vmcr,
+                ap1r0 = in(reg) self.ap1r0,
+                one = in(reg) 1u64,
+                options(nostack)
+            );
+        }
+        if self.flush {
+            // SAFETY: invalidates the stage-1 and stage-2 TLB entries of the VMID just loaded.
+            unsafe { core::arch::asm!("tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
+            self.flush = false;
+        }
+    }
+
+    fn save(&mut self) {
+        save_el1(&mut self.el1);
+        let (lr0, lr1, lr2, lr3, vmcr, ap1r0): (u64, u64, u64, u64, u64, u64);
+        // SAFETY: reading the virtual interface state and switching it off has no effect on the host.
+        unsafe {
+            core::arch::asm!(
+                "mrs {lr0}, ich_lr0_el2",
+                "mrs {lr1}, ich_lr1_el2",
+                "mrs {lr2}, ich_lr2_el2",
+                "mrs {lr3}, ich_lr3_el2",
+                "mrs {vmcr}, ich_vmcr_el2",
+                "mrs {ap1r0}, ich_ap1r0_el2",
+                "msr ich_hcr_el2, xzr",
+                "isb",
+                lr0 = out(reg) lr0,
+                lr1 = out(reg) lr1,
+                lr2 = out(reg) lr2,
+                lr3 = out(reg) lr3,
+                vmcr = out(reg) vmcr,
+                ap1r0 = out(reg) ap1r0,
+                options(nostack)
+            );
+        }
+        self.lrs = [lr0, lr1, lr2, lr3];
+        self.vmcr = vmcr;
+        self.ap1r0 = ap1r0;
+    }
+
+    /// Moves a queued upcall into a free list register (unless it is already listed).
+    fn place_upcall(&mut self) {
+        let Some(intid) = self.upcall else {
+            return;
+        };
+        let listed = self
+            .lrs
+            .iter()
+            .any(|&lr| !super::gic::lr_free(lr) && lr as u32 == intid);
+        if listed {
+            self.upcall = None;
+            return;
+        }
+        if let Some(lr) = self.lrs.iter_mut().find(|lr| super::gic::lr_free(**lr)) {
+            *lr = super::gic::lr_pending(intid);
+            self.upcall = None;
+        }
+    }
+
+    fn syndrome() -> (u64, u64, u64) {
+        let (esr, far, hpfar): (u64, u64, u64);
+        // SAFETY: reading the exception syndrome registers has no side effects.
+        unsafe {
+            core::arch::asm!(
+                "mrs {0}, esr_el2",
+                "mrs {1}, far_el2",
+                "mrs {2}, hpfar_el2",
+                out(reg) esr,
+                out(reg) far,
+                out(reg) hpfar,
+                options(nomem, nostack)
+            );
+        }
+        (esr, far, hpfar)
+    }
+}
+
+impl Vcpu for Arm64Vcpu {
+    fn run(&mut self) -> Exit {
+        loop {
+            self.place_upcall();
+            self.load();
+            let frame = self.frame();
+            // SAFETY: the frame holds this guest's state and the EL1 registers, HCR_EL2 and VTTBR_EL2 loaded
+            // just above are the same guest's.
+            let kind = unsafe { super::boot::guest_run(frame) };
+            self.save();
+            let (esr, far, hpfar) = Self::syndrome();
+            let elr = self.frame_ref().elr;
+            self.last_pc = elr;
+            match kind {
+                1 | 2 => {
+                    super::timer::handle_interrupts();
+                    return Exit::Interrupt;
+                }
+                3 => return Exit::Unhandled(esr),
+                _ => {}
+            }
+            let ec = esr >> 26;
+            return match ec {
+                EC_HVC64 => {
+                    // ELR already points past the HVC.
+                    self.last_pc = elr.wrapping_sub(4);
+                    if esr & 0xffff == XEN_HVC_IMM {
+                        Exit::Hypercall
+                    } else {
+                        Exit::Forbidden("an HVC other than Xen's hvc #0xEA1")
+                    }
+                }
+                EC_SMC64 => Exit::Forbidden("SMC"),
+                EC_WFX if esr & 1 == 0 => Exit::Halt,
+                EC_WFX => {
+                    // WFE: nothing to wait for here; continue after it.
+                    self.frame().elr = elr.wrapping_add(4);
+                    continue;
+                }
+                EC_DABT_LOW | EC_IABT_LOW => Exit::NestedFault {
+                    gpa: ((hpfar >> 4) << 12) | (far & 0xfff),
+                    code: esr,
+                },
+                _ => Exit::Unhandled(esr),
+            };
+        }
+    }
+
+    fn reg(&self, r: Reg) -> u64 {
+        self.frame_ref().x[r as usize]
+    }
+
+    fn set_reg(&mut self, r: Reg, v: u64) {
+        self.frame().x[r as usize] = v;
+    }
+
+    fn rip(&self) -> u64 {
+        self.frame_ref().elr
+    }
+
+    fn set_rip(&mut self, rip: u64) {
+        self.frame().elr = rip;
+    }
+
+    fn skip_instruction(&mut self, exit: &Exit) {
+        // HVC already returns past itself; a trapped WFI returns to the WFI.
+        if matches!(exit, Exit::Halt) {
+            let f = self.frame();
+            f.elr = f.elr.wrapping_add(4);
+        }
+    }
+
+    fn inject_undefined(&mut self) {
+        // Enter the guest's EL1 synchronous vector as the CPU would for an Unknown-reason exception (EC 0,
+        // IL set) at the instruction that exited.
+        let pc = self.last_pc;
+        let spsr = self.frame_ref().spsr;
+        let offset = match spsr & 0xf {
+            0b0101 => 0x200,
+            0b0100 => 0x000,
+            _ => 0x400,
+        };
+        self.el1[idx::esr_el1] = 1 << 25;
+        self.el1[idx::elr_el1] = pc;
+        self.el1[idx::spsr_el1] = spsr;
+        let vbar = self.el1[idx::vbar_el1];
+        let f = self.frame();
+        f.spsr = SPSR_EL1H_MASKED;
+        f.elr = vbar + offset;
+    }
+
+    fn inject_exception(&mut self, _vector: u8, _error_code: Option<u32>) {
+        self.inject_undefined();
+    }
+
+    fn guest_to_gpa(
+        &self,
+        gva: u64,
+        write: bool,
+        _read: &dyn Fn(u64) -> Option<u64>,
+    ) -> Result<u64, WalkError> {
+        // The guest's EL1 registers are still in the CPU (nothing runs between its exit and the handling), so
+        // the hardware walks its stage-1 tables; PAR_EL1 is the guest's and is restored before it runs again.
+        let par: u64;
+        // SAFETY: an address translation instruction only writes PAR_EL1.
+        unsafe {
+            if write {
+                core::arch::asm!("at s1e1w, {0}", "isb", "mrs {1}, par_el1", in(reg) gva, out(reg) par, options(nostack));
+            } else {
+                core::arch::asm!("at s1e1r, {0}", "isb", "mrs {1}, par_el1", in(reg) gva, out(reg) par, options(nostack));
+            }
+        }
+        if par & 1 != 0 {
+            return Err(WalkError::NotMapped(gva));
+        }
+        Ok((par & 0x000f_ffff_ffff_f000) | (gva & 0xfff))
+    }
+
+    fn hypercall_args(&self) -> (u64, [u64; 5]) {
+        let x = &self.frame_ref().x;
+        (x[16], [x[0], x[1], x[2], x[3], x[4]])
+    }
+
+    fn set_hypercall_result(&mut self, v: u64) {
+        self.frame().x[0] = v;
+    }
+
+    fn long_mode(&self) -> bool {
+        true
+    }
+
+    fn read_state_msr(&self, _msr: u32) -> Option<u64> {
+        None
+    }
+
+    fn write_state_msr(&mut self, _msr: u32, _v: u64) -> bool {
+        false
+    }
+
+    fn start_from(&mut self, _start: &xen_abi::xen::VcpuStart) -> bool {
+        // Secondary vCPUs of Arm guests start through PSCI CPU_ON, not an x86 register context.
+        false
+    }
+
+    fn queue_upcall(&mut self, vector: u8) {
+        self.upcall = Some(u32::from(vector));
+    }
+
+    fn flush_guest_tlb(&mut self) {
+        self.flush = true;
+    }
+
+    fn load_guest_fpu(&mut self) {
+        // FP/SIMD registers are switched by the exit vectors on every exit (the hypervisor uses them too).
+    }
+
+    fn save_guest_fpu(&mut self) {}
+
+    fn state_frame(&self) -> u64 {
+        self.frame_pa
+    }
+}
