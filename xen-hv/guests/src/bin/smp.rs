@@ -10,7 +10,7 @@ fn main() {
     std::process::exit(2);
 }
 
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", target_arch = "x86_64"))]
 mod guest {
     use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
@@ -124,5 +124,16 @@ mod guest {
             format_args!("no interleaving seen"),
         );
         c.finish()
+    }
+}
+
+/// On aarch64 this guest only says why it cannot run there.
+#[cfg(all(target_os = "none", target_arch = "aarch64"))]
+mod guest {
+    #[no_mangle]
+    extern "C" fn guest_main(_dtb: u64) -> ! {
+        xen_test_guests::println!("FAIL smp: secondary vCPUs of Arm guests start through PSCI CPU_ON, which xen-hv does not offer on aarch64 yet");
+        xen_test_guests::shutdown(xen_abi::hypercall::schedop::SHUTDOWN_POWEROFF);
+        xen_test_guests::halt_forever()
     }
 }
