@@ -1,0 +1,224 @@
+//! QEMU boot tests of the aarch64 hypervisor image: the real image, loaded by QEMU's `-kernel` as an arm64
+//! `Image` on the `virt,virtualization=on,gic-version=3` machine with `-cpu max` under TCG, entered at EL2,
+//! observed through its PL011 console and the semihosting exit status (`xtask::qemu` builds the command line).
+
+use std::time::Duration;
+
+use e2e::{boot_hv, Arch};
+
+/// Builds the aarch64 guest pack with `guests` (the default set when empty) and boots xen-hv with it.
+fn boot_with_guests(guests: &[&str], append: &str) -> e2e::qemu::BootOutcome {
+    let names: Vec<String> = guests.iter().map(|s| s.to_string()).collect();
+    let (pack, _) = xtask::build::build_guest_pack_for(Arch::Aarch64, &names)
+        .unwrap_or_else(|e| panic!("building the guest pack: {e}"));
+    let mut m = e2e::qemu::Machine::new(Arch::Aarch64, e2e::hv_image(Arch::Aarch64));
+    m.initrd = Some(pack);
+    m.append = append.to_string();
+    e2e::qemu::run(&m, Duration::from_secs(60), false)
+        .unwrap_or_else(|e| panic!("running QEMU: {e}"))
+}
+
+fn number_after(log: &str, key: &str) -> u64 {
+    let at = log
+        .find(key)
+        .unwrap_or_else(|| panic!("{key:?} missing:\n{log}"));
+    log[at + key.len()..]
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number after {key:?}:\n{log}"))
+}
+
+#[test]
+fn aarch64_boots_at_el2_and_reads_the_device_tree() {
+    let out = boot_hv(
+        Arch::Aarch64,
+        "console=com1 loglvl=debug frobnicate=1",
+        Duration::from_secs(60),
+    );
+    let log = &out.log;
+    // No boot module: nothing to run, which is success.
+    assert!(out.passed(), "status {:?}, expected 33:\n{log}", out.status);
+    assert!(
+        log.contains("xen-hv 4.17 (aarch64) starting at EL2"),
+        "{log}"
+    );
+    assert!(
+        log.contains("(XEN) boot protocol: device tree at 0x"),
+        "{log}"
+    );
+    assert!(
+        log.contains("(XEN) command line: console=com1 loglvl=debug frobnicate=1"),
+        "{log}"
+    );
+    assert!(
+        log.contains("(XEN) 1 unrecognised command line option(s) ignored"),
+        "{log}"
+    );
+    // The virt machine's RAM (512 MiB at 1 GiB) from the /memory node, its GICv3 from the arm,gic-v3 node.
+    assert!(
+        log.contains("(XEN)  0000000040000000 - 0000000060000000 type 1"),
+        "{log}"
+    );
+    assert!(log.contains("(XEN) 512 MiB RAM, 0 boot module(s)"), "{log}");
+    assert!(
+        log.contains("(XEN) GICv3 distributor 0x8000000, redistributor 0x80a0000"),
+        "{log}"
+    );
+    assert!(
+        log.contains("(XEN) stage-2 translation: 4 KiB granule, 48-bit IPA"),
+        "{log}"
+    );
+    assert!(
+        log.contains("(XEN) no guest domains to run; halting"),
+        "{log}"
+    );
+}
+
+#[test]
+fn aarch64_hypervisor_exception_prints_the_syndrome_and_fails() {
+    let out = boot_hv(
+        Arch::Aarch64,
+        "console=com1 xenrs_selftest=trap",
+        Duration::from_secs(60),
+    );
+    let log = &out.log;
+    assert_eq!(out.status, Some(xtask::qemu::EXIT_FAILURE), "{log}");
+    assert!(
+        log.contains("(XEN) self-test: raising an undefined instruction in the hypervisor"),
+        "{log}"
+    );
+    // UDF is an Unknown-reason exception (class 0) taken at EL2 itself.
+    assert!(
+        log.contains("(XEN) hypervisor exception (vector 4): ESR_EL2 0x2000000 (class 0x0)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn aarch64_runs_the_test_guests_in_el1_domains() {
+    let out = boot_with_guests(&[], "console=com1 loglvl=info");
+    let log = &out.log;
+    assert!(out.passed(), "status {:?}, expected 33:\n{log}", out.status);
+    assert!(!log.contains(") FAIL "), "{log}");
+    // Each domain has its RAM at guest-physical 1 GiB and enters the image at 0x40080000.
+    assert!(
+        log.contains("(XEN) d1: created \"hypercalls\": 8 MiB at 0x"),
+        "{log}"
+    );
+    assert!(log.contains("1 vCPU(s), entry 0x40080000"), "{log}");
+    // The hypercall guest: the device tree it got in x0, the hypercalls through hvc #0xEA1 (pointers
+    // translated through its own stage-1 tables and the stage-2 tables), the timer upcall as a virtual PPI
+    // through the GIC list registers.
+    for check in [
+        "device tree in x0",
+        "/hypervisor is compatible with xen,xen",
+        "/hypervisor names the event-channel PPI 31",
+        "/chosen/bootargs is the domain name",
+        "memory node: RAM at 0x40000000",
+        "xen_version(XENVER_version)",
+        "bad pointer (no nested mapping) -> EFAULT",
+        "bad pointer (no guest mapping) -> EFAULT",
+        "console_io(CONSOLEIO_write) returns 0",
+        "memory_op(XENMEM_memory_map) matches the boot memory map",
+        "add_to_physmap(shared_info) replaces the frame",
+        "hvm_op set_param/get_param round trip",
+        "vcpu_op(register_vcpu_info)",
+        "set_timer_op + SCHEDOP_block: woken with evtchn_upcall_pending in vcpu_info",
+        "EVTCHNOP_bind_virq(VIRQ_TIMER): the timer sets the port pending and its selector bit",
+        "timer upcall delivered through the callback (interrupt injection)",
+        "undefined hypercall 99 -> ENOSYS",
+    ] {
+        assert!(
+            log.contains(&format!("(d1) hypercalls: ok   {check}")),
+            "missing {check:?}:\n{log}"
+        );
+    }
+    assert!(log.contains("(d1) PASS hypercalls (32 checks)"), "{log}");
+    // Two CPU-bound counters, preempted by the EL2 timer, interleaved, FP/SIMD state intact.
+    for d in ["d2", "d3"] {
+        assert!(log.contains(&format!("({d}) PASS counter")), "{log}");
+        assert!(
+            log.contains(&format!(
+                "({d}) counter: ok   d20 survived preemption and other domains"
+            )),
+            "{log}"
+        );
+    }
+    let d2_done = log
+        .find("(d2) counter: round 8 of 8 done")
+        .expect("d2 finished");
+    let d3_first = log
+        .find("(d3) counter: round 1 of 8 done")
+        .expect("d3 started");
+    assert!(d3_first < d2_done, "counters did not interleave:\n{log}");
+    // Each counter was preempted by timer interrupts (guest exits for the EL2 timer).
+    for name in ["counter-1", "counter-2"] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("({name}) shut down (poweroff)")))
+            .unwrap_or_else(|| panic!("{name} summary:\n{log}"));
+        let interrupts = number_after(line, "hypercalls, ");
+        assert!(interrupts > 10, "{line}");
+    }
+    // The hostile guest: every bad hypercall refused, then its write to unbacked memory is a stage-2 data
+    // abort that ends only that domain.
+    assert!(
+        log.contains("(d4) PASS hostile: every undefined or malformed hypercall was refused"),
+        "{log}"
+    );
+    assert!(
+        log.contains("(XEN) d4v0: access to unmapped guest-physical address 0x70000000"),
+        "{log}"
+    );
+    assert!(
+        log.contains("(XEN) d4 (hostile) destroyed after a crash"),
+        "{log}"
+    );
+    // The sleeper's WFI with nothing to wake it: destroyed once nothing else can run.
+    assert!(
+        log.contains("(XEN) d5: every vCPU is blocked with nothing left that could wake it"),
+        "{log}"
+    );
+    for (d, name, verdict) in [
+        ("d1", "hypercalls", "PASS"),
+        ("d2", "counter-1", "PASS"),
+        ("d3", "counter-2", "PASS"),
+        ("d4", "hostile", "PASS (contained)"),
+        ("d5", "sleeper", "PASS (contained)"),
+    ] {
+        assert!(
+            log.contains(&format!("(XEN) result {d} {name}: {verdict}\n")),
+            "{d} {name}:\n{log}"
+        );
+    }
+    // Every frame of every domain came back.
+    let line = log
+        .lines()
+        .find(|l| l.contains("KiB free before the domains were built"))
+        .expect("memory summary");
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert!(nums.len() >= 2 && nums[0] == nums[1], "{line}");
+    eprintln!("aarch64 guests: {:.1}s", out.elapsed.as_secs_f64());
+}
+
+#[test]
+fn aarch64_verdict_fails_a_guest_that_reports_failure() {
+    let out = boot_with_guests(&["failing", "sleeper"], "console=com1");
+    let log = &out.log;
+    assert_eq!(out.status, Some(xtask::qemu::EXIT_FAILURE), "{log}");
+    assert!(
+        log.contains("(d1) FAIL failing: deliberately: this guest always fails"),
+        "{log}"
+    );
+    assert!(log.contains("(XEN) result d1 failing: FAIL"), "{log}");
+    assert!(
+        log.contains("(XEN) result d2 sleeper: PASS (contained)"),
+        "{log}"
+    );
+    assert!(log.contains("(XEN) some guests failed"), "{log}");
+}
