@@ -162,31 +162,53 @@ fn aarch64_runs_the_test_guests_in_el1_domains() {
         let interrupts = number_after(line, "hypercalls, ");
         assert!(interrupts > 10, "{line}");
     }
+    // The three-vCPU domain started its secondary vCPUs through PSCI CPU_ON (hvc #0) and they counted
+    // together with vCPU 0.
+    assert!(
+        log.contains("(XEN) d4: created \"smp\": 8 MiB at 0x"),
+        "{log}"
+    );
+    for check in [
+        "the device tree lists 3 vCPUs started through PSCI",
+        "PSCI_VERSION is 1.0",
+        "CPU_ON of a vCPU that does not exist -> INVALID_PARAMETERS",
+        "a second CPU_ON of vCPU 1 -> ALREADY_ON",
+        "vCPUs 1 and 2 see their own ids in MPIDR_EL1",
+        "atomic increments from all vCPUs add up",
+        "the vCPUs' increments interleaved",
+    ] {
+        assert!(
+            log.contains(&format!("(d4) smp: ok   {check}")),
+            "missing {check:?}:\n{log}"
+        );
+    }
+    assert!(log.contains("(d4) PASS smp (13 checks)"), "{log}");
     // The hostile guest: every bad hypercall refused, then its write to unbacked memory is a stage-2 data
     // abort that ends only that domain.
     assert!(
-        log.contains("(d4) PASS hostile: every undefined or malformed hypercall was refused"),
+        log.contains("(d5) PASS hostile: every undefined or malformed hypercall was refused"),
         "{log}"
     );
     assert!(
-        log.contains("(XEN) d4v0: access to unmapped guest-physical address 0x70000000"),
+        log.contains("(XEN) d5v0: access to unmapped guest-physical address 0x70000000"),
         "{log}"
     );
     assert!(
-        log.contains("(XEN) d4 (hostile) destroyed after a crash"),
+        log.contains("(XEN) d5 (hostile) destroyed after a crash"),
         "{log}"
     );
     // The sleeper's WFI with nothing to wake it: destroyed once nothing else can run.
     assert!(
-        log.contains("(XEN) d5: every vCPU is blocked with nothing left that could wake it"),
+        log.contains("(XEN) d6: every vCPU is blocked with nothing left that could wake it"),
         "{log}"
     );
     for (d, name, verdict) in [
         ("d1", "hypercalls", "PASS"),
         ("d2", "counter-1", "PASS"),
         ("d3", "counter-2", "PASS"),
-        ("d4", "hostile", "PASS (contained)"),
-        ("d5", "sleeper", "PASS (contained)"),
+        ("d4", "smp", "PASS"),
+        ("d5", "hostile", "PASS (contained)"),
+        ("d6", "sleeper", "PASS (contained)"),
     ] {
         assert!(
             log.contains(&format!("(XEN) result {d} {name}: {verdict}\n")),

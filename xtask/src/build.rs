@@ -109,11 +109,11 @@ pub const TEST_GUESTS: &[GuestSpec] = &[
 pub const EXTRA_GUESTS: &[GuestSpec] =
     &[("failing", 1, 8, 1), ("ticker", 1, 8, 1), ("echo", 1, 8, 1)];
 
-/// The test guests that run on aarch64 when none is named: the x86 set without `smp` (secondary vCPUs need
-/// PSCI CPU_ON) and `triplefault` (an x86 event).
+/// The test guests that run on aarch64 when none is named: the x86 set without `triplefault` (an x86 event).
 pub const AARCH64_TEST_GUESTS: &[GuestSpec] = &[
     ("hypercalls", 1, 8, 1),
     ("counter", 2, 8, 1),
+    ("smp", 1, 8, 3),
     ("hostile", 1, 8, 1),
     ("sleeper", 1, 8, 1),
 ];

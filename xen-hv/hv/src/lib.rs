@@ -11,6 +11,7 @@ pub mod frames;
 pub mod hypercall;
 pub mod modpack;
 pub mod paging;
+pub mod psci;
 pub mod sched;
 pub mod time;
 pub mod vcpu;

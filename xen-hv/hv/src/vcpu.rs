@@ -39,6 +39,14 @@ pub enum Exit {
     Halt,
     /// A hypercall instruction (`vmmcall` / `vmcall`, or `hvc #0xEA1` on aarch64).
     Hypercall,
+    /// A firmware call: PSCI through `hvc #0` or `smc #0` on aarch64 (function id in x0, arguments x1..x3; the
+    /// result goes to x0 through [`Vcpu::set_hypercall_result`]).
+    Firmware {
+        /// Function identifier.
+        function: u64,
+        /// Arguments.
+        args: [u64; 3],
+    },
     /// A guest-physical access that the nested tables do not allow.
     NestedFault {
         /// Guest-physical address.
@@ -122,6 +130,10 @@ pub trait Vcpu {
     fn read_state_msr(&self, msr: u32) -> Option<u64>;
     /// Writes such an MSR, false when the value is invalid.
     fn write_state_msr(&mut self, msr: u32, v: u64) -> bool;
+    /// Resets the vCPU to start at `entry` with `arg` as its boot argument, in the architecture's firmware
+    /// boot state (PSCI `CPU_ON` on aarch64: EL1h, MMU off, x0 = `arg`); false where vCPUs are not started
+    /// that way (x86 uses [`Vcpu::start_from`]).
+    fn start_at(&mut self, entry: u64, arg: u64) -> bool;
     /// Replaces the start state with a `VCPUOP_initialise` context; false when it is not acceptable.
     fn start_from(&mut self, start: &VcpuStart) -> bool;
     /// Queues an upcall interrupt with `vector`, delivered when the guest enables interrupts.

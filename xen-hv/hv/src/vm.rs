@@ -258,7 +258,7 @@ impl Machine {
         let elf = ElfImage::parse(image).map_err(BuildError::Elf)?;
         let mem_bytes = u64::from(mem_mib) << 20;
         // The layout is checked before any allocation.
-        let plan = arch::plan_domain(&elf, mem_bytes, module)?;
+        let plan = arch::plan_domain(&elf, mem_bytes, vcpus, module)?;
         let mem_base = self
             .frames
             .alloc(mem_bytes, 2 << 20)
@@ -353,7 +353,8 @@ impl Machine {
                 return Err(BuildError::NoMemory);
             }
             // Each vCPU has its own ASID (guest TLB tag), never 0.
-            let mut hw = arch::new_vcpu(vmcb, &dom_hw, npt.root, v as u32 + 1, entry, si);
+            let mut hw =
+                arch::new_vcpu(vmcb, &dom_hw, npt.root, (v as u32 + 1, i as u32), entry, si);
             if let (true, Some(start)) = (first, setup.start.as_ref()) {
                 if !hw.start_from(start) {
                     return Err(BuildError::BadContext);
@@ -645,6 +646,12 @@ impl Machine {
                     }
                 }
             }
+            Exit::Firmware { function, args } => {
+                d.hypercalls += 1;
+                let (ret, flow) = self.psci(dom, function, args);
+                hw.set_hypercall_result(ret as u64);
+                flow
+            }
             Exit::Forbidden(what) => {
                 let _ = writeln!(
                     self.con,
@@ -702,6 +709,65 @@ impl Machine {
                 self.destroy(dom, DomState::Crashed);
                 Flow::Stop(State::Dead)
             }
+        }
+    }
+
+    /// A PSCI call of a vCPU of domain slot `dom`: its return value and what the vCPU does next.
+    fn psci(&mut self, dom: usize, function: u64, args: [u64; 3]) -> (i64, Flow) {
+        use xen_hv::psci::{self, Call};
+        let Some(d) = self.domains[dom].as_ref() else {
+            return (psci::INTERNAL_FAILURE, Flow::Stop(State::Dead));
+        };
+        let target_slot = |mpidr: u64| {
+            psci::vcpu_of(mpidr)
+                .map(|i| i as usize)
+                .filter(|&i| i < d.nr_vcpus)
+                .map(|i| d.vcpus[i])
+        };
+        match psci::decode(function, args) {
+            Call::Version => (psci::VERSION_1_0 as i64, Flow::Continue),
+            Call::CpuOn {
+                target,
+                entry,
+                context,
+            } => {
+                let Some(t) = target_slot(target) else {
+                    return (psci::INVALID_PARAMETERS, Flow::Continue);
+                };
+                if self.sched.state(t) != State::Down {
+                    return (psci::ALREADY_ON, Flow::Continue);
+                }
+                let started = self.hw[t]
+                    .as_mut()
+                    .is_some_and(|hw| hw.start_at(entry, context));
+                match self.meta[t].as_mut() {
+                    Some(m) if started => {
+                        m.initialised = true;
+                        self.sched.set(t, State::Runnable);
+                        (psci::SUCCESS, Flow::Continue)
+                    }
+                    _ => (psci::INTERNAL_FAILURE, Flow::Continue),
+                }
+            }
+            Call::CpuOff => (psci::SUCCESS, Flow::Stop(State::Down)),
+            Call::AffinityInfo { target, level } => match (target_slot(target), level) {
+                (Some(t), 0) if matches!(self.sched.state(t), State::Down | State::Dead) => {
+                    (psci::AFFINITY_OFF, Flow::Continue)
+                }
+                (Some(_), 0) => (psci::AFFINITY_ON, Flow::Continue),
+                _ => (psci::INVALID_PARAMETERS, Flow::Continue),
+            },
+            Call::MigrateInfoType => (psci::MIGRATE_NOT_REQUIRED, Flow::Continue),
+            Call::SystemOff => {
+                self.destroy(dom, DomState::Shutdown(0));
+                (psci::SUCCESS, Flow::Stop(State::Dead))
+            }
+            Call::SystemReset => {
+                self.destroy(dom, DomState::Shutdown(1));
+                (psci::SUCCESS, Flow::Stop(State::Dead))
+            }
+            Call::Features(fid) if psci::supported(fid) => (psci::SUCCESS, Flow::Continue),
+            Call::Features(_) | Call::Unknown(_) => (psci::NOT_SUPPORTED, Flow::Continue),
         }
     }
 

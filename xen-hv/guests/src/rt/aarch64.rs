@@ -41,6 +41,42 @@ guest_entry:
     b 1b
     .ltorg
 
+    /* Secondary vCPUs (PSCI CPU_ON with x0 = their index) start here with the MMU off: own stack, FP/SIMD,
+       vectors, then vCPU 0's translation tables. */
+    .section .text
+    .global guest_secondary_entry
+guest_secondary_entry:
+    mov x19, x0
+    ldr x1, =guest_ap_stacks
+    add x2, x0, #1
+    lsl x2, x2, #14
+    add x1, x1, x2
+    mov sp, x1
+    mov x1, #(3 << 20)
+    msr cpacr_el1, x1
+    isb
+    ldr x1, =guest_vectors
+    msr vbar_el1, x1
+    ldr x2, =0xff00
+    msr mair_el1, x2
+    ldr x2, =0x100803520
+    msr tcr_el1, x2
+    ldr x1, =guest_l1
+    msr ttbr0_el1, x1
+    isb
+    tlbi vmalle1
+    dsb ish
+    isb
+    ldr x2, =0x30d01805
+    msr sctlr_el1, x2
+    isb
+    mov x0, x19
+    bl guest_ap_rust
+2:
+    wfi
+    b 2b
+    .ltorg
+
     .section .text.vectors, "ax"
     .balign 0x800
 guest_vectors:
@@ -104,11 +140,69 @@ guest_l1:
 guest_stack:
     .fill 65536, 1, 0
 guest_stack_top:
+    /* 16 KiB for each of up to 4 secondary vCPUs. */
+    .balign 16
+guest_ap_stacks:
+    .fill 65536, 1, 0
     "#
 );
 
 extern "C" {
     static guest_callback_count: u64;
+    fn guest_secondary_entry();
+}
+
+/// PSCI `CPU_ON` (SMC64 function id).
+const PSCI_CPU_ON: u64 = 0xc400_0003;
+
+/// What the secondary vCPUs run once their MMU is on.
+static AP_MAIN: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+#[no_mangle]
+extern "C" fn guest_ap_rust(_id: u64) -> ! {
+    let f = AP_MAIN.load(core::sync::atomic::Ordering::Acquire);
+    if f != 0 {
+        // SAFETY: only `start_vcpu` stores into AP_MAIN, and it stores a `fn() -> !`.
+        let f: fn() -> ! = unsafe { core::mem::transmute::<usize, fn() -> !>(f) };
+        f();
+    }
+    halt_forever()
+}
+
+/// A PSCI call through `hvc #0` (the conduit the device tree's `/psci` node names): function id in x0,
+/// arguments in x1..x3, result in x0.
+pub fn psci(function: u64, args: [u64; 3]) -> i64 {
+    let ret: u64;
+    // SAFETY: `hvc #0` traps to the hypervisor's PSCI, which only changes x0 (and starts or stops vCPUs).
+    unsafe {
+        core::arch::asm!(
+            "hvc #0",
+            inlateout("x0") function => ret,
+            in("x1") args[0],
+            in("x2") args[1],
+            in("x3") args[2],
+            options(nostack)
+        );
+    }
+    ret as i64
+}
+
+/// Starts secondary vCPU `id` (1..=4) running `f` through PSCI `CPU_ON`; returns the PSCI error.
+pub fn start_vcpu(id: u32, f: fn() -> !) -> Result<(), i64> {
+    AP_MAIN.store(f as usize, core::sync::atomic::Ordering::Release);
+    let entry = guest_secondary_entry as unsafe extern "C" fn() as usize as u64;
+    match psci(PSCI_CPU_ON, [u64::from(id), entry, u64::from(id)]) {
+        0 => Ok(()),
+        e => Err(e),
+    }
+}
+
+/// This vCPU's index (MPIDR_EL1 affinity 0, which the hypervisor sets per vCPU).
+pub fn vcpu_index() -> u32 {
+    let mpidr: u64;
+    // SAFETY: reading MPIDR_EL1 has no side effects.
+    unsafe { core::arch::asm!("mrs {}, mpidr_el1", out(reg) mpidr, options(nomem, nostack)) };
+    (mpidr & 0xff) as u32
 }
 
 /// Xen's hypercall immediate on Arm.

@@ -22,6 +22,7 @@ pub struct DomainPlan {
     mem_bytes: u64,
     dtb_at: u64,
     module_at: Option<u64>,
+    vcpus: u32,
 }
 
 fn outside(start: u64, end: u64) -> BuildError {
@@ -32,6 +33,7 @@ fn outside(start: u64, end: u64) -> BuildError {
 pub fn plan_domain(
     elf: &ElfImage<'_>,
     mem_bytes: u64,
+    vcpus: u32,
     module: Option<&[u8]>,
 ) -> Result<DomainPlan, BuildError> {
     if elf.machine() != EM_AARCH64 || !elf.is_64() {
@@ -69,6 +71,7 @@ pub fn plan_domain(
         mem_bytes,
         dtb_at,
         module_at,
+        vcpus,
     })
 }
 
@@ -94,21 +97,29 @@ pub fn write_domain(
         _ => None,
     };
     let mut dtb = [0u8; PAGE as usize];
-    let n = device_tree(&mut dtb, plan.mem_bytes, name, module_range)
+    let n = device_tree(&mut dtb, plan, name, module_range)
         .map_err(|_| outside(plan.dtb_at, plan.dtb_at + PAGE))?;
     copy(plan.dtb_at - GUEST_RAM_BASE, &dtb[..n]);
     Ok((plan.entry, plan.dtb_at))
+}
+
+/// `cpu@N` for N below 8.
+fn cpu_node_name(buf: &mut [u8; 8], i: u32) -> &str {
+    buf[..4].copy_from_slice(b"cpu@");
+    buf[4] = b'0' + (i % 10) as u8;
+    core::str::from_utf8(&buf[..5]).unwrap_or("cpu")
 }
 
 fn hi_lo(v: u64) -> [u32; 2] {
     [(v >> 32) as u32, v as u32]
 }
 
-/// The guest's device tree: its RAM, its command line (the domain name) and boot module in `/chosen`, and the
-/// `/hypervisor` node by which a guest recognises Xen and learns the event-channel PPI.
+/// The guest's device tree: its RAM, its command line (the domain name) and boot module in `/chosen`, the
+/// `/hypervisor` node by which a guest recognises Xen and learns the event-channel PPI, its vCPUs (started
+/// through PSCI) and the PSCI node (HVC conduit).
 fn device_tree(
     out: &mut [u8],
-    mem_bytes: u64,
+    plan: &DomainPlan,
     name: &str,
     module: Option<(u64, u64)>,
 ) -> Result<usize, xen_abi::fdt::FdtError> {
@@ -127,13 +138,31 @@ fn device_tree(
     w.begin_node("memory@40000000");
     w.prop_str("device_type", "memory");
     let [bh, bl] = hi_lo(GUEST_RAM_BASE);
-    let [sh, sl] = hi_lo(mem_bytes);
+    let [sh, sl] = hi_lo(plan.mem_bytes);
     w.prop_cells("reg", &[bh, bl, sh, sl]);
     w.end_node();
     w.begin_node("hypervisor");
     w.prop("compatible", b"xen,xen-4.17\0xen,xen\0");
     // PPI (type 1) number EVTCHN_PPI - 16, level-triggered, active low, all CPUs: as Xen describes it.
     w.prop_cells("interrupts", &[1, EVTCHN_PPI - 16, 0xf08]);
+    w.end_node();
+    w.begin_node("psci");
+    w.prop("compatible", b"arm,psci-1.0\0arm,psci-0.2\0");
+    w.prop_str("method", "hvc");
+    w.end_node();
+    w.begin_node("cpus");
+    w.prop_cells("#address-cells", &[1]);
+    w.prop_cells("#size-cells", &[0]);
+    let mut unit = [0u8; 8];
+    for i in 0..plan.vcpus.min(8) {
+        let name = cpu_node_name(&mut unit, i);
+        w.begin_node(name);
+        w.prop_str("device_type", "cpu");
+        w.prop("compatible", b"arm,armv8\0");
+        w.prop_cells("reg", &[i]);
+        w.prop_str("enable-method", "psci");
+        w.end_node();
+    }
     w.end_node();
     w.end_node();
     w.finish(out)

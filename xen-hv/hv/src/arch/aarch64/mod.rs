@@ -36,17 +36,17 @@ impl DomainHw {
     pub fn release(&self, _frames: &mut xen_hv::frames::FrameAllocator) {}
 }
 
-/// A vCPU at the domain's entry with x0 = `arg` (the device tree) on the stage-2 tables at `root`; `tag` (never
-/// 0, below 256) is its VMID and, minus one, its MPIDR affinity.
+/// vCPU `vcpu_id` (its MPIDR affinity) at the domain's entry with x0 = `arg` (the device tree) on the stage-2
+/// tables at `root`; `tag` (never 0, below 256) is its VMID.
 pub fn new_vcpu(
     state_frame: u64,
     _dom: &DomainHw,
     root: u64,
-    tag: u32,
+    (tag, vcpu_id): (u32, u32),
     entry: u64,
     arg: u64,
 ) -> HwVcpu {
-    HwVcpu::new(state_frame, root, tag as u16, tag - 1, entry, arg)
+    HwVcpu::new(state_frame, root, tag as u16, vcpu_id, entry, arg)
 }
 
 /// Stage-2 translation control, set once: 48-bit IPA space (T0SZ 16) walked from level 0 (SL0 2), 4 KiB

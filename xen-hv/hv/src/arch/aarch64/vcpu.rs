@@ -299,16 +299,27 @@ impl Vcpu for Arm64Vcpu {
             }
             let ec = esr >> 26;
             return match ec {
-                EC_HVC64 => {
+                EC_HVC64 if esr & 0xffff != 0 => {
                     // ELR already points past the HVC.
                     self.last_pc = elr.wrapping_sub(4);
                     if esr & 0xffff == XEN_HVC_IMM {
                         Exit::Hypercall
                     } else {
-                        Exit::Forbidden("an HVC other than Xen's hvc #0xEA1")
+                        Exit::Forbidden("an HVC other than hvc #0xEA1 (Xen) or hvc #0 (PSCI)")
                     }
                 }
-                EC_SMC64 => Exit::Forbidden("SMC"),
+                EC_SMC64 | EC_HVC64 if esr & 0xffff == 0 => {
+                    // PSCI: a trapped SMC returns to itself, an HVC past itself.
+                    if ec == EC_SMC64 {
+                        self.frame().elr = elr.wrapping_add(4);
+                    }
+                    let x = &self.frame_ref().x;
+                    Exit::Firmware {
+                        function: x[0],
+                        args: [x[1], x[2], x[3]],
+                    }
+                }
+                EC_SMC64 => Exit::Forbidden("an SMC other than smc #0"),
                 EC_WFX if esr & 1 == 0 => Exit::Halt,
                 EC_WFX => {
                     // WFE: nothing to wait for here; continue after it.
@@ -413,6 +424,28 @@ impl Vcpu for Arm64Vcpu {
 
     fn write_state_msr(&mut self, _msr: u32, _v: u64) -> bool {
         false
+    }
+
+    fn start_at(&mut self, entry: u64, arg: u64) -> bool {
+        // PSCI CPU_ON: EL1h with exceptions masked, MMU and caches off, x0 = the context id, everything else
+        // as after reset.
+        self.el1 = [0; NR_EL1];
+        self.el1[idx::sctlr_el1] = SCTLR_EL1_RESET;
+        self.lrs = [0; NR_LRS];
+        self.vmcr = 0;
+        self.ap1r0 = 0;
+        self.upcall = None;
+        self.flush = true;
+        self.last_pc = entry;
+        let f = self.frame();
+        f.x = [0; 31];
+        f.q = [0; 32];
+        f.fpsr = 0;
+        f.fpcr = 0;
+        f.x[0] = arg;
+        f.elr = entry;
+        f.spsr = SPSR_EL1H_MASKED;
+        true
     }
 
     fn start_from(&mut self, _start: &xen_abi::xen::VcpuStart) -> bool {

@@ -25,6 +25,7 @@ pub struct DomainPlan {
 pub fn plan_domain(
     elf: &ElfImage<'_>,
     mem_bytes: u64,
+    _vcpus: u32,
     module: Option<&[u8]>,
 ) -> Result<DomainPlan, BuildError> {
     let entry =

@@ -55,13 +55,13 @@ impl DomainHw {
     }
 }
 
-/// A vCPU in its domain's start state (the PVH entry with `ebx` = `arg`) with its VMCB in `state_frame`; `tag`
-/// is its ASID.
+/// A vCPU of a domain in its start state (the PVH entry with `ebx` = `arg`) with its VMCB in `state_frame`;
+/// `tag` is its ASID (the vCPU's index within the domain reaches the guest through CPUID instead).
 pub fn new_vcpu(
     state_frame: u64,
     dom: &DomainHw,
     root: u64,
-    tag: u32,
+    (tag, _vcpu_id): (u32, u32),
     entry: u64,
     arg: u64,
 ) -> HwVcpu {

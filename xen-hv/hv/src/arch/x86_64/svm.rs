@@ -629,6 +629,11 @@ impl Vcpu for SvmVcpu {
         }
     }
 
+    fn start_at(&mut self, _entry: u64, _arg: u64) -> bool {
+        // x86 vCPUs start from a vcpu_hvm_context (`start_from`), not a firmware call.
+        false
+    }
+
     fn queue_upcall(&mut self, vector: u8) {
         self.set_virq(vector);
     }
