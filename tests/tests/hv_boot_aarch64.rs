@@ -110,7 +110,7 @@ fn aarch64_runs_the_test_guests_in_el1_domains() {
     assert!(log.contains("1 vCPU(s), entry 0x40080000"), "{log}");
     // The hypercall guest: the device tree it got in x0, the hypercalls through hvc #0xEA1 (pointers
     // translated through its own stage-1 tables and the stage-2 tables), the timer upcall as a virtual PPI
-    // through the GIC list registers.
+    // through the GIC list registers, its own virtual timer's PPI 27 and a WFI that sleeps until it.
     for check in [
         "device tree in x0",
         "/hypervisor is compatible with xen,xen",
@@ -128,6 +128,8 @@ fn aarch64_runs_the_test_guests_in_el1_domains() {
         "set_timer_op + SCHEDOP_block: woken with evtchn_upcall_pending in vcpu_info",
         "EVTCHNOP_bind_virq(VIRQ_TIMER): the timer sets the port pending and its selector bit",
         "timer upcall delivered through the callback (interrupt injection)",
+        "virtual timer interrupt (PPI 27) delivered through the virtual GIC",
+        "WFI sleeps until the virtual timer fires",
         "undefined hypercall 99 -> ENOSYS",
     ] {
         assert!(
@@ -135,7 +137,7 @@ fn aarch64_runs_the_test_guests_in_el1_domains() {
             "missing {check:?}:\n{log}"
         );
     }
-    assert!(log.contains("(d1) PASS hypercalls (32 checks)"), "{log}");
+    assert!(log.contains("(d1) PASS hypercalls (34 checks)"), "{log}");
     // Two CPU-bound counters, preempted by the EL2 timer, interleaved, FP/SIMD state intact.
     for d in ["d2", "d3"] {
         assert!(log.contains(&format!("({d}) PASS counter")), "{log}");

@@ -136,6 +136,9 @@ pub trait Vcpu {
     fn start_at(&mut self, entry: u64, arg: u64) -> bool;
     /// Replaces the start state with a `VCPUOP_initialise` context; false when it is not acceptable.
     fn start_from(&mut self, start: &VcpuStart) -> bool;
+    /// When the vCPU's own architectural timer (the aarch64 virtual timer) fires next, in system time, if it is
+    /// armed: a blocked vCPU must wake then. `None` on x86, whose guests wait on Xen timers only.
+    fn timer_deadline(&self) -> Option<u64>;
     /// Queues an upcall interrupt with `vector`, delivered when the guest enables interrupts.
     fn queue_upcall(&mut self, vector: u8);
     /// Drops the guest's cached translations before the next entry.

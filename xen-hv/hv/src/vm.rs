@@ -416,7 +416,12 @@ impl Machine {
         let now = arch::now_ns();
         let woken = self.sched.expire(now);
         for i in 0..MAX_VCPUS {
-            if woken & (1 << i) != 0 {
+            // A vCPU woken by its Xen timer gets the timer event; one woken by its architectural timer (see
+            // `Vcpu::timer_deadline`) finds that timer's interrupt when it runs.
+            let xen_timer_due = self.meta[i]
+                .as_ref()
+                .is_some_and(|m| m.timer != 0 && m.timer <= now);
+            if woken & (1 << i) != 0 && xen_timer_due {
                 self.raise_upcall(i);
             }
         }
@@ -611,7 +616,13 @@ impl Machine {
             }
             Exit::Halt => {
                 hw.skip_instruction(&exit);
-                Flow::Stop(State::Blocked(timer))
+                // Sleep until the earlier of the Xen timer and the vCPU's own architectural timer.
+                let wake = match (timer, hw.timer_deadline()) {
+                    (0, Some(t)) => t.max(1),
+                    (x, Some(t)) => x.min(t.max(1)),
+                    (x, None) => x,
+                };
+                Flow::Stop(State::Blocked(wake))
             }
             Exit::Hypercall => {
                 d.hypercalls += 1;

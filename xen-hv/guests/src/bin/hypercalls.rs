@@ -435,6 +435,8 @@ mod guest {
             r == 0 && before == 0 && after >= 1,
             format_args!("ret {r:#x} upcalls before {before} after {after}"),
         );
+        #[cfg(target_arch = "aarch64")]
+        vtimer_checks(&mut c);
         let r = hypercall(SCHED_OP, [schedop::YIELD, 0, 0, 0, 0]);
         c.check("sched_op(SCHEDOP_yield)", r == 0, format_args!("{r:#x}"));
         let r = hypercall(SCHED_OP, [schedop::SHUTDOWN, UNBACKED, 0, 0, 0]);
@@ -467,6 +469,40 @@ mod guest {
         #[cfg(target_arch = "x86_64")]
         port_checks(&mut c);
         c.finish()
+    }
+
+    /// The EL1 virtual timer: its PPI 27 reaches the guest through the virtual GIC, and a WFI sleeps until it.
+    #[cfg(target_arch = "aarch64")]
+    fn vtimer_checks(c: &mut Checks) {
+        use xen_test_guests::{arm_vtimer, counter, counter_hz, vtimer_count};
+        let hz = counter_hz();
+        let before = vtimer_count();
+        xen_test_guests::enable_upcalls();
+        arm_vtimer(hz / 1000);
+        let mut spins = 0u64;
+        while vtimer_count() == before && spins < 50_000_000 {
+            core::hint::spin_loop();
+            spins += 1;
+        }
+        let after = vtimer_count();
+        c.check(
+            "virtual timer interrupt (PPI 27) delivered through the virtual GIC",
+            after == before + 1,
+            format_args!("{before} -> {after} after {spins} spins"),
+        );
+        // 20 ms: the vCPU blocks in WFI (other domains run) and wakes for its timer.
+        let start = counter();
+        arm_vtimer(hz / 50);
+        while vtimer_count() == after && counter() - start < hz {
+            xen_test_guests::wait_for_interrupt();
+        }
+        let slept = (counter() - start) * 1000 / hz;
+        xen_test_guests::disable_upcalls();
+        c.check(
+            "WFI sleeps until the virtual timer fires",
+            vtimer_count() == after + 1 && (20..1000).contains(&slept),
+            format_args!("count {} after {slept} ms", vtimer_count()),
+        );
     }
 
     /// The port 0xe9 debug console and unclaimed port reads.

@@ -6,6 +6,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 /// The EL2 physical timer's PPI (CNTHP), the hypervisor's tick.
 pub const HYP_TIMER_INTID: u32 = 26;
+/// The EL1 virtual timer's PPI (CNTV), the guests' timer: taken at EL2 and forwarded to the running vCPU.
+pub const VTIMER_INTID: u32 = 27;
 /// Highest INTID that is not special (1020..1023 are).
 const SPURIOUS: u32 = 1020;
 
@@ -69,7 +71,7 @@ pub fn init(gicd: u64, gicr: u64) -> Result<(), GicError> {
     for i in 0..8 {
         w32(sgi + 0x400 + 4 * i, 0x8080_8080);
     }
-    w32(sgi + 0x100, 1 << HYP_TIMER_INTID);
+    w32(sgi + 0x100, (1 << HYP_TIMER_INTID) | (1 << VTIMER_INTID));
     // SAFETY: ICC_SRE_EL2 = SRE | DFB | DIB | Enable (EL1 may use its system register interface); then
     // priority mask open, group 1 enabled. Only the GIC CPU interface state changes.
     unsafe {

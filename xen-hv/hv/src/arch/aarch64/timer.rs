@@ -46,13 +46,32 @@ pub fn arm() {
     }
 }
 
-/// Handles every pending physical interrupt: a CNTHP expiry counts a tick and re-arms the timer.
-pub fn handle_interrupts() {
+/// Handles every pending physical interrupt: a CNTHP expiry counts a tick and re-arms the timer. Returns true
+/// when the virtual timer (the running guest's) fired; its owner masks it and gets the virtual interrupt.
+pub fn handle_interrupts() -> bool {
+    let mut vtimer = false;
     while let Some(intid) = super::gic::ack() {
-        if intid == super::gic::HYP_TIMER_INTID {
-            TICKS.fetch_add(1, Ordering::AcqRel);
-            arm();
+        match intid {
+            super::gic::HYP_TIMER_INTID => {
+                TICKS.fetch_add(1, Ordering::AcqRel);
+                arm();
+            }
+            super::gic::VTIMER_INTID => {
+                // Level-triggered: silence it until the guest's state is saved with IMASK set.
+                // SAFETY: masks the EL1 virtual timer's output; the caller saved the guest's CNTV_CTL_EL0 first.
+                unsafe {
+                    core::arch::asm!("msr cntv_ctl_el0, {}", "isb", in(reg) 3u64, options(nomem, nostack))
+                };
+                vtimer = true;
+            }
+            _ => {}
         }
         super::gic::eoi(intid);
     }
+    vtimer
+}
+
+/// System time in nanoseconds at counter value `count`.
+pub fn count_to_ns(count: u64) -> u64 {
+    (u128::from(count) * 1_000_000_000 / u128::from(frequency())) as u64
 }

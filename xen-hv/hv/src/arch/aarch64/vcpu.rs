@@ -51,6 +51,10 @@ const EC_HVC64: u64 = 0x16;
 const EC_SMC64: u64 = 0x17;
 const EC_IABT_LOW: u64 = 0x20;
 const EC_DABT_LOW: u64 = 0x24;
+/// CNTV_CTL_EL0: enable.
+const CNTV_ENABLE: u64 = 1;
+/// CNTV_CTL_EL0: interrupt mask.
+const CNTV_IMASK: u64 = 2;
 /// List registers used (QEMU's GICv3 implements 4).
 const NR_LRS: usize = 4;
 
@@ -132,6 +136,8 @@ pub struct Arm64Vcpu {
     vmcr: u64,
     ap1r0: u64,
     upcall: Option<u32>,
+    /// The virtual timer fired and its PPI waits for a list register.
+    vtimer: bool,
     flush: bool,
     /// Address of the instruction that caused the last exit.
     last_pc: u64,
@@ -152,6 +158,7 @@ impl Arm64Vcpu {
             vmcr: 0,
             ap1r0: 0,
             upcall: None,
+            vtimer: false,
             flush: true,
             last_pc: entry,
         };
@@ -239,22 +246,33 @@ impl Arm64Vcpu {
         self.ap1r0 = ap1r0;
     }
 
-    /// Moves a queued upcall into a free list register (unless it is already listed).
+    /// Moves a queued upcall and a fired virtual timer into free list registers (unless already listed).
     fn place_upcall(&mut self) {
-        let Some(intid) = self.upcall else {
-            return;
-        };
+        if let Some(intid) = self.upcall {
+            if self.list(intid) {
+                self.upcall = None;
+            }
+        }
+        if self.vtimer && self.list(super::gic::VTIMER_INTID) {
+            self.vtimer = false;
+        }
+    }
+
+    /// Puts virtual INTID `intid` in a list register; false when all are busy.
+    fn list(&mut self, intid: u32) -> bool {
         let listed = self
             .lrs
             .iter()
             .any(|&lr| !super::gic::lr_free(lr) && lr as u32 == intid);
         if listed {
-            self.upcall = None;
-            return;
+            return true;
         }
-        if let Some(lr) = self.lrs.iter_mut().find(|lr| super::gic::lr_free(**lr)) {
-            *lr = super::gic::lr_pending(intid);
-            self.upcall = None;
+        match self.lrs.iter_mut().find(|lr| super::gic::lr_free(**lr)) {
+            Some(lr) => {
+                *lr = super::gic::lr_pending(intid);
+                true
+            }
+            None => false,
         }
     }
 
@@ -291,7 +309,12 @@ impl Vcpu for Arm64Vcpu {
             self.last_pc = elr;
             match kind {
                 1 | 2 => {
-                    super::timer::handle_interrupts();
+                    if super::timer::handle_interrupts() {
+                        // The guest's virtual timer fired: keep it masked (the guest unmasks it when it
+                        // re-arms, as Linux does) and deliver its PPI through a list register.
+                        self.el1[idx::cntv_ctl_el0] |= CNTV_IMASK;
+                        self.vtimer = true;
+                    }
                     return Exit::Interrupt;
                 }
                 3 => return Exit::Unhandled(esr),
@@ -435,6 +458,7 @@ impl Vcpu for Arm64Vcpu {
         self.vmcr = 0;
         self.ap1r0 = 0;
         self.upcall = None;
+        self.vtimer = false;
         self.flush = true;
         self.last_pc = entry;
         let f = self.frame();
@@ -451,6 +475,13 @@ impl Vcpu for Arm64Vcpu {
     fn start_from(&mut self, _start: &xen_abi::xen::VcpuStart) -> bool {
         // Secondary vCPUs of Arm guests start through PSCI CPU_ON, not an x86 register context.
         false
+    }
+
+    fn timer_deadline(&self) -> Option<u64> {
+        let ctl = self.el1[idx::cntv_ctl_el0];
+        // Enabled and not masked: it will fire at CVAL (the virtual count equals the physical count).
+        (ctl & CNTV_ENABLE != 0 && ctl & CNTV_IMASK == 0)
+            .then(|| super::timer::count_to_ns(self.el1[idx::cntv_cval_el0]))
     }
 
     fn queue_upcall(&mut self, vector: u8) {

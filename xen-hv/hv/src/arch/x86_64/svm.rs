@@ -634,6 +634,11 @@ impl Vcpu for SvmVcpu {
         false
     }
 
+    fn timer_deadline(&self) -> Option<u64> {
+        // No LAPIC timer is emulated for guests.
+        None
+    }
+
     fn queue_upcall(&mut self, vector: u8) {
         self.set_virq(vector);
     }
