@@ -102,6 +102,18 @@ fn aarch64_runs_the_test_guests_in_el1_domains() {
     let log = &out.log;
     assert!(out.passed(), "status {:?}, expected 33:\n{log}", out.status);
     assert!(!log.contains(") FAIL "), "{log}");
+    // Both CPUs of the machine (the second started through the firmware's PSCI CPU_ON) ran vCPUs.
+    assert!(log.contains("(XEN) 2 CPU(s) online"), "{log}");
+    assert!(
+        log.contains("(XEN) running 6 domain(s) on 2 CPU(s)"),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("ran on pCPU mask"))
+            .any(|l| l.ends_with("0x2") || l.ends_with("0x3")),
+        "no vCPU ran on CPU 1:\n{log}"
+    );
     // Each domain has its RAM at guest-physical 1 GiB and enters the image at 0x40080000.
     assert!(
         log.contains("(XEN) d1: created \"hypercalls\": 8 MiB at 0x"),
@@ -228,6 +240,21 @@ fn aarch64_runs_the_test_guests_in_el1_domains() {
         .collect();
     assert!(nums.len() >= 2 && nums[0] == nums[1], "{line}");
     eprintln!("aarch64 guests: {:.1}s", out.elapsed.as_secs_f64());
+}
+
+#[test]
+fn aarch64_maxcpus_1_runs_everything_on_the_boot_cpu() {
+    let out = boot_with_guests(&["counter", "smp"], "console=com1 maxcpus=1");
+    let log = &out.log;
+    assert!(out.passed(), "status {:?}, expected 33:\n{log}", out.status);
+    assert!(log.contains("(XEN) 1 CPU(s) online"), "{log}");
+    // Preempted by the EL2 timer, the two counters and the three smp vCPUs share CPU 0.
+    assert!(log.contains("(d3) PASS smp (13 checks)"), "{log}");
+    assert_eq!(
+        log.matches("ran on pCPU mask 0x1\n").count(),
+        3,
+        "every domain on CPU 0 only:\n{log}"
+    );
 }
 
 #[test]

@@ -234,6 +234,8 @@ pub extern "C" fn hv_main(dtb: u64) -> ! {
         arch::timer::PERIOD_NS / 1_000_000
     );
     let _ = writeln!(con, "(XEN) stage-2 translation: 4 KiB granule, 48-bit IPA");
+    let cpus = start_secondaries(&mut con, tree, &mut frames, &opts);
+    let _ = writeln!(con, "(XEN) {cpus} CPU(s) online");
     if opts.selftest_trap {
         let _ = writeln!(
             con,
@@ -247,7 +249,96 @@ pub extern "C" fn hv_main(dtb: u64) -> ! {
         let _ = writeln!(con, "(XEN) no guest domains to run; halting");
         arch::exit(0x10);
     }
-    run_domains(con, frames, &opts, &info, 1)
+    run_domains(con, frames, &opts, &info, cpus)
+}
+
+/// Starts the other CPUs the device tree lists (up to `maxcpus=`) through the firmware's PSCI CPU_ON, each on
+/// a 64 KiB stack from `frames`, and waits for each to come online; returns the CPUs online.
+#[cfg(all(target_os = "none", target_arch = "aarch64"))]
+fn start_secondaries(
+    con: &mut impl core::fmt::Write,
+    tree: &[u8],
+    frames: &mut xen_hv::frames::FrameAllocator,
+    opts: &xen_hv::cmdline::Options,
+) -> u32 {
+    use xen_abi::fdt::{read_cells, Fdt};
+    let max = opts.maxcpus.unwrap_or(u32::MAX).min(arch::MAX_CPUS as u32);
+    let Ok(fdt) = Fdt::new(tree) else {
+        return 1;
+    };
+    if max <= 1 {
+        return 1;
+    }
+    // From EL2 only an SMC reaches the firmware (an HVC would trap to ourselves).
+    if fdt.property("/psci", "method") != Some(&b"smc\0"[..]) {
+        let _ = writeln!(
+            con,
+            "(XEN) the firmware's PSCI is not called through SMC: secondary CPUs stay off"
+        );
+        return 1;
+    }
+    let cells = fdt
+        .property("/cpus", "#address-cells")
+        .and_then(|v| read_cells(v, 1))
+        .unwrap_or(1) as u32;
+    let mut mpidrs = [0u64; arch::MAX_CPUS];
+    let mut n = 0;
+    let _ = fdt.for_each_prop(|p| {
+        if p.name == "reg" && p.path.len() == 2 && p.path[0] == "cpus" && n < mpidrs.len() {
+            if let Some(m) = read_cells(p.value, cells) {
+                mpidrs[n] = m;
+                n += 1;
+            }
+        }
+    });
+    let me: u64;
+    // SAFETY: reading MPIDR_EL1 has no side effects.
+    unsafe { core::arch::asm!("mrs {}, mpidr_el1", out(reg) me, options(nomem, nostack)) };
+    let mut online = 1;
+    for &mpidr in &mpidrs[..n] {
+        if mpidr == me & 0xff_00ff_ffff || online >= max {
+            continue;
+        }
+        let Some(stack) = frames.alloc(64 * 1024, 4096) else {
+            break;
+        };
+        let r = arch::cpu_on(mpidr, stack + 64 * 1024, true);
+        if r != 0 {
+            let _ = writeln!(con, "(XEN) CPU {mpidr:#x}: PSCI CPU_ON failed with {r}");
+            frames.free(stack, 64 * 1024);
+            continue;
+        }
+        let deadline = arch::now_ns() + 1_000_000_000;
+        while arch::ONLINE.load(Ordering::Acquire) <= online && arch::now_ns() < deadline {
+            core::hint::spin_loop();
+        }
+        if arch::ONLINE.load(Ordering::Acquire) > online {
+            online += 1;
+        } else {
+            let _ = writeln!(con, "(XEN) CPU {mpidr:#x} did not come online");
+        }
+    }
+    online
+}
+
+/// The Rust entry of a secondary CPU (from `hv_secondary_entry`, MMU on, own stack): its redistributor,
+/// stage-2 control and tick, then the scheduling loop once the domains are built.
+#[cfg(all(target_os = "none", target_arch = "aarch64"))]
+#[no_mangle]
+pub extern "C" fn hv_secondary_main() -> ! {
+    if arch::gic::init_cpu().is_ok() {
+        arch::init_stage2();
+        arch::timer::arm();
+        arch::ONLINE.fetch_add(1, Ordering::AcqRel);
+        while !GO.load(Ordering::Acquire) {
+            core::hint::spin_loop();
+        }
+        vm::cpu_loop(&MACHINE);
+    }
+    loop {
+        // SAFETY: waiting for an event with interrupts masked only parks this CPU.
+        unsafe { core::arch::asm!("wfe", options(nomem, nostack)) };
+    }
 }
 
 /// Prints what the boot loader handed over and returns the parsed options and the RAM as free frames.

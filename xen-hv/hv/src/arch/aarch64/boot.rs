@@ -104,6 +104,40 @@ hv_not_el2_block:
     .quad 0x20026
     .quad 35
 
+    /* A secondary CPU, started by PSCI CPU_ON at EL2 with the MMU off and x0 = its stack top: the boot CPU's
+       translation tables, then the same EL2 set-up as above. */
+    .section .text
+    .global hv_secondary_entry
+hv_secondary_entry:
+    mov x19, x0
+    ldr x2, =0xff00
+    msr mair_el2, x2
+    ldr x2, =0x80813520
+    msr tcr_el2, x2
+    ldr x1, =hv_boot_l1
+    msr ttbr0_el2, x1
+    isb
+    tlbi alle2
+    dsb ish
+    isb
+    ldr x2, =0x30c51835
+    msr sctlr_el2, x2
+    isb
+    mov sp, x19
+    ldr x1, =hv_vectors
+    msr vbar_el2, x1
+    ldr x1, =0x33ff
+    msr cptr_el2, x1
+    mov x1, #3
+    msr cnthctl_el2, x1
+    msr cntvoff_el2, xzr
+    mov x1, #(1 << 31)
+    msr hcr_el2, x1
+    isb
+    bl hv_secondary_main
+    b .
+    .ltorg
+
     .section .text.hv_vectors, "ax"
     .balign 0x800
     .global hv_vectors
@@ -313,6 +347,13 @@ hv_boot_stack_top:
 extern "C" {
     /// Enters the guest whose frame is at `frame` and returns the kind of exception that ended it.
     fn hv_guest_run(frame: *mut super::vcpu::GuestFrame) -> u64;
+    /// Where secondary CPUs start (x0 = their stack top).
+    fn hv_secondary_entry();
+}
+
+/// The physical address secondary CPUs start at (the image is identity-mapped).
+pub fn secondary_entry() -> u64 {
+    hv_secondary_entry as unsafe extern "C" fn() as usize as u64
 }
 
 /// Runs the guest of `frame` until its next exception to EL2; returns the exception kind (0 synchronous, 1 IRQ,

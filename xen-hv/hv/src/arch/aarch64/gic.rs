@@ -43,9 +43,8 @@ impl core::fmt::Display for GicError {
     }
 }
 
-/// Sets the GIC up for the boot CPU: affinity routing and group 1 on, the CNTHP PPI enabled, the ICC system
-/// register interface enabled at EL2 with all priorities unmasked. Interrupts stay masked in PSTATE: they are
-/// taken as guest exits or polled while idle.
+/// Sets the GIC up for the boot CPU: affinity routing and group 1 on, then [`init_cpu`]. Interrupts stay
+/// masked in PSTATE: they are taken as guest exits or polled while idle.
 pub fn init(gicd: u64, gicr: u64) -> Result<(), GicError> {
     if gicd == 0 || gicr == 0 {
         return Err(GicError::NotFound);
@@ -55,6 +54,34 @@ pub fn init(gicd: u64, gicr: u64) -> Result<(), GicError> {
     // GICD_CTLR: ARE (bit 4), EnableGrp1 (bit 1), EnableGrp0 (bit 0); the virt machine's GIC has one security
     // state.
     w32(gicd, (1 << 4) | (1 << 1) | 1);
+    init_cpu()
+}
+
+/// The redistributor frame of the calling CPU: the one whose GICR_TYPER affinity is this CPU's MPIDR.
+fn my_redistributor() -> Option<u64> {
+    let mpidr: u64;
+    // SAFETY: reading MPIDR_EL1 has no side effects.
+    unsafe { core::arch::asm!("mrs {}, mpidr_el1", out(reg) mpidr, options(nomem, nostack)) };
+    let aff = (mpidr & 0xff_ffff) | ((mpidr >> 8) & 0xff00_0000);
+    let mut frame = GICR.load(Ordering::Acquire);
+    for _ in 0..64 {
+        let typer = u64::from(r32(frame + 8)) | (u64::from(r32(frame + 12)) << 32);
+        if typer >> 32 == aff {
+            return Some(frame);
+        }
+        if typer & (1 << 4) != 0 {
+            return None;
+        }
+        // RD_base and SGI_base, 64 KiB each (no virtual LPI frames on GICv3).
+        frame += 0x2_0000;
+    }
+    None
+}
+
+/// Sets up the calling CPU's redistributor (awake, SGIs/PPIs in group 1 with priority 0x80, the CNTHP and
+/// virtual timer PPIs enabled) and its ICC system register interface at EL2 with all priorities unmasked.
+pub fn init_cpu() -> Result<(), GicError> {
+    let gicr = my_redistributor().ok_or(GicError::NotFound)?;
     // GICR_WAKER: clear ProcessorSleep, wait for ChildrenAsleep to clear.
     let waker = gicr + 0x14;
     w32(waker, r32(waker) & !(1 << 1));

@@ -80,14 +80,42 @@ pub fn now_ns() -> u64 {
     timer::now_ns()
 }
 
-/// This CPU's index: only the boot CPU runs (secondary CPUs stay off in PSCI).
+/// Most physical CPUs used.
+pub const MAX_CPUS: usize = 8;
+
+/// This CPU's index: MPIDR_EL1 affinity 0 (the virt machine numbers its CPUs 0..n there), below [`MAX_CPUS`].
 pub fn cpu_index() -> usize {
-    0
+    let mpidr: u64;
+    // SAFETY: reading MPIDR_EL1 has no side effects.
+    unsafe { core::arch::asm!("mrs {}, mpidr_el1", out(reg) mpidr, options(nomem, nostack)) };
+    (mpidr & 0xff) as usize % MAX_CPUS
 }
 
-/// Timer ticks seen (a new tick ends a time slice).
+/// Timer ticks this CPU has seen (a new tick ends a time slice).
 pub fn cpu_ticks() -> u64 {
-    timer::TICKS.load(core::sync::atomic::Ordering::Acquire)
+    timer::TICKS[cpu_index()].load(core::sync::atomic::Ordering::Acquire)
+}
+
+/// Secondary CPUs that finished their set-up.
+pub static ONLINE: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(1);
+
+/// Starts CPU `mpidr` at the secondary entry on the stack ending at `stack_top` through the platform's PSCI
+/// (`smc` or `hvc` as the device tree's `/psci` method says; from EL2 only SMC reaches the firmware); returns
+/// the PSCI result.
+pub fn cpu_on(mpidr: u64, stack_top: u64, smc: bool) -> i64 {
+    let ret: u64;
+    let entry = boot::secondary_entry();
+    // SAFETY: PSCI CPU_ON starts another CPU at our secondary entry with its own stack; this CPU continues.
+    unsafe {
+        if smc {
+            core::arch::asm!("smc #0", inlateout("x0") xen_hv::psci::CPU_ON_64 => ret,
+                in("x1") mpidr, in("x2") entry, in("x3") stack_top, options(nostack));
+        } else {
+            core::arch::asm!("hvc #0", inlateout("x0") xen_hv::psci::CPU_ON_64 => ret,
+                in("x1") mpidr, in("x2") entry, in("x3") stack_top, options(nostack));
+        }
+    }
+    ret as i64
 }
 
 /// Sleeps until an interrupt is pending (WFI wakes with interrupts masked), then handles it.

@@ -6,8 +6,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 /// The tick period.
 pub const PERIOD_NS: u64 = 10_000_000;
 
-/// Ticks seen on the boot CPU.
-pub static TICKS: AtomicU64 = AtomicU64::new(0);
+/// Ticks seen by each CPU (indexed by [`super::cpu_index`]).
+pub static TICKS: [AtomicU64; super::MAX_CPUS] = [const { AtomicU64::new(0) }; super::MAX_CPUS];
 
 /// The counter frequency in Hz (CNTFRQ_EL0, set by firmware or QEMU).
 pub fn frequency() -> u64 {
@@ -53,7 +53,7 @@ pub fn handle_interrupts() -> bool {
     while let Some(intid) = super::gic::ack() {
         match intid {
             super::gic::HYP_TIMER_INTID => {
-                TICKS.fetch_add(1, Ordering::AcqRel);
+                TICKS[super::cpu_index()].fetch_add(1, Ordering::AcqRel);
                 arm();
             }
             super::gic::VTIMER_INTID => {
