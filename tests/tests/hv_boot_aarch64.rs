@@ -211,6 +211,11 @@ fn aarch64_runs_the_test_guests_in_el1_domains() {
         log.contains("(XEN) d5 (hostile) destroyed after a crash"),
         "{log}"
     );
+    // Foreign HVC/SMC immediates come back to the guest as undefined instructions.
+    assert!(
+        log.contains("(d5) hostile: hvc #0x1234 refused: true, smc #7 refused: true"),
+        "{log}"
+    );
     // The sleeper's WFI with nothing to wake it: destroyed once nothing else can run.
     assert!(
         log.contains("(XEN) d6: every vCPU is blocked with nothing left that could wake it"),
@@ -254,6 +259,42 @@ fn aarch64_maxcpus_1_runs_everything_on_the_boot_cpu() {
         log.matches("ran on pCPU mask 0x1\n").count(),
         3,
         "every domain on CPU 0 only:\n{log}"
+    );
+}
+
+#[test]
+fn aarch64_console_io_read_delivers_typed_input_to_a_guest() {
+    let (pack, _) = xtask::build::build_guest_pack_for(Arch::Aarch64, &["echo".to_string()])
+        .unwrap_or_else(|e| panic!("building the guest pack: {e}"));
+    let mut m = e2e::qemu::Machine::new(Arch::Aarch64, e2e::hv_image(Arch::Aarch64));
+    m.initrd = Some(pack);
+    let mut s = e2e::console::Session::spawn(m.command()).expect("starting QEMU");
+    assert!(
+        s.expect("(d1) echo: ready", Duration::from_secs(60))
+            .is_some(),
+        "{}",
+        s.output()
+    );
+    // Typed on the PL011, read by the hypervisor under the machine lock, handed over by console_io read.
+    s.send_raw(b"hello arm\r").expect("typing");
+    assert!(
+        s.expect("(d1) echo: hello arm", Duration::from_secs(30))
+            .is_some(),
+        "{}",
+        s.output()
+    );
+    s.send_raw(b"quit\r").expect("typing");
+    assert!(
+        s.expect("(d1) PASS echo", Duration::from_secs(30))
+            .is_some(),
+        "{}",
+        s.output()
+    );
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(30)),
+        Some(xtask::qemu::EXIT_SUCCESS),
+        "{}",
+        s.output()
     );
 }
 

@@ -104,6 +104,8 @@ mod guest {
         }
         #[cfg(target_arch = "x86_64")]
         port_io(&mut rng);
+        #[cfg(target_arch = "aarch64")]
+        foreign_calls();
         println!(
             "EXPECT-CRASH hostile: writing to unbacked guest-physical memory (wild MMIO) next"
         );
@@ -111,6 +113,25 @@ mod guest {
         unsafe { core::ptr::write_volatile(xen_test_guests::UNBACKED as *mut u64, 0xdead) };
         println!("FAIL hostile: the wild write returned");
         xen_test_guests::halt_forever()
+    }
+
+    /// Hypervisor and firmware calls that are neither Xen's nor PSCI's: each must come back as an
+    /// undefined-instruction exception inside the guest, not reach the machine.
+    #[cfg(target_arch = "aarch64")]
+    fn foreign_calls() {
+        use xen_test_guests::expect_undefined;
+        let hvc = expect_undefined(|| {
+            // SAFETY: a trapped call; the hypervisor injects an exception the runtime skips.
+            unsafe { core::arch::asm!("hvc #0x1234", options(nostack)) }
+        });
+        let smc = expect_undefined(|| {
+            // SAFETY: as above.
+            unsafe { core::arch::asm!("smc #7", options(nostack)) }
+        });
+        println!("hostile: hvc #0x1234 refused: {hvc}, smc #7 refused: {smc}");
+        if !(hvc && smc) {
+            println!("FAIL hostile: a foreign HVC or SMC did not raise an undefined instruction");
+        }
     }
 
     /// Port I/O aimed at the machine and random CPUID leaves (x86 only).

@@ -90,7 +90,7 @@ guest_vectors:
     b guest_bad_vector
     /* Current EL with SP_EL1: synchronous, IRQ, FIQ, SError. */
     .balign 0x80
-    b guest_bad_vector
+    b guest_sync
     .balign 0x80
     b guest_irq
     .balign 0x80
@@ -128,6 +128,31 @@ guest_irq:
     eret
     .ltorg
 
+/* A synchronous exception is fatal unless `expect_undefined` armed the runtime for one Unknown-reason
+   exception (class 0): then it is counted and the faulting instruction skipped. */
+guest_sync:
+    stp x0, x1, [sp, #-16]!
+    ldr x0, =guest_expect_undef
+    ldr x1, [x0]
+    cbz x1, 1f
+    mrs x1, esr_el1
+    lsr x1, x1, #26
+    cbnz x1, 1f
+    str xzr, [x0]
+    ldr x0, =guest_undef_count
+    ldr x1, [x0]
+    add x1, x1, #1
+    str x1, [x0]
+    mrs x0, elr_el1
+    add x0, x0, #4
+    msr elr_el1, x0
+    ldp x0, x1, [sp], #16
+    eret
+1:
+    ldp x0, x1, [sp], #16
+    b guest_bad_vector
+    .ltorg
+
 guest_bad_vector:
     mrs x0, esr_el1
     mrs x1, elr_el1
@@ -142,6 +167,12 @@ guest_callback_count:
     .quad 0
     .global guest_vtimer_count
 guest_vtimer_count:
+    .quad 0
+    .global guest_expect_undef
+guest_expect_undef:
+    .quad 0
+    .global guest_undef_count
+guest_undef_count:
     .quad 0
 
     .section .bss
@@ -163,6 +194,8 @@ guest_ap_stacks:
 extern "C" {
     static guest_callback_count: u64;
     static guest_vtimer_count: u64;
+    static mut guest_expect_undef: u64;
+    static guest_undef_count: u64;
     fn guest_secondary_entry();
 }
 
@@ -283,6 +316,20 @@ pub fn callback_count() -> u64 {
 pub fn vtimer_count() -> u64 {
     // SAFETY: an aligned 8-byte read of a counter only the IRQ handler writes.
     unsafe { core::ptr::read_volatile(core::ptr::addr_of!(guest_vtimer_count)) }
+}
+
+/// Runs `f`, which must raise exactly one undefined-instruction (Unknown-reason) exception, and returns
+/// whether it did: the runtime's synchronous vector counts it and skips the faulting instruction.
+pub fn expect_undefined(f: impl FnOnce()) -> bool {
+    // SAFETY: aligned 8-byte accesses to flags shared only with this vCPU's exception vector.
+    unsafe {
+        let before = core::ptr::read_volatile(core::ptr::addr_of!(guest_undef_count));
+        core::ptr::write_volatile(core::ptr::addr_of_mut!(guest_expect_undef), 1);
+        f();
+        let armed = core::ptr::read_volatile(core::ptr::addr_of!(guest_expect_undef));
+        core::ptr::write_volatile(core::ptr::addr_of_mut!(guest_expect_undef), 0);
+        armed == 0 && core::ptr::read_volatile(core::ptr::addr_of!(guest_undef_count)) == before + 1
+    }
 }
 
 /// Arms the EL1 virtual timer to fire `ticks` counter ticks from now (enabled, unmasked).

@@ -49,6 +49,9 @@ const XEN_HVC_IMM: u64 = 0xea1;
 const EC_WFX: u64 = 0x01;
 const EC_HVC64: u64 = 0x16;
 const EC_SMC64: u64 = 0x17;
+const EC_SYSREG: u64 = 0x18;
+const EC_SVE: u64 = 0x19;
+const EC_SME: u64 = 0x1d;
 const EC_IABT_LOW: u64 = 0x20;
 const EC_DABT_LOW: u64 = 0x24;
 /// CNTV_CTL_EL0: enable.
@@ -343,6 +346,10 @@ impl Vcpu for Arm64Vcpu {
                     }
                 }
                 EC_SMC64 => Exit::Forbidden("an SMC other than smc #0"),
+                // Trapped system registers (such as ICC_SGI1R_EL1 under HCR_EL2.IMO) are not emulated; SVE and
+                // SME state is not switched between guests (CPTR_EL2 traps it).
+                EC_SYSREG => Exit::Forbidden("a trapped system register access"),
+                EC_SVE | EC_SME => Exit::Forbidden("SVE/SME"),
                 EC_WFX if esr & 1 == 0 => Exit::Halt,
                 EC_WFX => {
                     // WFE: nothing to wait for here; continue after it.
