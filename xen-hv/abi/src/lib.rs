@@ -7,6 +7,7 @@
 //! domain builders lives here too.
 #![cfg_attr(target_os = "none", no_std)]
 
+pub mod arm64_image;
 pub mod ctlframe;
 pub mod ctlserver;
 pub mod domctl;
