@@ -43,6 +43,9 @@ pub trait Guest {
     fn memory_map(&self, out: &mut [E820Entry]) -> usize;
     /// Maps the domain's shared_info frame at guest frame `gpfn`.
     fn map_shared_info(&mut self, gpfn: u64) -> Result<(), Errno>;
+    /// Registers the guest-virtual address where vCPU `vcpu`'s `vcpu_runstate_info` is kept up to date (0 stops
+    /// the updates).
+    fn register_runstate(&mut self, vcpu: u32, gva: u64) -> Result<(), Errno>;
     /// Registers vCPU `vcpu`'s `vcpu_info` at guest frame `gfn`, byte `offset`.
     fn register_vcpu_info(&mut self, vcpu: u32, gfn: u64, offset: u32) -> Result<(), Errno>;
     /// Sets the start state of vCPU `vcpu`, which must not have been started (`EEXIST` otherwise).
@@ -344,6 +347,11 @@ fn vcpu_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
             g.vcpu_initialise(vcpu, &start).map(|()| 0)
         }
         vcpuop::UP => g.vcpu_up(vcpu).map(|()| 0),
+        vcpuop::REGISTER_RUNSTATE_MEMORY_AREA => {
+            let mut b = [0u8; 8];
+            g.copy_from(a[2], &mut b)?;
+            g.register_runstate(vcpu, u64::from_le_bytes(b)).map(|()| 0)
+        }
         // VCPUOP_set_periodic_timer / stop_periodic_timer: no periodic timer runs, so stopping it succeeds.
         6 => Err(Errno::Enosys),
         7 => Ok(0),
@@ -376,6 +384,7 @@ mod tests {
         params: [u64; NR_PARAMS],
         shared: Option<u64>,
         vcpu_info: Option<(u32, u64, u32)>,
+        runstate: Option<(u32, u64)>,
         timer: u64,
         started: Option<(u32, u64)>,
         ports: crate::evtchn::Table,
@@ -392,6 +401,7 @@ mod tests {
                 params: [0; NR_PARAMS],
                 shared: None,
                 vcpu_info: None,
+                runstate: None,
                 timer: 0,
                 started: None,
                 ports: crate::evtchn::Table::new(),
@@ -458,6 +468,10 @@ mod tests {
         }
         fn register_vcpu_info(&mut self, vcpu: u32, gfn: u64, offset: u32) -> Result<(), Errno> {
             self.vcpu_info = Some((vcpu, gfn, offset));
+            Ok(())
+        }
+        fn register_runstate(&mut self, vcpu: u32, gva: u64) -> Result<(), Errno> {
+            self.runstate = Some((vcpu, gva));
             Ok(())
         }
         fn vcpu_initialise(&mut self, vcpu: u32, ctx: &VcpuStart) -> Result<(), Errno> {
@@ -767,6 +781,14 @@ mod tests {
         g.put(BASE, r.as_bytes());
         assert_eq!(dispatch(&mut g, VCPU_OP, [10, 1, BASE, 0, 0]).ret, 0);
         assert_eq!(g.vcpu_info, Some((1, 0x300, 64)));
+        // VCPUOP_register_runstate_memory_area takes the address from a one-field struct.
+        g.put(BASE + 64, &0xffff_8000_1234u64.to_le_bytes());
+        assert_eq!(dispatch(&mut g, VCPU_OP, [5, 1, BASE + 64, 0, 0]).ret, 0);
+        assert_eq!(g.runstate, Some((1, 0xffff_8000_1234)));
+        assert_eq!(
+            errno(dispatch(&mut g, VCPU_OP, [5, 0, 0x10, 0, 0])),
+            Some(Errno::Efault)
+        );
         assert_eq!(
             errno(dispatch(&mut g, VCPU_OP, [10, 2, BASE, 0, 0])),
             Some(Errno::Enoent)

@@ -6,7 +6,6 @@
 use alloc::boxed::Box;
 use core::fmt::Write as _;
 
-use xen_abi::elf::ElfImage;
 use xen_abi::errno::Errno;
 use xen_abi::xen::{E820Entry, VcpuStart};
 use xen_hv::frames::{FrameAllocator, PAGE};
@@ -137,6 +136,36 @@ pub struct VcpuMeta {
     initialised: bool,
     /// A callback-vector upcall to inject at the next entry.
     virq: Option<u8>,
+    /// Its runstate accounting and, once registered, where the guest reads it (host-physical pieces: the
+    /// record may straddle two pages).
+    runstate: xen_abi::xen::VcpuRunstateInfo,
+    runstate_area: Option<[(u64, usize); 2]>,
+}
+
+impl VcpuMeta {
+    /// Enters runstate `state` at system time `now`, accounting the time spent in the previous one, and
+    /// publishes the record when the guest registered an area.
+    fn enter_runstate(&mut self, state: u32, now: u64) {
+        let r = &mut self.runstate;
+        if let Some(t) = r.time.get_mut(r.state as usize) {
+            *t += now.saturating_sub(r.state_entry_time);
+        }
+        r.state = state;
+        r.state_entry_time = now;
+        self.publish_runstate();
+    }
+
+    fn publish_runstate(&self) {
+        use xen_abi::plain::Plain;
+        let bytes = self.runstate.as_bytes();
+        if let Some(area) = self.runstate_area {
+            let mut done = 0;
+            for (hpa, len) in area {
+                copy_in(hpa, &bytes[done..done + len]);
+                done += len;
+            }
+        }
+    }
 }
 
 /// All domains and vCPUs of the machine, behind one lock; guest code runs without it.
@@ -255,10 +284,9 @@ impl Machine {
             .iter()
             .position(Option::is_none)
             .ok_or(BuildError::NoMemory)?;
-        let elf = ElfImage::parse(image).map_err(BuildError::Elf)?;
         let mem_bytes = u64::from(mem_mib) << 20;
         // The layout is checked before any allocation.
-        let plan = arch::plan_domain(&elf, mem_bytes, vcpus, module)?;
+        let plan = arch::plan_domain(image, mem_bytes, vcpus, module)?;
         let mem_base = self
             .frames
             .alloc(mem_bytes, 2 << 20)
@@ -286,7 +314,7 @@ impl Machine {
             }
         }
         let written = mapped.map_err(|_| BuildError::NoMemory).and_then(|()| {
-            arch::write_domain(&plan, &elf, name, module, &mut |off, data| {
+            arch::write_domain(&plan, image, name, module, &mut |off, data| {
                 // The plan keeps every piece inside the domain's RAM.
                 if off
                     .checked_add(data.len() as u64)
@@ -353,8 +381,14 @@ impl Machine {
                 return Err(BuildError::NoMemory);
             }
             // Each vCPU has its own ASID (guest TLB tag), never 0.
-            let mut hw =
-                arch::new_vcpu(vmcb, &dom_hw, npt.root, (v as u32 + 1, i as u32), entry, si);
+            let mut hw = arch::new_vcpu(
+                vmcb,
+                &dom_hw,
+                npt.root,
+                (v as u32 + 1, i as u32, nr_vcpus as u32),
+                entry,
+                si,
+            );
             if let (true, Some(start)) = (first, setup.start.as_ref()) {
                 if !hw.start_from(start) {
                     return Err(BuildError::BadContext);
@@ -367,6 +401,16 @@ impl Machine {
                 timer: 0,
                 initialised: first,
                 virq: None,
+                runstate: xen_abi::xen::VcpuRunstateInfo {
+                    state: if first {
+                        xen_abi::xen::runstate::RUNNABLE
+                    } else {
+                        xen_abi::xen::runstate::OFFLINE
+                    },
+                    state_entry_time: arch::now_ns(),
+                    ..Default::default()
+                },
+                runstate_area: None,
             });
             self.hw[v] = Some(Box::new(hw));
             *out = v;
@@ -437,6 +481,9 @@ impl Machine {
             match self.hw[i].take() {
                 Some(mut hw) => {
                     self.apply_virq(i, &mut hw);
+                    if let Some(m) = self.meta[i].as_mut() {
+                        m.enter_runstate(xen_abi::xen::runstate::RUNNING, now);
+                    }
                     let cpu = arch::cpu_index();
                     if let Some(d) = self.meta[i]
                         .as_ref()
@@ -476,6 +523,14 @@ impl Machine {
         if self.meta[v].is_some() && self.sched.state(v) == State::Running {
             self.hw[v] = Some(hw);
             self.sched.set(v, next);
+            let state = match next {
+                State::Runnable | State::Running => xen_abi::xen::runstate::RUNNABLE,
+                State::Blocked(_) => xen_abi::xen::runstate::BLOCKED,
+                State::Down | State::Dead => xen_abi::xen::runstate::OFFLINE,
+            };
+            if let Some(m) = self.meta[v].as_mut() {
+                m.enter_runstate(state, arch::now_ns());
+            }
         } else {
             // Its domain died while it ran.
             self.release_vcpu(v, hw);
@@ -1196,6 +1251,27 @@ impl Guest for Ctx<'_> {
         let meta = self.metas[target].as_mut().ok_or(Errno::Enoent)?;
         meta.vcpu_info = Some(hpa);
         write_pvclock(hpa);
+        Ok(())
+    }
+
+    fn register_runstate(&mut self, vcpu: u32, gva: u64) -> Result<(), Errno> {
+        let size = core::mem::size_of::<xen_abi::xen::VcpuRunstateInfo>();
+        let area = if gva == 0 {
+            None
+        } else {
+            let first = ((PAGE - (gva & (PAGE - 1))) as usize).min(size);
+            let a = self.translate(gva, true)?;
+            let b = if first < size {
+                self.translate(gva + first as u64, true)?
+            } else {
+                0
+            };
+            Some([(a, first), (b, size - first)])
+        };
+        let target = self.d.vcpus[vcpu as usize];
+        let meta = self.metas[target].as_mut().ok_or(Errno::Enoent)?;
+        meta.runstate_area = area;
+        meta.publish_runstate();
         Ok(())
     }
 

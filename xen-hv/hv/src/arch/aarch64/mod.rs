@@ -8,6 +8,7 @@ pub mod gic;
 pub mod pl011;
 pub mod timer;
 pub mod vcpu;
+pub mod vgic;
 
 pub use self::build::{plan_domain, write_domain, GUEST_RAM_BASE};
 pub use self::ctlport::NoCtlPort as CtlPort;
@@ -36,17 +37,19 @@ impl DomainHw {
     pub fn release(&self, _frames: &mut xen_hv::frames::FrameAllocator) {}
 }
 
-/// vCPU `vcpu_id` (its MPIDR affinity) at the domain's entry with x0 = `arg` (the device tree) on the stage-2
+/// vCPU `vcpu_id` of `nr_vcpus` (its MPIDR affinity, its redistributor) at the domain's entry with x0 = `arg` (the device tree) on the stage-2
 /// tables at `root`; `tag` (never 0, below 256) is its VMID.
 pub fn new_vcpu(
     state_frame: u64,
     _dom: &DomainHw,
     root: u64,
-    (tag, vcpu_id): (u32, u32),
+    (tag, vcpu_id, nr_vcpus): (u32, u32, u32),
     entry: u64,
     arg: u64,
 ) -> HwVcpu {
-    HwVcpu::new(state_frame, root, tag as u16, vcpu_id, entry, arg)
+    let mut v = HwVcpu::new(state_frame, root, tag as u16, vcpu_id, entry, arg);
+    v.set_vgic(vgic::Vgic::new(vcpu_id, nr_vcpus));
+    v
 }
 
 /// Stage-2 translation control, set once: 48-bit IPA space (T0SZ 16) walked from level 0 (SL0 2), 4 KiB

@@ -35,10 +35,10 @@ use xen_hv::paging::WalkError;
 use xen_hv::vcpu::{Exit, Reg, Vcpu};
 
 /// HCR_EL2 while a guest runs: stage-2 translation (VM), set/way invalidation as clean+invalidate (SWIO),
-/// physical FIQ/IRQ/SError to EL2 and the virtual ones to the guest (FMO, IMO, AMO), WFI trapped (TWI), SMC
-/// trapped (TSC), EL1 in AArch64 (RW).
+/// physical FIQ/IRQ/SError to EL2 and the virtual ones to the guest (FMO, IMO, AMO), WFI trapped (TWI), ID
+/// group 3 registers trapped (TID3, to hide what guests cannot use), SMC trapped (TSC), EL1 in AArch64 (RW).
 const HCR_GUEST: u64 =
-    1 | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 13) | (1 << 19) | (1 << 31);
+    1 | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 13) | (1 << 18) | (1 << 19) | (1 << 31);
 /// SPSR for the first entry: EL1 with SP_EL1, D, A, I and F masked.
 const SPSR_EL1H_MASKED: u64 = 0x3c5;
 /// SCTLR_EL1's reset value: RES1 bits only, MMU and caches off.
@@ -60,6 +60,60 @@ const CNTV_ENABLE: u64 = 1;
 const CNTV_IMASK: u64 = 2;
 /// List registers used (QEMU's GICv3 implements 4).
 const NR_LRS: usize = 4;
+
+/// Reads ID register `S3_0_C0_C<crm>_<op2>` (the ID_AA64* and AArch32 ID space), 0 where none is allocated.
+fn read_id(crm: u64, op2: u64) -> u64 {
+    macro_rules! ids {
+        ($($m:literal, $o:literal);* $(;)?) => {
+            match (crm, op2) {
+                $(
+                    ($m, $o) => {
+                        let v: u64;
+                        // SAFETY: reading an ID register has no side effects.
+                        unsafe {
+                            core::arch::asm!(
+                                concat!("mrs {}, S3_0_C0_C", $m, "_", $o),
+                                out(reg) v,
+                                options(nomem, nostack)
+                            )
+                        };
+                        v
+                    }
+                )*
+                _ => 0,
+            }
+        };
+    }
+    ids!(
+        1, 0; 1, 1; 1, 2; 1, 3; 1, 4; 1, 5; 1, 6; 1, 7;
+        2, 0; 2, 1; 2, 2; 2, 3; 2, 4; 2, 5; 2, 6; 2, 7;
+        3, 0; 3, 1; 3, 2; 3, 4; 3, 5; 3, 6;
+        4, 0; 4, 1; 4, 4; 4, 5;
+        5, 0; 5, 1; 5, 4; 5, 5;
+        6, 0; 6, 1; 6, 2;
+        7, 0; 7, 1; 7, 2;
+    )
+}
+
+/// Hides from guests the features whose state this hypervisor does not switch (see `emulate_sysreg`).
+fn sanitise_id(crm: u64, op2: u64, v: u64) -> u64 {
+    let clear = |v: u64, fields: &[u32]| fields.iter().fold(v, |v, &lsb| v & !(0xf << lsb));
+    match (crm, op2) {
+        // ID_AA64PFR0_EL1: SVE, MPAM, AMU.
+        (4, 0) => clear(v, &[32, 40, 44]),
+        // ID_AA64PFR1_EL1: MTE, MPAM_frac, SME.
+        (4, 1) => clear(v, &[8, 16, 24]),
+        // ID_AA64ZFR0_EL1, ID_AA64SMFR0_EL1: no SVE or SME.
+        (4, 4) | (4, 5) => 0,
+        // ID_AA64DFR0_EL1: PMUVer, PMSVer (SPE), TraceBuffer.
+        (5, 0) => clear(v, &[8, 32, 44]),
+        // ID_AA64ISAR1_EL1: APA, API, GPA, GPI.
+        (6, 1) => clear(v, &[4, 8, 24, 28]),
+        // ID_AA64ISAR2_EL1: GPA3, APA3.
+        (6, 2) => clear(v, &[8, 12]),
+        _ => v,
+    }
+}
 
 macro_rules! el1_sysregs {
     ($($r:ident),* $(,)?) => {
@@ -144,6 +198,8 @@ pub struct Arm64Vcpu {
     flush: bool,
     /// Address of the instruction that caused the last exit.
     last_pc: u64,
+    /// The emulated distributor and redistributor.
+    vgic: super::vgic::Vgic,
 }
 
 impl Arm64Vcpu {
@@ -164,6 +220,7 @@ impl Arm64Vcpu {
             vtimer: false,
             flush: true,
             last_pc: entry,
+            vgic: super::vgic::Vgic::new(vcpu_id, 1),
         };
         v.el1[idx::sctlr_el1] = SCTLR_EL1_RESET;
         let f = v.frame();
@@ -171,6 +228,31 @@ impl Arm64Vcpu {
         f.elr = entry;
         f.spsr = SPSR_EL1H_MASKED;
         v
+    }
+
+    /// Replaces the emulated GIC state (the domain builder knows the vCPU count).
+    pub fn set_vgic(&mut self, vgic: super::vgic::Vgic) {
+        self.vgic = vgic;
+    }
+
+    /// Emulates a data abort on the virtual GIC's registers from its syndrome (ISV set: a single load or
+    /// store of `SAS` bytes to or from register `SRT`); false when the access is elsewhere or not decodable.
+    fn emulate_mmio(&mut self, esr: u64, gpa: u64) -> bool {
+        if esr & (1 << 24) == 0 || !self.vgic.claims(gpa) {
+            return false;
+        }
+        let size = 1u64 << ((esr >> 22) & 3);
+        let rt = ((esr >> 16) & 0x1f) as usize;
+        if esr & (1 << 6) != 0 {
+            let v = if rt < 31 { self.frame_ref().x[rt] } else { 0 };
+            self.vgic.write(gpa, size, v);
+        } else {
+            let v = self.vgic.read(gpa, size);
+            if rt < 31 {
+                self.frame().x[rt] = v;
+            }
+        }
+        true
     }
 
     fn frame(&mut self) -> &mut GuestFrame {
@@ -279,6 +361,41 @@ impl Arm64Vcpu {
         }
     }
 
+    /// Emulates a trapped MRS/MSR (ESR class 0x18): reads of the ID registers (sanitised: no SVE, SME, MTE,
+    /// pointer authentication, AMU, MPAM, PMU, SPE or trace buffer, whose state is not switched between
+    /// guests) and writes of ICC_SGI1R_EL1 (an SGI to this vCPU is listed; there is no cross-vCPU SGI yet).
+    /// False when the access is not one of those.
+    fn emulate_sysreg(&mut self, esr: u64) -> bool {
+        let read = esr & 1 != 0;
+        let crm = (esr >> 1) & 0xf;
+        let rt = ((esr >> 5) & 0x1f) as usize;
+        let crn = (esr >> 10) & 0xf;
+        let op1 = (esr >> 14) & 7;
+        let op2 = (esr >> 17) & 7;
+        let op0 = (esr >> 20) & 3;
+        match (op0, op1, crn, crm, op2, read) {
+            (3, 0, 0, 1..=7, _, true) => {
+                let v = sanitise_id(crm, op2, read_id(crm, op2));
+                if rt < 31 {
+                    self.frame().x[rt] = v;
+                }
+                true
+            }
+            (3, 0, 12, 11, 5, false) => {
+                let v = if rt < 31 { self.frame_ref().x[rt] } else { 0 };
+                let intid = ((v >> 24) & 0xf) as u32;
+                let me = self.vmpidr & 0xff;
+                let aff1 = (v >> 16) & 0xff;
+                let to_me = v & (1 << 40) == 0 && aff1 == 0 && me < 16 && v & (1 << me) != 0;
+                if to_me {
+                    let _ = self.list(intid);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn syndrome() -> (u64, u64, u64) {
         let (esr, far, hpfar): (u64, u64, u64);
         // SAFETY: reading the exception syndrome registers has no side effects.
@@ -348,7 +465,13 @@ impl Vcpu for Arm64Vcpu {
                 EC_SMC64 => Exit::Forbidden("an SMC other than smc #0"),
                 // Trapped system registers (such as ICC_SGI1R_EL1 under HCR_EL2.IMO) are not emulated; SVE and
                 // SME state is not switched between guests (CPTR_EL2 traps it).
-                EC_SYSREG => Exit::Forbidden("a trapped system register access"),
+                EC_SYSREG => {
+                    if self.emulate_sysreg(esr) {
+                        self.frame().elr = elr.wrapping_add(4);
+                        continue;
+                    }
+                    Exit::Forbidden("a trapped system register access")
+                }
                 EC_SVE | EC_SME => Exit::Forbidden("SVE/SME"),
                 EC_WFX if esr & 1 == 0 => Exit::Halt,
                 EC_WFX => {
@@ -356,10 +479,14 @@ impl Vcpu for Arm64Vcpu {
                     self.frame().elr = elr.wrapping_add(4);
                     continue;
                 }
-                EC_DABT_LOW | EC_IABT_LOW => Exit::NestedFault {
-                    gpa: ((hpfar >> 4) << 12) | (far & 0xfff),
-                    code: esr,
-                },
+                EC_DABT_LOW | EC_IABT_LOW => {
+                    let gpa = ((hpfar >> 4) << 12) | (far & 0xfff);
+                    if ec == EC_DABT_LOW && self.emulate_mmio(esr, gpa) {
+                        self.frame().elr = elr.wrapping_add(4);
+                        continue;
+                    }
+                    Exit::NestedFault { gpa, code: esr }
+                }
                 _ => Exit::Unhandled(esr),
             };
         }

@@ -23,13 +23,14 @@ pub struct DomainPlan {
 
 /// Checks that `elf` (and `module`) fit `mem_bytes` of RAM and places them.
 pub fn plan_domain(
-    elf: &ElfImage<'_>,
+    image: &[u8],
     mem_bytes: u64,
     _vcpus: u32,
     module: Option<&[u8]>,
 ) -> Result<DomainPlan, BuildError> {
+    let elf = ElfImage::parse(image).map_err(BuildError::Elf)?;
     let entry =
-        xen_abi::pvh::check_layout(elf, IMAGE_MIN_GPA, mem_bytes).map_err(BuildError::Layout)?;
+        xen_abi::pvh::check_layout(&elf, IMAGE_MIN_GPA, mem_bytes).map_err(BuildError::Layout)?;
     // A boot module (initramfs) goes at the top of RAM, above the image.
     let module_at = match module {
         Some(m) => {
@@ -60,11 +61,12 @@ pub fn plan_domain(
 /// entry point and its start argument (`ebx` = the start info's address).
 pub fn write_domain(
     plan: &DomainPlan,
-    elf: &ElfImage<'_>,
+    image: &[u8],
     name: &str,
     module: Option<&[u8]>,
     copy: &mut dyn FnMut(u64, &[u8]),
 ) -> Result<(u64, u64), BuildError> {
+    let elf = ElfImage::parse(image).map_err(BuildError::Elf)?;
     for seg in elf.load_segments() {
         let seg = seg.map_err(BuildError::Elf)?;
         let data = elf.segment_data(&seg).map_err(BuildError::Elf)?;

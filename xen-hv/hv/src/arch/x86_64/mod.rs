@@ -61,7 +61,7 @@ pub fn new_vcpu(
     state_frame: u64,
     dom: &DomainHw,
     root: u64,
-    (tag, _vcpu_id): (u32, u32),
+    (tag, _vcpu_id, _nr_vcpus): (u32, u32, u32),
     entry: u64,
     arg: u64,
 ) -> HwVcpu {
