@@ -299,6 +299,64 @@ fn aarch64_console_io_read_delivers_typed_input_to_a_guest() {
 }
 
 #[test]
+fn aarch64_debian_kernel_boots_in_a_domain_and_runs_init() {
+    // The unmodified Debian arm64 kernel (its Image) with an arm64 busybox initramfs as boot module: it finds
+    // Xen in the device tree, prints through console_io (earlycon=xenboot), uses PSCI, the emulated GICv3
+    // distributor and redistributor, the virtual timer through the list registers, maps shared_info, registers
+    // vcpu_info and its runstate area, binds event channels, unpacks the initramfs and starts /init. As on x86
+    // there is no PV console ring yet, so user space output is not visible, and once the shell waits for
+    // input the kernel idles with no timer armed and the hypervisor ends the domain.
+    let (image, initramfs) = e2e::guest_kernel_arm64();
+    let image = std::fs::read(&image).expect("reading the Image");
+    let module = std::fs::read(&initramfs).expect("reading the initramfs");
+    // The domain name doubles as its command line.
+    let pack = xtask::build::pack(&[xtask::build::PackGuest {
+        name: "earlycon=xenboot keep_bootcon".into(),
+        vcpus: 1,
+        mem_mib: 256,
+        image,
+        module: Some(module),
+    }])
+    .expect("packing");
+    let path = xtask::build::target_dir().join("xen-hv-linux-arm64-test.pack");
+    std::fs::write(&path, pack).expect("writing the pack");
+    let mut m = e2e::qemu::Machine::new(Arch::Aarch64, e2e::hv_image(Arch::Aarch64));
+    m.initrd = Some(path);
+    m.mem_mib = 1024;
+    // One CPU: a single-vCPU guest gains nothing from a second TCG thread on a shared host.
+    m.smp = 1;
+    let out = e2e::qemu::run(&m, Duration::from_secs(180), false).expect("running QEMU");
+    let log = &out.log;
+    let mut at = 0;
+    // In boot order.
+    for line in [
+        "(XEN) d1: created \"earlycon=xenboot keep_bootcon\": 256 MiB",
+        "Linux version 6.1",
+        "Machine model: xen,xenvm-4.17",
+        "Xen 4.17 support found",
+        "psci: PSCIv1.0 detected in firmware.",
+        "GICv3: CPU0: found redistributor 0 region 0:0x0000000003020000",
+        "arch_timer: cp15 timer(s) running at 62.50MHz (virt).",
+        "xen:events: Using 2-level ABI",
+        "Xen: initializing cpu0",
+        "Trying to unpack rootfs image as initramfs",
+        "Run /init as init process",
+        "(XEN) d1: every vCPU is blocked with nothing left that could wake it",
+    ] {
+        match log[at..].find(line) {
+            Some(i) => at += i + line.len(),
+            None => panic!("missing {line:?} (in order):\n{log}"),
+        }
+    }
+    assert!(!log.contains("Kernel panic"), "{log}");
+    assert!(!log.contains("Oops"), "{log}");
+    // The guest did not report PASS, so the run fails; the hypervisor itself finished cleanly.
+    assert_eq!(out.status, Some(xtask::qemu::EXIT_FAILURE), "{log}");
+    assert!(log.contains("(XEN) all domains are gone"), "{log}");
+    eprintln!("arm64 Linux to /init: {:.1}s", out.elapsed.as_secs_f64());
+}
+
+#[test]
 fn aarch64_verdict_fails_a_guest_that_reports_failure() {
     let out = boot_with_guests(&["failing", "sleeper"], "console=com1");
     let log = &out.log;
