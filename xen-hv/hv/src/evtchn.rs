@@ -27,6 +27,8 @@ pub enum Binding {
         /// Target vCPU.
         vcpu: u32,
     },
+    /// The domain's PV console, whose other end is the hypervisor; events to the guest go to vCPU 0.
+    Console,
 }
 
 /// A domain's ports.
@@ -71,6 +73,11 @@ impl Table {
     /// `EVTCHNOP_bind_ipi`.
     pub fn bind_ipi(&mut self, vcpu: u32) -> Result<u32, Errno> {
         self.alloc(Binding::Ipi { vcpu })
+    }
+
+    /// Allocates the port of the domain's PV console (the hypervisor is its back end).
+    pub fn bind_console(&mut self) -> Result<u32, Errno> {
+        self.alloc(Binding::Console)
     }
 
     /// `EVTCHNOP_close`.

@@ -293,7 +293,7 @@ fn event_channel_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
         4 => {
             let [port] = read_u32s::<1, G>(g, a[1])?;
             match g.evtchn().get(port) {
-                Binding::Ipi { .. } => {
+                Binding::Ipi { .. } | Binding::Console => {
                     g.send_event(port);
                     Ok(0)
                 }

@@ -6,6 +6,7 @@
 
 pub mod bootinfo;
 pub mod cmdline;
+pub mod console_ring;
 pub mod evtchn;
 pub mod frames;
 pub mod hypercall;

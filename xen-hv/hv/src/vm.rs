@@ -124,6 +124,10 @@ pub struct Domain {
     hw: arch::DomainHw,
     released: bool,
     evtchn: Box<xen_hv::evtchn::Table>,
+    /// The PV console ring the hypervisor serves (host-physical page, port), where the architecture has one.
+    console_ring: Option<(u64, u32)>,
+    /// The guest has written to its console ring: typed input goes there, and the domain can be woken by it.
+    console_active: bool,
 }
 
 /// One vCPU's bookkeeping (its hardware state lives in [`Machine::hw`] and is taken out while it runs).
@@ -366,6 +370,17 @@ impl Machine {
         for i in 0..nr_vcpus as u64 {
             write_pvclock(shared_info + 64 * i);
         }
+        // A PV console ring outside the domain's RAM, unless the toolstack set one up.
+        let pfn_param = xen_abi::memres::HVM_PARAM_CONSOLE_PFN as usize;
+        let console_page = match arch::CONSOLE_RING_GPA {
+            Some(gpa) if setup.params[pfn_param] == 0 => {
+                let page = fs.alloc_table().ok_or(BuildError::NoMemory)?;
+                npt.map(&mut HostMem, &mut fs, gpa, page, arch::GUEST_RAM_FLAGS)
+                    .map_err(|_| BuildError::NoMemory)?;
+                Some((gpa, page))
+            }
+            _ => None,
+        };
         let dom_hw = arch::DomainHw::new(fs.0).ok_or(BuildError::NoMemory)?;
         let mut slots = [0usize; MAX_DOMAIN_VCPUS];
         for (i, out) in slots.iter_mut().enumerate().take(nr_vcpus) {
@@ -420,6 +435,16 @@ impl Machine {
         if params[cb] == 0 {
             params[cb] = arch::DEFAULT_CALLBACK_IRQ;
         }
+        let mut evtchn = Box::new(xen_hv::evtchn::Table::new());
+        let console_ring = match console_page {
+            Some((gpa, page)) => {
+                let port = evtchn.bind_console().map_err(|_| BuildError::NoMemory)?;
+                params[pfn_param] = gpa >> 12;
+                params[xen_abi::memres::HVM_PARAM_CONSOLE_EVTCHN as usize] = u64::from(port);
+                Some((page, port))
+            }
+            None => None,
+        };
         self.domains[slot] = Some(Domain {
             id,
             name,
@@ -444,7 +469,9 @@ impl Machine {
             cpu_mask: 0,
             hw: dom_hw,
             released: false,
-            evtchn: Box::new(xen_hv::evtchn::Table::new()),
+            evtchn,
+            console_ring,
+            console_active: false,
         });
         let _ = writeln!(
             self.con,
@@ -506,7 +533,8 @@ impl Machine {
             let Some(d) = self.domains[dom].as_ref() else {
                 continue;
             };
-            if d.state != DomState::Alive {
+            // A domain using its PV console waits for typed input, which can wake it.
+            if d.state != DomState::Alive || d.console_active {
                 continue;
             }
             let _ = writeln!(
@@ -923,7 +951,45 @@ impl Machine {
         });
         frames.free(d.mem_base, d.mem_bytes);
         frames.free(d.shared_info, PAGE);
+        if let Some((page, _)) = d.console_ring {
+            frames.free(page, PAGE);
+        }
         d.hw.release(frames);
+    }
+
+    /// Moves bytes typed on the console into the PV console ring of the first domain using one and signals its
+    /// console port (on the boot CPU, as the control channel is polled).
+    fn poll_console_input(&mut self) {
+        let Some(dom) = self.domains.iter().position(|d| {
+            d.as_ref()
+                .is_some_and(|d| d.console_active && d.state == DomState::Alive)
+        }) else {
+            return;
+        };
+        let Some(d) = self.domains[dom].as_ref() else {
+            return;
+        };
+        let Some((page, port)) = d.console_ring else {
+            return;
+        };
+        // SAFETY: the ring page is a frame the hypervisor allocated for this domain (identity-mapped); the
+        // guest may change it concurrently, which the ring functions tolerate (indices are re-read and bounded).
+        let ring =
+            unsafe { core::slice::from_raw_parts_mut(page as usize as *mut u8, PAGE as usize) };
+        let mut moved = 0;
+        while xen_hv::console_ring::in_space(ring) > 0 {
+            let Some(b) = arch::console_read_byte() else {
+                break;
+            };
+            moved += xen_hv::console_ring::push_in(ring, &[b]);
+        }
+        if moved > 0 {
+            let v0 = d.vcpus[0];
+            if let Some(meta) = self.meta[v0].as_mut() {
+                deliver_port(d, meta, port);
+            }
+            self.sched.wake(v0);
+        }
     }
 
     /// Free memory in bytes.
@@ -977,6 +1043,7 @@ pub fn cpu_loop(machine: &spin::Mutex<Option<Machine>>) {
                 if is_bsp() {
                     if let Some(m) = machine.lock().as_mut() {
                         m.poll_ctl();
+                        m.poll_console_input();
                     }
                 }
                 // Nothing runnable: sleep until the next tick.
@@ -1018,6 +1085,7 @@ pub fn cpu_loop(machine: &spin::Mutex<Option<Machine>>) {
             m.put_back(v, hw, state);
             if is_bsp() {
                 m.poll_ctl();
+                m.poll_console_input();
             }
         }
     }
@@ -1315,8 +1383,28 @@ impl Guest for Ctx<'_> {
     }
 
     fn send_event(&mut self, port: u32) {
-        let xen_hv::evtchn::Binding::Ipi { vcpu } = self.d.evtchn.get(port) else {
-            return;
+        let vcpu = match self.d.evtchn.get(port) {
+            xen_hv::evtchn::Binding::Ipi { vcpu } => vcpu,
+            xen_hv::evtchn::Binding::Console => {
+                // The guest wrote to its console ring: take the output now.
+                if let Some((page, _)) = self.d.console_ring {
+                    // SAFETY: as in `poll_console_input`.
+                    let ring = unsafe {
+                        core::slice::from_raw_parts_mut(page as usize as *mut u8, PAGE as usize)
+                    };
+                    let mut buf = [0u8; 256];
+                    loop {
+                        let n = xen_hv::console_ring::drain_out(ring, &mut buf);
+                        if n == 0 {
+                            break;
+                        }
+                        console_bytes(self.con, self.d, &buf[..n]);
+                    }
+                    self.d.console_active = true;
+                }
+                return;
+            }
+            _ => return,
         };
         let Some(&target) = self.d.vcpus[..self.d.nr_vcpus].get(vcpu as usize) else {
             return;
@@ -1332,6 +1420,7 @@ impl Guest for Ctx<'_> {
             xen_hv::evtchn::Binding::Ipi { vcpu } | xen_hv::evtchn::Binding::Virq { vcpu, .. } => {
                 vcpu
             }
+            xen_hv::evtchn::Binding::Console => 0,
             xen_hv::evtchn::Binding::Free => return,
         };
         let Some(&target) = self.d.vcpus[..self.d.nr_vcpus].get(vcpu as usize) else {

@@ -134,9 +134,12 @@ pub fn eoi(intid: u32) {
     };
 }
 
+/// List register state bit: pending.
+pub const LR_PENDING: u64 = 1 << 62;
+
 /// A list register value: virtual INTID `intid` pending, group 1, priority 0xa0.
 pub fn lr_pending(intid: u32) -> u64 {
-    (1 << 62) | (1 << 60) | (0xa0 << 48) | u64::from(intid)
+    LR_PENDING | (1 << 60) | (0xa0 << 48) | u64::from(intid)
 }
 
 /// True when a list register value no longer holds an interrupt (state inactive).

@@ -19,6 +19,8 @@ pub type HwVcpu = vcpu::Arm64Vcpu;
 pub const NESTED_FORMAT: xen_hv::paging::Format = xen_hv::paging::Format::Stage2;
 /// Stage-2 attributes of guest RAM.
 pub const GUEST_RAM_FLAGS: u64 = xen_hv::paging::S2_RAM;
+/// Where a domain's PV console ring page appears (Xen's `GUEST_MAGIC_BASE`, outside guest RAM).
+pub const CONSOLE_RING_GPA: Option<u64> = Some(0x3900_0000);
 /// `HVM_PARAM_CALLBACK_IRQ` type whose low byte the upcall delivers: 3, a PPI.
 pub const UPCALL_CALLBACK_TYPE: u64 = 3;
 /// `HVM_PARAM_CALLBACK_IRQ` of a new domain: the event-channel PPI, as Xen on Arm sets it.

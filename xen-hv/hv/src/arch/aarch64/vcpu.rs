@@ -343,13 +343,15 @@ impl Arm64Vcpu {
         }
     }
 
-    /// Puts virtual INTID `intid` in a list register; false when all are busy.
+    /// Puts virtual INTID `intid` in a list register, or makes the one already holding it (perhaps active in
+    /// the guest's handler) pending again; false when all are busy.
     fn list(&mut self, intid: u32) -> bool {
-        let listed = self
+        if let Some(lr) = self
             .lrs
-            .iter()
-            .any(|&lr| !super::gic::lr_free(lr) && lr as u32 == intid);
-        if listed {
+            .iter_mut()
+            .find(|lr| !super::gic::lr_free(**lr) && **lr as u32 == intid)
+        {
+            *lr |= super::gic::LR_PENDING;
             return true;
         }
         match self.lrs.iter_mut().find(|lr| super::gic::lr_free(**lr)) {

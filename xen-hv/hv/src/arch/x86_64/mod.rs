@@ -25,6 +25,9 @@ pub const NESTED_FORMAT: xen_hv::paging::Format = xen_hv::paging::Format::Npt;
 pub const GUEST_RAM_FLAGS: u64 = xen_hv::paging::NPT_RWX;
 /// Guest-physical address where a domain's RAM starts.
 pub const GUEST_RAM_BASE: u64 = 0;
+/// Where a domain's PV console ring page appears: x86 domains get none from the hypervisor yet (the sandbox
+/// toolstack sets one up in guest RAM).
+pub const CONSOLE_RING_GPA: Option<u64> = None;
 /// `HVM_PARAM_CALLBACK_IRQ` type whose low byte the upcall delivers: 2, a vector.
 pub const UPCALL_CALLBACK_TYPE: u64 = 2;
 /// `HVM_PARAM_CALLBACK_IRQ` of a new domain: none until the guest sets one.
