@@ -299,12 +299,13 @@ fn aarch64_console_io_read_delivers_typed_input_to_a_guest() {
 }
 
 #[test]
-fn aarch64_debian_kernel_boots_to_a_shell_on_the_pv_console() {
+fn aarch64_debian_kernel_boots_smp_to_a_shell_on_the_pv_console() {
     // The unmodified Debian arm64 kernel (its Image) with an arm64 busybox initramfs as boot module: it finds
     // Xen in the device tree, prints through console_io (earlycon=xenboot) and then through the PV console ring
     // the hypervisor serves (hvc0), uses PSCI, the emulated GICv3 distributor and redistributor, the virtual
     // timer through the list registers, maps shared_info, registers vcpu_info and its runstate area, binds
-    // event channels, unpacks the initramfs and runs a shell. Typed input reaches the shell through the ring;
+    // event channels, starts its second vCPU through PSCI CPU_ON (IPIs are SGIs through the trapped
+    // ICC_SGI1R_EL1), unpacks the initramfs and runs a shell. Typed input reaches the shell through the ring;
     // its PASS line and `poweroff` (PSCI SYSTEM_OFF) end the run as a passing guest.
     let (image, initramfs) = e2e::guest_kernel_arm64();
     let image = std::fs::read(&image).expect("reading the Image");
@@ -312,7 +313,7 @@ fn aarch64_debian_kernel_boots_to_a_shell_on_the_pv_console() {
     // The domain name doubles as its command line.
     let pack = xtask::build::pack(&[xtask::build::PackGuest {
         name: "earlycon=xenboot console=hvc0".into(),
-        vcpus: 1,
+        vcpus: 2,
         mem_mib: 256,
         image,
         module: Some(module),
@@ -323,8 +324,6 @@ fn aarch64_debian_kernel_boots_to_a_shell_on_the_pv_console() {
     let mut m = e2e::qemu::Machine::new(Arch::Aarch64, e2e::hv_image(Arch::Aarch64));
     m.initrd = Some(path);
     m.mem_mib = 1024;
-    // One CPU: a single-vCPU guest gains nothing from a second TCG thread on a shared host.
-    m.smp = 1;
     let mut s = e2e::console::Session::spawn(m.command()).expect("starting QEMU");
     assert!(
         s.expect(
@@ -347,8 +346,9 @@ fn aarch64_debian_kernel_boots_to_a_shell_on_the_pv_console() {
     // The shell may still be settling its terminal: type until it answers.
     let mut answered = false;
     for _ in 0..3 {
-        s.send_raw(b"echo PASS linux-$((6*7))\r").expect("typing");
-        if s.expect("(d1) PASS linux-42", Duration::from_secs(30))
+        s.send_raw(b"echo PASS linux-cpus-$(grep -c ^processor /proc/cpuinfo)\r")
+            .expect("typing");
+        if s.expect("(d1) PASS linux-cpus-2", Duration::from_secs(30))
             .is_some()
         {
             answered = true;
@@ -363,6 +363,7 @@ fn aarch64_debian_kernel_boots_to_a_shell_on_the_pv_console() {
     // In boot order.
     for line in [
         "(XEN) d1: created \"earlycon=xenboot console=hvc0\": 256 MiB",
+        "2 vCPU(s)",
         "Linux version 6.1",
         "Machine model: xen,xenvm-4.17",
         "Xen 4.17 support found",
@@ -372,10 +373,12 @@ fn aarch64_debian_kernel_boots_to_a_shell_on_the_pv_console() {
         "printk: console [hvc0] enabled",
         "xen:events: Using 2-level ABI",
         "Xen: initializing cpu0",
+        "GICv3: CPU1: found redistributor 1 region 0:0x0000000003040000",
+        "smp: Brought up 1 node, 2 CPUs",
         "Trying to unpack rootfs image as initramfs",
         "Run /init as init process",
         "(d1) xenrs-guest: init running on hvc0",
-        "(d1) PASS linux-42",
+        "(d1) PASS linux-cpus-2",
         "reboot: Power down",
         "(XEN) d1 (earlycon=xenboot console=hvc0) shut down (poweroff)",
         "(XEN) result d1 earlycon=xenboot console=hvc0: PASS",

@@ -47,6 +47,16 @@ pub enum Exit {
         /// Arguments.
         args: [u64; 3],
     },
+    /// An inter-processor interrupt the guest sent through its interrupt controller (an SGI through
+    /// ICC_SGI1R_EL1 on aarch64) to vCPUs of its domain other than the sender.
+    SendIpi {
+        /// The interrupt (SGI INTID).
+        intid: u8,
+        /// Target vCPU indices (bit per vCPU), ignored with `all_but_self`.
+        targets: u64,
+        /// Every vCPU of the domain except the sender.
+        all_but_self: bool,
+    },
     /// A guest-physical access that the nested tables do not allow.
     NestedFault {
         /// Guest-physical address.

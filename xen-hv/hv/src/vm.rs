@@ -140,6 +140,8 @@ pub struct VcpuMeta {
     initialised: bool,
     /// A callback-vector upcall to inject at the next entry.
     virq: Option<u8>,
+    /// Inter-processor interrupts from other vCPUs to inject at the next entry (bit per INTID 0..15).
+    ipis: u16,
     /// Its runstate accounting and, once registered, where the guest reads it (host-physical pieces: the
     /// record may straddle two pages).
     runstate: xen_abi::xen::VcpuRunstateInfo,
@@ -416,6 +418,7 @@ impl Machine {
                 timer: 0,
                 initialised: first,
                 virq: None,
+                ipis: 0,
                 runstate: xen_abi::xen::VcpuRunstateInfo {
                     state: if first {
                         xen_abi::xen::runstate::RUNNABLE
@@ -597,8 +600,15 @@ impl Machine {
 
     /// Moves a pending upcall into the vCPU's hardware state.
     fn apply_virq(&mut self, v: usize, hw: &mut HwVcpu) {
-        if let Some(vector) = self.meta[v].as_mut().and_then(|m| m.virq.take()) {
+        let Some(m) = self.meta[v].as_mut() else {
+            return;
+        };
+        if let Some(vector) = m.virq.take() {
             hw.queue_upcall(vector);
+        }
+        let ipis = core::mem::take(&mut m.ipis);
+        for intid in (0..16u8).filter(|i| ipis & (1 << i) != 0) {
+            hw.queue_upcall(intid);
         }
     }
 
@@ -739,6 +749,25 @@ impl Machine {
                         Flow::Stop(State::Dead)
                     }
                 }
+            }
+            Exit::SendIpi {
+                intid,
+                targets,
+                all_but_self,
+            } => {
+                let (vcpus, nr) = (d.vcpus, d.nr_vcpus);
+                for (i, &t) in vcpus[..nr].iter().enumerate() {
+                    let chosen = if all_but_self {
+                        i as u32 != vid
+                    } else {
+                        i < 64 && targets & (1 << i) != 0
+                    };
+                    if let (true, Some(m)) = (chosen && intid < 16, self.meta[t].as_mut()) {
+                        m.ipis |= 1 << intid;
+                        self.sched.wake(t);
+                    }
+                }
+                Flow::Continue
             }
             Exit::Firmware { function, args } => {
                 d.hypercalls += 1;

@@ -192,7 +192,10 @@ pub struct Arm64Vcpu {
     lrs: [u64; NR_LRS],
     vmcr: u64,
     ap1r0: u64,
-    upcall: Option<u32>,
+    /// Interrupts (INTID bit) waiting for a list register: upcalls and SGIs.
+    upcall: u32,
+    /// An SGI for other vCPUs, reported as the next exit.
+    send_ipi: Option<Exit>,
     /// The virtual timer fired and its PPI waits for a list register.
     vtimer: bool,
     flush: bool,
@@ -216,7 +219,8 @@ impl Arm64Vcpu {
             lrs: [0; NR_LRS],
             vmcr: 0,
             ap1r0: 0,
-            upcall: None,
+            upcall: 0,
+            send_ipi: None,
             vtimer: false,
             flush: true,
             last_pc: entry,
@@ -333,9 +337,9 @@ impl Arm64Vcpu {
 
     /// Moves a queued upcall and a fired virtual timer into free list registers (unless already listed).
     fn place_upcall(&mut self) {
-        if let Some(intid) = self.upcall {
-            if self.list(intid) {
-                self.upcall = None;
+        for intid in 0..32 {
+            if self.upcall & (1 << intid) != 0 && self.list(intid) {
+                self.upcall &= !(1 << intid);
             }
         }
         if self.vtimer && self.list(super::gic::VTIMER_INTID) {
@@ -365,7 +369,8 @@ impl Arm64Vcpu {
 
     /// Emulates a trapped MRS/MSR (ESR class 0x18): reads of the ID registers (sanitised: no SVE, SME, MTE,
     /// pointer authentication, AMU, MPAM, PMU, SPE or trace buffer, whose state is not switched between
-    /// guests) and writes of ICC_SGI1R_EL1 (an SGI to this vCPU is listed; there is no cross-vCPU SGI yet).
+    /// guests) and writes of ICC_SGI1R_EL1 (an SGI to this vCPU is listed at once, one to others becomes an
+    /// `Exit::SendIpi` for the common code).
     /// False when the access is not one of those.
     fn emulate_sysreg(&mut self, esr: u64) -> bool {
         let read = esr & 1 != 0;
@@ -385,12 +390,21 @@ impl Arm64Vcpu {
             }
             (3, 0, 12, 11, 5, false) => {
                 let v = if rt < 31 { self.frame_ref().x[rt] } else { 0 };
-                let intid = ((v >> 24) & 0xf) as u32;
+                let intid = ((v >> 24) & 0xf) as u8;
                 let me = self.vmpidr & 0xff;
                 let aff1 = (v >> 16) & 0xff;
-                let to_me = v & (1 << 40) == 0 && aff1 == 0 && me < 16 && v & (1 << me) != 0;
-                if to_me {
-                    let _ = self.list(intid);
+                let all_but_self = v & (1 << 40) != 0;
+                let mut targets = if aff1 == 0 { v & 0xffff } else { 0 };
+                if !all_but_self && me < 16 && targets & (1 << me) != 0 {
+                    let _ = self.list(u32::from(intid));
+                    targets &= !(1 << me);
+                }
+                if all_but_self || targets != 0 {
+                    self.send_ipi = Some(Exit::SendIpi {
+                        intid,
+                        targets,
+                        all_but_self,
+                    });
                 }
                 true
             }
@@ -470,7 +484,10 @@ impl Vcpu for Arm64Vcpu {
                 EC_SYSREG => {
                     if self.emulate_sysreg(esr) {
                         self.frame().elr = elr.wrapping_add(4);
-                        continue;
+                        match self.send_ipi.take() {
+                            Some(exit) => return exit,
+                            None => continue,
+                        }
                     }
                     Exit::Forbidden("a trapped system register access")
                 }
@@ -593,7 +610,8 @@ impl Vcpu for Arm64Vcpu {
         self.lrs = [0; NR_LRS];
         self.vmcr = 0;
         self.ap1r0 = 0;
-        self.upcall = None;
+        self.upcall = 0;
+        self.send_ipi = None;
         self.vtimer = false;
         self.flush = true;
         self.last_pc = entry;
@@ -621,7 +639,7 @@ impl Vcpu for Arm64Vcpu {
     }
 
     fn queue_upcall(&mut self, vector: u8) {
-        self.upcall = Some(u32::from(vector));
+        self.upcall |= 1 << (vector % 32);
     }
 
     fn flush_guest_tlb(&mut self) {
