@@ -50,6 +50,25 @@ pub fn guest_kernel() -> (PathBuf, PathBuf) {
     (dir.join("vmlinux"), dir.join("initramfs.cpio.gz"))
 }
 
+/// The Debian arm64 guest kernel (its `Image`) and an arm64 busybox initramfs, prepared once by
+/// `scripts/guest-kernel-arm64` from Debian's archive.
+pub fn guest_kernel_arm64() -> (PathBuf, PathBuf) {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let out =
+            std::process::Command::new(xtask::workspace_root().join("scripts/guest-kernel-arm64"))
+                .output()
+                .expect("running scripts/guest-kernel-arm64");
+        assert!(
+            out.status.success(),
+            "scripts/guest-kernel-arm64 failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    });
+    (dir.join("Image"), dir.join("initramfs.cpio.gz"))
+}
+
 /// Running `virtxend` (the libvirt-RPC daemon) with temporary directories, and the stock clients against it.
 pub mod virtxend {
     use std::path::{Path, PathBuf};

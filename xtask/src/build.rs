@@ -51,9 +51,44 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// Builds the hypervisor image for `arch`.
+/// Builds the hypervisor image for `arch`: the ELF on x86_64 (QEMU boots it through its PVH note), a Linux
+/// arm64 `Image` made from the ELF on aarch64 (QEMU only passes an initrd and the device tree in x0 to images
+/// it takes for Linux).
 pub fn build_hv(arch: Arch) -> Result<PathBuf, Error> {
-    build_bare_metal("xen-hv", arch)
+    let elf = build_bare_metal("xen-hv", arch)?;
+    match arch {
+        Arch::X86_64 => Ok(elf),
+        Arch::Aarch64 => {
+            let data = std::fs::read(&elf).map_err(|e| Error::Io(elf.display().to_string(), e))?;
+            let image = flat_image(&data)?;
+            let out = elf.with_file_name("xen-hv.Image");
+            std::fs::write(&out, image).map_err(|e| Error::Io(out.display().to_string(), e))?;
+            Ok(out)
+        }
+    }
+}
+
+/// The flat memory image of an ELF's `PT_LOAD` segments, from the lowest physical address to the end of the
+/// last segment's file data (zero-filled gaps; the BSS past the end is cleared by the image itself).
+pub fn flat_image(elf: &[u8]) -> Result<Vec<u8>, Error> {
+    let bad =
+        |e: xen_abi::elf::ElfError| Error::Failed(format!("reading the hypervisor ELF ({e})"));
+    let img = xen_abi::elf::ElfImage::parse(elf).map_err(bad)?;
+    let segs: Vec<_> = img.load_segments().collect::<Result<_, _>>().map_err(bad)?;
+    let base =
+        segs.iter().map(|s| s.paddr).min().ok_or_else(|| {
+            Error::Failed("finding a loadable segment in the hypervisor ELF".into())
+        })?;
+    let mut out = Vec::new();
+    for s in &segs {
+        let data = img.segment_data(s).map_err(bad)?;
+        let at = (s.paddr - base) as usize;
+        if out.len() < at + data.len() {
+            out.resize(at + data.len(), 0);
+        }
+        out[at..at + data.len()].copy_from_slice(data);
+    }
+    Ok(out)
 }
 
 /// An in-tree guest: binary, instances, MiB of memory, vCPUs.
@@ -78,8 +113,30 @@ pub const EXTRA_GUESTS: &[GuestSpec] = &[
     ("idle", 1, 2, 1),
 ];
 
+/// The test guests that run on aarch64 when none is named: the x86 set without `triplefault` (an x86 event).
+pub const AARCH64_TEST_GUESTS: &[GuestSpec] = &[
+    ("hypercalls", 1, 8, 1),
+    ("counter", 2, 8, 1),
+    ("smp", 1, 8, 3),
+    ("hostile", 1, 8, 1),
+    ("sleeper", 1, 8, 1),
+];
+
+/// The default guest set of `arch`.
+pub fn test_guests(arch: Arch) -> &'static [GuestSpec] {
+    match arch {
+        Arch::X86_64 => TEST_GUESTS,
+        Arch::Aarch64 => AARCH64_TEST_GUESTS,
+    }
+}
+
 /// Builds the test guests (package `xen-test-guests`) for x86_64 and returns each binary's path.
 pub fn build_guests(names: &[&str]) -> Result<Vec<(String, PathBuf)>, Error> {
+    build_guests_for(Arch::X86_64, names)
+}
+
+/// Builds the test guests for `arch` and returns each binary's path.
+pub fn build_guests_for(arch: Arch, names: &[&str]) -> Result<Vec<(String, PathBuf)>, Error> {
     let root = workspace_root();
     let mut cmd = Command::new(cargo());
     cmd.current_dir(&root).args([
@@ -89,7 +146,7 @@ pub fn build_guests(names: &[&str]) -> Result<Vec<(String, PathBuf)>, Error> {
         "--package",
         "xen-test-guests",
         "--target",
-        Arch::X86_64.triple(),
+        arch.triple(),
     ]);
     for n in names {
         cmd.args(["--bin", n]);
@@ -101,7 +158,7 @@ pub fn build_guests(names: &[&str]) -> Result<Vec<(String, PathBuf)>, Error> {
     if !status.success() {
         return Err(Error::Failed("building the test guests".into()));
     }
-    let dir = target_dir().join(Arch::X86_64.triple()).join("release");
+    let dir = target_dir().join(arch.triple()).join("release");
     Ok(names.iter().map(|n| (n.to_string(), dir.join(n))).collect())
 }
 
@@ -163,11 +220,17 @@ pub fn pack(guests: &[PackGuest]) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
-/// Builds the named test guests (all when `names` is empty) and writes their pack to the target directory;
-/// returns the pack's path and the domain names in it.
+/// Builds the named x86_64 test guests (all when `names` is empty) and writes their pack to the target
+/// directory; returns the pack's path and the domain names in it.
 pub fn build_guest_pack(names: &[String]) -> Result<(PathBuf, Vec<String>), Error> {
+    build_guest_pack_for(Arch::X86_64, names)
+}
+
+/// Builds the named test guests for `arch` (its default set when `names` is empty) and writes their pack to
+/// the target directory; returns the pack's path and the domain names in it.
+pub fn build_guest_pack_for(arch: Arch, names: &[String]) -> Result<(PathBuf, Vec<String>), Error> {
     let selected: Vec<&GuestSpec> = if names.is_empty() {
-        TEST_GUESTS.iter().collect()
+        test_guests(arch).iter().collect()
     } else {
         names
             .iter()
@@ -191,7 +254,7 @@ pub fn build_guest_pack(names: &[String]) -> Result<(PathBuf, Vec<String>), Erro
             .collect::<Result<_, _>>()?
     };
     let bins: Vec<&str> = selected.iter().map(|g| g.0).collect();
-    let built = build_guests(&bins)?;
+    let built = build_guests_for(arch, &bins)?;
     let mut guests = Vec::new();
     for ((bin, instances, mem, vcpus), (_, path)) in selected.iter().zip(&built) {
         let image = std::fs::read(path).map_err(|e| Error::Io(path.display().to_string(), e))?;
@@ -212,7 +275,11 @@ pub fn build_guest_pack(names: &[String]) -> Result<(PathBuf, Vec<String>), Erro
     }
     let names = guests.iter().map(|g| g.name.clone()).collect();
     // One file per selection, so concurrent boots with different guests do not overwrite each other's pack.
-    let path = target_dir().join(format!("xen-hv-guests-{}.pack", bins.join("+")));
+    let path = target_dir().join(format!(
+        "xen-hv-guests-{}-{}.pack",
+        arch.name(),
+        bins.join("+")
+    ));
     std::fs::write(&path, pack(&guests)?).map_err(|e| Error::Io(path.display().to_string(), e))?;
     Ok((path, names))
 }

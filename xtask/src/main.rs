@@ -112,18 +112,9 @@ fn hv_boot(
     append: String,
     guests: &[String],
 ) -> Result<bool, Error> {
-    let pack = if arch == Arch::X86_64 {
-        let (path, names) = build::build_guest_pack(guests)?;
-        eprintln!("hv-boot: guests: {}", names.join(" "));
-        Some(path)
-    } else if let Some(g) = guests.first() {
-        return Err(Error::Failed(format!(
-            "finding guest {g:?}: no in-tree guests exist for {}",
-            arch.name()
-        )));
-    } else {
-        None
-    };
+    let (pack, names) = build::build_guest_pack_for(arch, guests)?;
+    eprintln!("hv-boot: guests: {}", names.join(" "));
+    let pack = Some(pack);
     let image = build::build_hv(arch)?;
     let mut m = qemu::Machine::new(arch, image);
     m.smp = smp;
@@ -204,6 +195,22 @@ fn ci() -> Result<bool, Error> {
                 "xen-test-guests",
                 "--target",
                 "x86_64-unknown-none",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        (
+            "clippy (aarch64 bare metal)",
+            &[
+                "clippy",
+                "--package",
+                "xen-hv",
+                "--package",
+                "xen-test-guests",
+                "--target",
+                "aarch64-unknown-none",
                 "--locked",
                 "--",
                 "-D",

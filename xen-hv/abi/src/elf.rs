@@ -27,7 +27,7 @@ impl core::fmt::Display for ElfError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
             Self::NotElf => "the image is not an ELF file",
-            Self::Unsupported => "the image is not a little-endian x86 ELF executable",
+            Self::Unsupported => "the image is not a little-endian x86 or aarch64 ELF executable",
             Self::Truncated => "a header or segment of the image lies beyond its end",
             Self::BadSegment => {
                 "a loadable segment of the image has inconsistent sizes or addresses"
@@ -60,6 +60,13 @@ pub struct ElfImage<'a> {
     phnum: u64,
 }
 
+/// `e_machine` of x86_64 images.
+pub const EM_X86_64: u64 = 62;
+/// `e_machine` of 32-bit x86 images.
+pub const EM_386: u64 = 3;
+/// `e_machine` of aarch64 images.
+pub const EM_AARCH64: u64 = 183;
+
 fn rd(data: &[u8], off: u64, len: usize) -> Result<u64, ElfError> {
     let start = usize::try_from(off).map_err(|_| ElfError::Truncated)?;
     let end = start.checked_add(len).ok_or(ElfError::Truncated)?;
@@ -87,7 +94,12 @@ impl<'a> ElfImage<'a> {
         }
         let machine = rd(data, 18, 2)?;
         let kind = rd(data, 16, 2)?;
-        if kind != 2 || !matches!((is64, machine), (true, 62) | (false, 3)) {
+        if kind != 2
+            || !matches!(
+                (is64, machine),
+                (true, EM_X86_64 | EM_AARCH64) | (false, EM_386)
+            )
+        {
             return Err(ElfError::Unsupported);
         }
         let (phoff, phentsize, phnum) = if is64 {
@@ -111,6 +123,20 @@ impl<'a> ElfImage<'a> {
             img.phdr(i)?;
         }
         Ok(img)
+    }
+
+    /// The `e_machine` field ([`EM_X86_64`], [`EM_386`] or [`EM_AARCH64`]).
+    pub fn machine(&self) -> u64 {
+        rd(self.data, 18, 2).unwrap_or(0)
+    }
+
+    /// The entry point (`e_entry`).
+    pub fn entry(&self) -> u64 {
+        if self.is64 {
+            rd(self.data, 24, 8).unwrap_or(0)
+        } else {
+            rd(self.data, 24, 4).unwrap_or(0)
+        }
     }
 
     /// True for ELF64.

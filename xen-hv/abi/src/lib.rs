@@ -8,11 +8,13 @@
 #![cfg_attr(target_os = "none", no_std)]
 
 pub mod acpi;
+pub mod arm64_image;
 pub mod ctlframe;
 pub mod ctlserver;
 pub mod domctl;
 pub mod elf;
 pub mod errno;
+pub mod fdt;
 pub mod hypercall;
 pub mod memres;
 pub mod plain;

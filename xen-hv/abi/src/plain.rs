@@ -48,6 +48,7 @@ plain!(
     crate::xen::E820Entry,
     crate::xen::XenHvmParam,
     crate::xen::VcpuRegisterVcpuInfo,
+    crate::xen::VcpuRunstateInfo,
     crate::xen::SchedShutdown,
     crate::xen::VcpuHvmX86_32,
     crate::xen::VcpuHvmContext,

@@ -62,8 +62,37 @@ pub mod vcpuop {
     pub const DOWN: u64 = 2;
     /// `VCPUOP_is_up`.
     pub const IS_UP: u64 = 3;
+    /// `VCPUOP_register_runstate_memory_area`.
+    pub const REGISTER_RUNSTATE_MEMORY_AREA: u64 = 5;
     /// `VCPUOP_register_vcpu_info`.
     pub const REGISTER_VCPU_INFO: u64 = 10;
+}
+
+/// `RUNSTATE_*`: what a vCPU is doing.
+pub mod runstate {
+    /// Running on a physical CPU.
+    pub const RUNNING: u32 = 0;
+    /// Ready to run.
+    pub const RUNNABLE: u32 = 1;
+    /// Waiting for an event.
+    pub const BLOCKED: u32 = 2;
+    /// Not running and not able to (down).
+    pub const OFFLINE: u32 = 3;
+}
+
+/// `struct vcpu_runstate_info` (48 bytes): the current state, when it was entered, and the time spent in
+/// each state (system time, nanoseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct VcpuRunstateInfo {
+    /// `RUNSTATE_*`.
+    pub state: u32,
+    /// Padding.
+    pub pad: u32,
+    /// System time the state was entered.
+    pub state_entry_time: u64,
+    /// Nanoseconds spent in each state.
+    pub time: [u64; 4],
 }
 
 /// `struct vcpu_time_info` (32 bytes).
@@ -415,4 +444,7 @@ const _: () = {
     assert!(size_of::<VcpuRegisterVcpuInfo>() == 16);
     assert!(offset_of!(VcpuRegisterVcpuInfo, offset) == 8);
     assert!(size_of::<SchedShutdown>() == 4);
+    assert!(size_of::<VcpuRunstateInfo>() == 48);
+    assert!(offset_of!(VcpuRunstateInfo, state_entry_time) == 8);
+    assert!(offset_of!(VcpuRunstateInfo, time) == 16);
 };

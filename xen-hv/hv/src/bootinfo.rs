@@ -27,6 +27,8 @@ pub enum BootError {
     BadAddress(u64),
     /// A multiboot2 tag is malformed.
     BadTag(u32),
+    /// The device tree cannot be read.
+    Fdt(xen_abi::fdt::FdtError),
 }
 
 impl core::fmt::Display for BootError {
@@ -35,6 +37,7 @@ impl core::fmt::Display for BootError {
             Self::BadMagic(m) => write!(f, "boot information has bad magic {m:#x}"),
             Self::BadAddress(a) => write!(f, "boot information points outside memory at {a:#x}"),
             Self::BadTag(t) => write!(f, "malformed multiboot2 tag of type {t}"),
+            Self::Fdt(e) => write!(f, "{e}"),
         }
     }
 }
@@ -179,6 +182,42 @@ impl BootInfo {
         Ok(info)
     }
 
+    /// Reads a flattened device tree (aarch64): RAM from the `memory` nodes, the command line from
+    /// `/chosen/bootargs`, and one module from `/chosen/linux,initrd-start` / `linux,initrd-end`.
+    pub fn from_fdt(dtb: &[u8]) -> Result<Self, BootError> {
+        use xen_abi::fdt::{read_cells, Fdt};
+        let t = Fdt::new(dtb).map_err(BootError::Fdt)?;
+        let mut info = Self::default();
+        t.memory(|base, len| {
+            info.push_region(MemRegion {
+                base,
+                len,
+                kind: memmap_type::RAM,
+            })
+        });
+        let cell = |name| {
+            t.property("/chosen", name)
+                .and_then(|v| read_cells(v, (v.len() / 4).min(2) as u32))
+        };
+        if let (Some(start), Some(end)) = (cell("linux,initrd-start"), cell("linux,initrd-end")) {
+            if end < start {
+                return Err(BootError::BadAddress(end));
+            }
+            info.push_module(Module {
+                base: start,
+                len: end - start,
+                cmdline_paddr: 0,
+            });
+        }
+        if let Some(args) = t.property("/chosen", "bootargs") {
+            let args = args.split(|&c| c == 0).next().unwrap_or(&[]);
+            let n = args.len().min(MAX_CMDLINE);
+            info.cmdline[..n].copy_from_slice(&args[..n]);
+            info.cmdline_len = n;
+        }
+        Ok(info)
+    }
+
     fn push_region(&mut self, r: MemRegion) {
         if self.memmap_len < MAX_MEMMAP {
             self.memmap[self.memmap_len] = r;
@@ -253,6 +292,37 @@ mod tests {
 
     fn put(mem: &mut [u8], at: usize, bytes: &[u8]) {
         mem[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+
+    #[test]
+    fn parses_a_device_tree() {
+        let mut w = xen_abi::fdt::Writer::new();
+        w.begin_node("");
+        w.prop_cells("#address-cells", &[2]);
+        w.prop_cells("#size-cells", &[2]);
+        w.begin_node("chosen");
+        w.prop_str("bootargs", "console=com1 nosmp");
+        w.prop_cells("linux,initrd-start", &[0x4400_0000]);
+        w.prop_cells("linux,initrd-end", &[0, 0x4400_1000]);
+        w.end_node();
+        w.begin_node("memory@40000000");
+        w.prop_str("device_type", "memory");
+        w.prop_cells("reg", &[0, 0x4000_0000, 0, 0x2000_0000]);
+        w.end_node();
+        w.end_node();
+        let mut dtb = [0u8; 1024];
+        let n = w.finish(&mut dtb).unwrap();
+        let info = BootInfo::from_fdt(&dtb[..n]).expect("parses");
+        assert_eq!(info.cmdline(), "console=com1 nosmp");
+        assert_eq!(info.ram_bytes(), 512 << 20);
+        assert_eq!(info.memmap()[0].base, 0x4000_0000);
+        assert_eq!(info.modules().len(), 1);
+        assert_eq!(info.modules()[0].base, 0x4400_0000);
+        assert_eq!(info.modules()[0].len, 0x1000);
+        assert!(matches!(
+            BootInfo::from_fdt(&dtb[..8]),
+            Err(BootError::Fdt(_))
+        ));
     }
 
     #[test]

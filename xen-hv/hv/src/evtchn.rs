@@ -35,6 +35,8 @@ pub enum Binding {
         /// The vCPU notified (`EVTCHNOP_bind_vcpu` moves it).
         vcpu: u32,
     },
+    /// The domain's PV console, whose other end is the hypervisor; events to the guest go to vCPU 0.
+    Console,
 }
 
 impl Binding {
@@ -45,6 +47,7 @@ impl Binding {
             Self::Virq { vcpu, .. } | Self::Ipi { vcpu } | Self::Interdomain { vcpu, .. } => {
                 Some(vcpu)
             }
+            Self::Console => Some(0),
         }
     }
 }
@@ -120,6 +123,11 @@ impl Table {
             Some(Binding::Free) | None => Err(Errno::Einval),
             Some(_) => Err(Errno::Einval),
         }
+    }
+
+    /// Allocates the port of the domain's PV console (the hypervisor is its back end).
+    pub fn bind_console(&mut self) -> Result<u32, Errno> {
+        self.alloc(Binding::Console)
     }
 
     /// `EVTCHNOP_close`.

@@ -43,6 +43,9 @@ pub trait Guest {
     fn memory_map(&self, out: &mut [E820Entry]) -> usize;
     /// Maps the domain's shared_info frame at guest frame `gpfn`.
     fn map_shared_info(&mut self, gpfn: u64) -> Result<(), Errno>;
+    /// Registers the guest-virtual address where vCPU `vcpu`'s `vcpu_runstate_info` is kept up to date (0 stops
+    /// the updates).
+    fn register_runstate(&mut self, vcpu: u32, gva: u64) -> Result<(), Errno>;
     /// Registers vCPU `vcpu`'s `vcpu_info` at guest frame `gfn`, byte `offset`.
     fn register_vcpu_info(&mut self, vcpu: u32, gfn: u64, offset: u32) -> Result<(), Errno>;
     /// Sets the start state of vCPU `vcpu`, which must not have been started (`EEXIST` otherwise).
@@ -293,7 +296,7 @@ fn event_channel_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
         4 => {
             let [port] = read_u32s::<1, G>(g, a[1])?;
             match g.evtchn().get(port) {
-                Binding::Ipi { .. } => {
+                Binding::Ipi { .. } | Binding::Console => {
                     g.send_event(port);
                     Ok(0)
                 }
@@ -359,18 +362,10 @@ fn vcpu_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
             g.vcpu_initialise(vcpu, &start).map(|()| 0)
         }
         vcpuop::UP => g.vcpu_up(vcpu).map(|()| 0),
-        // VCPUOP_register_runstate_memory_area { guest virtual address }: the `vcpu_runstate_info` (state,
-        // state_entry_time, time[4]) is written once, as running since boot with no time runnable, blocked or
-        // offline. Xen keeps it current at every switch for steal-time accounting; xen-hv reports no steal
-        // time, which is what a guest reading this record sees.
-        5 => {
+        vcpuop::REGISTER_RUNSTATE_MEMORY_AREA => {
             let mut b = [0u8; 8];
             g.copy_from(a[2], &mut b)?;
-            let area = u64::from_le_bytes(b);
-            if area != 0 {
-                g.copy_to(area, &[0u8; 48])?;
-            }
-            Ok(0)
+            g.register_runstate(vcpu, u64::from_le_bytes(b)).map(|()| 0)
         }
         // VCPUOP_set_periodic_timer / stop_periodic_timer: no periodic timer runs, so stopping it succeeds.
         6 => Err(Errno::Enosys),
@@ -404,6 +399,7 @@ mod tests {
         params: [u64; NR_PARAMS],
         shared: Option<u64>,
         vcpu_info: Option<(u32, u64, u32)>,
+        runstate: Option<(u32, u64)>,
         timer: u64,
         started: Option<(u32, u64)>,
         ports: crate::evtchn::Table,
@@ -420,6 +416,7 @@ mod tests {
                 params: [0; NR_PARAMS],
                 shared: None,
                 vcpu_info: None,
+                runstate: None,
                 timer: 0,
                 started: None,
                 ports: crate::evtchn::Table::new(),
@@ -486,6 +483,10 @@ mod tests {
         }
         fn register_vcpu_info(&mut self, vcpu: u32, gfn: u64, offset: u32) -> Result<(), Errno> {
             self.vcpu_info = Some((vcpu, gfn, offset));
+            Ok(())
+        }
+        fn register_runstate(&mut self, vcpu: u32, gva: u64) -> Result<(), Errno> {
+            self.runstate = Some((vcpu, gva));
             Ok(())
         }
         fn vcpu_initialise(&mut self, vcpu: u32, ctx: &VcpuStart) -> Result<(), Errno> {
@@ -826,6 +827,14 @@ mod tests {
         g.put(BASE, r.as_bytes());
         assert_eq!(dispatch(&mut g, VCPU_OP, [10, 1, BASE, 0, 0]).ret, 0);
         assert_eq!(g.vcpu_info, Some((1, 0x300, 64)));
+        // VCPUOP_register_runstate_memory_area takes the address from a one-field struct.
+        g.put(BASE + 64, &0xffff_8000_1234u64.to_le_bytes());
+        assert_eq!(dispatch(&mut g, VCPU_OP, [5, 1, BASE + 64, 0, 0]).ret, 0);
+        assert_eq!(g.runstate, Some((1, 0xffff_8000_1234)));
+        assert_eq!(
+            errno(dispatch(&mut g, VCPU_OP, [5, 0, 0x10, 0, 0])),
+            Some(Errno::Efault)
+        );
         assert_eq!(
             errno(dispatch(&mut g, VCPU_OP, [10, 2, BASE, 0, 0])),
             Some(Errno::Enoent)
@@ -840,16 +849,6 @@ mod tests {
             0
         );
         assert_eq!(g.timer, 5_000_000);
-        // The runstate area is filled in (running, no steal time); a bad address faults.
-        g.put(BASE + 0x100, &[0xaa; 48]);
-        g.put(BASE + 0x200, &(BASE + 0x100).to_le_bytes());
-        assert_eq!(dispatch(&mut g, VCPU_OP, [5, 0, BASE + 0x200, 0, 0]).ret, 0);
-        assert!(g.mem[0x100..0x130].iter().all(|b| *b == 0));
-        g.put(BASE + 0x200, &u64::MAX.to_le_bytes());
-        assert_eq!(
-            errno(dispatch(&mut g, VCPU_OP, [5, 0, BASE + 0x200, 0, 0])),
-            Some(Errno::Efault)
-        );
         for nr in [0, 1, 11, 40, 1000, u64::MAX] {
             assert_eq!(
                 errno(dispatch(&mut g, nr, [u64::MAX; 5])),

@@ -6,12 +6,14 @@
 
 pub mod bootinfo;
 pub mod cmdline;
+pub mod console_ring;
 pub mod evtchn;
 pub mod frames;
 pub mod hypercall;
 pub mod modpack;
 pub mod paging;
 pub mod pit;
+pub mod psci;
 pub mod sched;
 pub mod time;
 pub mod vcpu;

@@ -1,5 +1,6 @@
-//! Page tables as data: building the 4-level nested (NPT) tables of a domain, and walking a guest's own page
-//! tables to turn a guest-virtual hypercall pointer into a guest-physical address. Memory is reached through
+//! Page tables as data: building the 4-level nested tables of a domain (x86 NPT or aarch64 stage-2 with a 4 KiB
+//! granule and a 48-bit IPA space, which have the same shape and differ only in their descriptor bits), and
+//! walking a guest's own x86 page tables to turn a guest-virtual hypercall pointer into a guest-physical address. Memory is reached through
 //! [`PhysMem`], so the logic is tested on the host against a fake memory.
 
 /// Present.
@@ -14,6 +15,45 @@ pub const PTE_PS: u64 = 1 << 7;
 pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 /// Flags of an NPT leaf or table entry granting everything.
 pub const NPT_RWX: u64 = PTE_P | PTE_RW | PTE_US;
+
+/// Stage-2 leaf attributes for guest RAM: normal write-back memory (MemAttr 0b1111), read/write (S2AP 0b11),
+/// inner shareable, access flag set, executable.
+pub const S2_RAM: u64 = (0xf << 2) | (3 << 6) | (3 << 8) | (1 << 10);
+
+/// The descriptor format of a table tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// x86 long-mode entries (present bit 0, large-page bit 7), as AMD nested paging uses.
+    Npt,
+    /// aarch64 VMSAv8-64 stage-2 descriptors, 4 KiB granule, starting at level 0 (`VTCR_EL2.SL0` = 2).
+    Stage2,
+}
+
+impl Format {
+    /// The descriptor that points at the next-level table `t`.
+    fn table(self, t: u64) -> u64 {
+        match self {
+            Self::Npt => t | NPT_RWX,
+            Self::Stage2 => t | 3,
+        }
+    }
+
+    /// The 4 KiB leaf descriptor for `pa` with `flags`.
+    fn leaf(self, pa: u64, flags: u64) -> u64 {
+        match self {
+            Self::Npt => pa | flags | PTE_P,
+            Self::Stage2 => pa | flags | 3,
+        }
+    }
+
+    /// True when entry `e` at `level` (0 = the 4 KiB level) maps a large page/block instead of a table.
+    fn large(self, e: u64, level: u32) -> bool {
+        match self {
+            Self::Npt => level > 0 && e & PTE_PS != 0,
+            Self::Stage2 => level > 0 && e & 2 == 0,
+        }
+    }
+}
 
 /// Access to physical memory for table reads and writes.
 pub trait PhysMem {
@@ -54,18 +94,29 @@ fn index(va: u64, level: u32) -> u64 {
     (va >> (12 + 9 * level)) & 0x1ff
 }
 
-/// A 4-level table in long-mode format (the NPT format when the host runs in long mode).
+/// A 4-level table tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageTable {
-    /// Physical address of the top-level table (the `N_CR3` value).
+    /// Physical address of the top-level table (the `N_CR3` or `VTTBR_EL2` base).
     pub root: u64,
+    /// Descriptor format.
+    pub format: Format,
 }
 
 impl PageTable {
-    /// A new, empty table.
+    /// A new, empty table in the NPT format.
     pub fn new<F: FrameSource>(frames: &mut F) -> Result<Self, PagingError> {
+        Self::with_format(frames, Format::Npt)
+    }
+
+    /// A new, empty table in `format`.
+    pub fn with_format<F: FrameSource>(
+        frames: &mut F,
+        format: Format,
+    ) -> Result<Self, PagingError> {
         Ok(Self {
             root: frames.alloc_table().ok_or(PagingError::NoMemory)?,
+            format,
         })
     }
 
@@ -85,11 +136,11 @@ impl PageTable {
                     return Ok(None);
                 };
                 let t = f.alloc_table().ok_or(PagingError::NoMemory)?;
-                if !mem.write_u64(slot, t | NPT_RWX) {
+                if !mem.write_u64(slot, self.format.table(t)) {
                     return Err(PagingError::BadAddress(slot));
                 }
                 table = t;
-            } else if e & PTE_PS != 0 {
+            } else if self.format.large(e, level) {
                 return Err(PagingError::Conflict(va));
             } else {
                 table = e & ADDR_MASK;
@@ -116,7 +167,7 @@ impl PageTable {
         let slot = self
             .leaf_slot(mem, Some(frames), va)?
             .ok_or(PagingError::NoMemory)?;
-        if mem.write_u64(slot, pa | flags | PTE_P) {
+        if mem.write_u64(slot, self.format.leaf(pa, flags)) {
             Ok(())
         } else {
             Err(PagingError::BadAddress(slot))
@@ -142,7 +193,7 @@ impl PageTable {
             if e & PTE_P == 0 {
                 return None;
             }
-            if level == 0 || (level < 3 && e & PTE_PS != 0) {
+            if level == 0 || (level < 3 && self.format.large(e, level)) {
                 let size = 1u64 << (12 + 9 * level);
                 return Some((e & ADDR_MASK & !(size - 1)) | (va & (size - 1)));
             }
@@ -153,20 +204,26 @@ impl PageTable {
 
     /// Every table frame of this tree (root included), for freeing a domain.
     pub fn table_frames<M: PhysMem>(&self, mem: &M, out: &mut impl FnMut(u64)) {
-        fn walk<M: PhysMem>(mem: &M, table: u64, level: u32, out: &mut impl FnMut(u64)) {
+        fn walk<M: PhysMem>(
+            mem: &M,
+            format: Format,
+            table: u64,
+            level: u32,
+            out: &mut impl FnMut(u64),
+        ) {
             if level > 0 {
                 for i in 0..512 {
                     let Some(e) = mem.read_u64(table + 8 * i) else {
                         continue;
                     };
-                    if e & PTE_P != 0 && e & PTE_PS == 0 {
-                        walk(mem, e & ADDR_MASK, level - 1, out);
+                    if e & PTE_P != 0 && !format.large(e, level) {
+                        walk(mem, format, e & ADDR_MASK, level - 1, out);
                     }
                 }
             }
             out(table);
         }
-        walk(mem, self.root, 3, out);
+        walk(mem, self.format, self.root, 3, out);
     }
 }
 
@@ -366,6 +423,42 @@ mod tests {
         assert_eq!(tables.len(), 4);
         let mut empty = Mem { limit: 0, ..mem() };
         assert_eq!(PageTable::new(&mut empty), Err(PagingError::NoMemory));
+    }
+
+    #[test]
+    fn stage2_descriptors() {
+        let mut m = mem();
+        let t = PageTable {
+            root: 0x8_0000,
+            format: Format::Stage2,
+        };
+        let mut f = Mem {
+            next: 0x9_0000,
+            ..mem()
+        };
+        t.map(&mut m, &mut f, 0x4000_1000, 0x7654_3000, S2_RAM)
+            .expect("map");
+        // Level 0 index 0 -> table at 0x90000, level 1 index 1 -> 0x91000, level 2 index 0 -> 0x92000.
+        assert_eq!(m.read_u64(0x8_0000), Some(0x9_0000 | 3));
+        assert_eq!(m.read_u64(0x9_0000 + 8), Some(0x9_1000 | 3));
+        assert_eq!(m.read_u64(0x9_1000), Some(0x9_2000 | 3));
+        let leaf = m.read_u64(0x9_2000 + 8).unwrap();
+        assert_eq!(
+            leaf,
+            0x7654_3000 | 0x7ff,
+            "page, normal WB, RW, inner shareable, AF"
+        );
+        assert_eq!(t.translate(&m, 0x4000_1234), Some(0x7654_3234));
+        // A level-2 block descriptor (bits 1:0 = 01) maps 2 MiB.
+        m.write_u64(0x9_1000 + 8, 0x8000_0000 | S2_RAM | 1);
+        assert_eq!(t.translate(&m, 0x4020_0042), Some(0x8000_0042));
+        assert_eq!(
+            t.map(&mut m, &mut f, 0x4020_0000, 0, S2_RAM),
+            Err(PagingError::Conflict(0x4020_0000))
+        );
+        let mut tables = Vec::new();
+        t.table_frames(&m, &mut |f| tables.push(f));
+        assert_eq!(tables, [0x9_2000, 0x9_1000, 0x9_0000, 0x8_0000]);
     }
 
     #[test]

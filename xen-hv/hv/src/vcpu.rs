@@ -1,8 +1,9 @@
 //! The architecture-neutral vCPU interface: common code runs a vCPU through [`Vcpu::run`], matches on the
-//! [`Exit`] it returns, and uses the accessors to emulate. SVM implements it today; VMX can follow behind the
-//! same trait.
+//! [`Exit`] it returns, and uses the accessors to emulate. SVM (x86_64) and EL2 with stage-2 translation
+//! (aarch64) implement it; VMX can follow behind the same trait. The port-I/O, CPUID and MSR exits only occur on
+//! x86; the register names are x86's (on aarch64 they index x0..x10).
 
-use crate::paging::GuestPaging;
+use crate::paging::WalkError;
 use xen_abi::xen::VcpuStart;
 
 /// Why the guest stopped running.
@@ -36,8 +37,26 @@ pub enum Exit {
     },
     /// HLT.
     Halt,
-    /// A hypercall instruction (`vmmcall` / `vmcall`).
+    /// A hypercall instruction (`vmmcall` / `vmcall`, or `hvc #0xEA1` on aarch64).
     Hypercall,
+    /// A firmware call: PSCI through `hvc #0` or `smc #0` on aarch64 (function id in x0, arguments x1..x3; the
+    /// result goes to x0 through [`Vcpu::set_hypercall_result`]).
+    Firmware {
+        /// Function identifier.
+        function: u64,
+        /// Arguments.
+        args: [u64; 3],
+    },
+    /// An inter-processor interrupt the guest sent through its interrupt controller (an SGI through
+    /// ICC_SGI1R_EL1 on aarch64) to vCPUs of its domain other than the sender.
+    SendIpi {
+        /// The interrupt (SGI INTID).
+        intid: u8,
+        /// Target vCPU indices (bit per vCPU), ignored with `all_but_self`.
+        targets: u64,
+        /// Every vCPU of the domain except the sender.
+        all_but_self: bool,
+    },
     /// A guest-physical access that the nested tables do not allow.
     NestedFault {
         /// Guest-physical address.
@@ -98,18 +117,38 @@ pub trait Vcpu {
     /// Moves the instruction pointer past the instruction that caused the last exit (its length is known from
     /// the exit kind, since hardware without next-RIP support does not say).
     fn skip_instruction(&mut self, exit: &Exit);
+    /// Makes the guest take an undefined-instruction exception (#UD, or an Unknown-reason synchronous exception
+    /// on aarch64) instead of the instruction that exited.
+    fn inject_undefined(&mut self);
     /// Queues a hardware exception for the next entry.
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
-    /// The paging state for guest pointer translation.
-    fn paging(&self) -> GuestPaging;
+    /// Translates guest-virtual `gva` to guest-physical through the guest's own translation; `read` reads 8
+    /// bytes of guest-physical memory (through the nested/stage-2 tables) for software walks.
+    fn guest_to_gpa(
+        &self,
+        gva: u64,
+        write: bool,
+        read: &dyn Fn(u64) -> Option<u64>,
+    ) -> Result<u64, WalkError>;
+    /// The hypercall number and its five arguments, in the guest's register convention.
+    fn hypercall_args(&self) -> (u64, [u64; 5]);
+    /// Stores a hypercall's return value where the guest's convention expects it.
+    fn set_hypercall_result(&mut self, v: u64);
     /// True when the guest runs 64-bit code (selects the hypercall register convention).
     fn long_mode(&self) -> bool;
     /// Reads an MSR kept in the vCPU's hardware state (EFER, PAT); `None` for others.
     fn read_state_msr(&self, msr: u32) -> Option<u64>;
     /// Writes such an MSR, false when the value is invalid.
     fn write_state_msr(&mut self, msr: u32, v: u64) -> bool;
+    /// Resets the vCPU to start at `entry` with `arg` as its boot argument, in the architecture's firmware
+    /// boot state (PSCI `CPU_ON` on aarch64: EL1h, MMU off, x0 = `arg`); false where vCPUs are not started
+    /// that way (x86 uses [`Vcpu::start_from`]).
+    fn start_at(&mut self, entry: u64, arg: u64) -> bool;
     /// Replaces the start state with a `VCPUOP_initialise` context; false when it is not acceptable.
     fn start_from(&mut self, start: &VcpuStart) -> bool;
+    /// When the vCPU's own architectural timer (the aarch64 virtual timer) fires next, in system time, if it is
+    /// armed: a blocked vCPU must wake then. `None` on x86, whose guests wait on Xen timers only.
+    fn timer_deadline(&self) -> Option<u64>;
     /// Queues an upcall interrupt with `vector`, delivered when the guest enables interrupts.
     fn queue_upcall(&mut self, vector: u8);
     /// True while an interrupt queued with [`Vcpu::queue_upcall`] has not been taken by the guest yet.
@@ -134,8 +173,8 @@ pub fn fixed_length(exit: &Exit) -> u64 {
     }
 }
 
-/// Hypercall number and arguments from the register convention of the guest's mode.
-pub fn hypercall_args<V: Vcpu + ?Sized>(v: &V) -> (u64, [u64; 5]) {
+/// Hypercall number and arguments from the x86 register convention of the guest's mode.
+pub fn x86_hypercall_args<V: Vcpu + ?Sized>(v: &V) -> (u64, [u64; 5]) {
     if v.long_mode() {
         (
             v.reg(Reg::Rax),

@@ -1,24 +1,26 @@
 //! Domains on the bare-metal image: building them from the guest pack, running their vCPUs round robin on the
-//! boot CPU, handling their exits and hypercalls, and judging the test guests' results.
+//! CPUs, handling their exits and hypercalls, and judging the test guests' results. Architecture-neutral: the
+//! hardware vCPU, the domain layout, time and idling come from `crate::arch`'s facade; the x86-only exits
+//! (CPUID, MSR, port I/O) are compiled for x86_64 only.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt::Write as _;
-use core::sync::atomic::Ordering;
 
-use xen_abi::elf::ElfImage;
 use xen_abi::errno::Errno;
-use xen_abi::start_info::HvmMemmapEntry;
-use xen_abi::xen::{cpuid, E820Entry, VcpuStart};
+use xen_abi::xen::{E820Entry, VcpuStart};
 use xen_hv::frames::{FrameAllocator, PAGE};
 use xen_hv::hypercall::{self, Guest, Next, NR_PARAMS};
-use xen_hv::paging::{guest_walk, FrameSource, PageTable, PhysMem, NPT_RWX};
+use xen_hv::paging::{FrameSource, PageTable, PhysMem};
 use xen_hv::sched::{RoundRobin, State};
-use xen_hv::vcpu::{hypercall_args, Exit, Reg, Vcpu};
+use xen_hv::vcpu::{Exit, Vcpu};
 
-use crate::arch::x86_64::{lapic, serial::Serial, svm};
-use crate::arch::HwVcpu;
+use crate::arch::{self, HwVcpu};
+use crate::console::Serial;
 
+// On aarch64 the control port type has no values (the virt machine has no second UART), so the compiler sees
+// the channel code as unreachable there.
+#[cfg_attr(target_arch = "aarch64", allow(unreachable_code, unused_variables))]
 mod ctl;
 
 /// Most domains at once.
@@ -27,10 +29,6 @@ pub const MAX_DOMAINS: usize = 512;
 pub const MAX_VCPUS: usize = 512;
 /// Most vCPUs per domain.
 pub const MAX_DOMAIN_VCPUS: usize = 4;
-/// Guest-physical address of `hvm_start_info`.
-const START_INFO_GPA: u64 = 0x1000;
-/// Lowest guest-physical address an image may load at.
-const IMAGE_MIN_GPA: u64 = 0x10_0000;
 /// Guest frames at or above this cannot take the shared_info page.
 const MAX_GPFN: u64 = 1 << 20;
 
@@ -124,15 +122,19 @@ pub struct Domain {
     pub interrupts: u64,
     /// Physical CPUs its vCPUs ran on (bit per CPU).
     pub cpu_mask: u64,
-    iopm: u64,
-    msrpm: u64,
+    hw: arch::DomainHw,
     released: bool,
     evtchn: Box<xen_hv::evtchn::Table>,
     /// Interdomain ports below 64 on which the domain notified the control domain since it last asked
     /// (`XENRS_EVTCHNOP_poll_notified`): its console and xenstore channels.
     notified: u64,
-    /// PIT channel 2 (what Linux calibrates its CPU clock against).
+    /// PIT channel 2 (what Linux calibrates its CPU clock against; x86 only).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pit: xen_hv::pit::Pit2,
+    /// The PV console ring the hypervisor serves (host-physical page, port), where the architecture has one.
+    console_ring: Option<(u64, u32)>,
+    /// The guest has written to its console ring: typed input goes there, and the domain can be woken by it.
+    console_active: bool,
 }
 
 /// One vCPU's bookkeeping (its hardware state lives in [`Machine::hw`] and is taken out while it runs).
@@ -147,6 +149,38 @@ pub struct VcpuMeta {
     virq: Option<u8>,
     /// Its local APIC (x2APIC mode).
     lapic: xen_hv::vlapic::VLapic,
+    /// Inter-processor interrupts from other vCPUs to inject at the next entry (bit per INTID 0..15).
+    ipis: u16,
+    /// Its runstate accounting and, once registered, where the guest reads it (host-physical pieces: the
+    /// record may straddle two pages).
+    runstate: xen_abi::xen::VcpuRunstateInfo,
+    runstate_area: Option<[(u64, usize); 2]>,
+}
+
+impl VcpuMeta {
+    /// Enters runstate `state` at system time `now`, accounting the time spent in the previous one, and
+    /// publishes the record when the guest registered an area.
+    fn enter_runstate(&mut self, state: u32, now: u64) {
+        let r = &mut self.runstate;
+        if let Some(t) = r.time.get_mut(r.state as usize) {
+            *t += now.saturating_sub(r.state_entry_time);
+        }
+        r.state = state;
+        r.state_entry_time = now;
+        self.publish_runstate();
+    }
+
+    fn publish_runstate(&self) {
+        use xen_abi::plain::Plain;
+        let bytes = self.runstate.as_bytes();
+        if let Some(area) = self.runstate_area {
+            let mut done = 0;
+            for (hpa, len) in area {
+                copy_in(hpa, &bytes[done..done + len]);
+                done += len;
+            }
+        }
+    }
 }
 
 /// All domains and vCPUs of the machine, behind one lock; guest code runs without it.
@@ -271,76 +305,57 @@ impl Machine {
             .iter()
             .position(Option::is_none)
             .ok_or(BuildError::NoMemory)?;
-        let elf = ElfImage::parse(image).map_err(BuildError::Elf)?;
         let mem_bytes = u64::from(mem_mib) << 20;
-        let entry = xen_abi::pvh::check_layout(&elf, IMAGE_MIN_GPA, mem_bytes)
-            .map_err(BuildError::Layout)?;
-        // A boot module (initramfs) goes at the top of RAM, above the image; checked before any allocation.
-        let placed_module = match module {
-            Some(m) => {
-                let len = m.len() as u64;
-                let at = mem_bytes.saturating_sub(len) & !(PAGE - 1);
-                let image_end = elf
-                    .phys_extent()
-                    .map_err(BuildError::Elf)?
-                    .map_or(IMAGE_MIN_GPA, |(_, hi)| hi);
-                if len == 0 || at < image_end {
-                    return Err(BuildError::Layout(xen_abi::pvh::PvhError::OutsideMemory {
-                        start: at,
-                        end: at + len,
-                    }));
-                }
-                Some((at, m))
-            }
-            None => None,
-        };
+        // The layout is checked before any allocation.
+        let plan = arch::plan_domain(image, mem_bytes, vcpus, module)?;
         let mem_base = self
             .frames
             .alloc(mem_bytes, 2 << 20)
             .ok_or(BuildError::NoMemory)?;
         zero(mem_base, mem_bytes);
         let mut fs = Frames(&mut self.frames);
-        let npt = PageTable::new(&mut fs).map_err(|_| BuildError::NoMemory)?;
-        for gpa in (0..mem_bytes).step_by(PAGE as usize) {
-            npt.map(&mut HostMem, &mut fs, gpa, mem_base + gpa, NPT_RWX)
-                .map_err(|_| BuildError::NoMemory)?;
-        }
-        for seg in elf.load_segments() {
-            let seg = seg.map_err(BuildError::Elf)?;
-            let data = elf.segment_data(&seg).map_err(BuildError::Elf)?;
-            copy_in(mem_base + seg.paddr, data);
-        }
-        // hvm_start_info, its memory map and the command line (the guest's name) in page 1.
-        let map = [HvmMemmapEntry {
-            addr: 0,
-            size: mem_bytes,
-            kind: 1,
-            reserved: 0,
-        }];
-        let mut modlist = [xen_abi::start_info::HvmModlistEntry::default(); 1];
-        let nr_modules = match placed_module {
-            Some((at, m)) => {
-                copy_in(mem_base + at, m);
-                modlist[0] = xen_abi::start_info::HvmModlistEntry {
-                    paddr: at,
-                    size: m.len() as u64,
-                    cmdline_paddr: 0,
-                    reserved: 0,
-                };
-                1
+        let npt = match PageTable::with_format(&mut fs, arch::NESTED_FORMAT) {
+            Ok(t) => t,
+            Err(_) => {
+                self.frames.free(mem_base, mem_bytes);
+                return Err(BuildError::NoMemory);
             }
-            None => 0,
         };
-        let mut page = [0u8; PAGE as usize];
-        let si = xen_abi::pvh::write_start_info(
-            &mut page,
-            START_INFO_GPA,
-            &map,
-            &modlist[..nr_modules],
-            name.as_bytes(),
-        )
-        .map_err(BuildError::Layout)?;
-        copy_in(mem_base + START_INFO_GPA, &page);
+        let mut mapped = Ok(());
+        for off in (0..mem_bytes).step_by(PAGE as usize) {
+            mapped = npt.map(
+                &mut HostMem,
+                &mut fs,
+                arch::GUEST_RAM_BASE + off,
+                mem_base + off,
+                arch::GUEST_RAM_FLAGS,
+            );
+            if mapped.is_err() {
+                break;
+            }
+        }
+        let written = mapped.map_err(|_| BuildError::NoMemory).and_then(|()| {
+            arch::write_domain(&plan, image, name, module, &mut |off, data| {
+                // The plan keeps every piece inside the domain's RAM.
+                if off
+                    .checked_add(data.len() as u64)
+                    .is_some_and(|end| end <= mem_bytes)
+                {
+                    copy_in(mem_base + off, data);
+                }
+            })
+        });
+        let (entry, si) = match written {
+            Ok(x) => x,
+            Err(e) => {
+                let frames = &mut self.frames;
+                npt.table_frames(&HostMem, &mut |f| {
+                    frames.free(f, PAGE);
+                });
+                frames.free(mem_base, mem_bytes);
+                return Err(e);
+            }
+        };
         self.install(
             slot,
             name,
@@ -372,9 +387,18 @@ impl Machine {
         for i in 0..nr_vcpus as u64 {
             write_pvclock(shared_info + 64 * i);
         }
-        let iopm = fs.0.alloc(3 * PAGE, PAGE).ok_or(BuildError::NoMemory)?;
-        let msrpm = fs.0.alloc(2 * PAGE, PAGE).ok_or(BuildError::NoMemory)?;
-        let maps = svm::build_maps(iopm, msrpm);
+        // A PV console ring outside the domain's RAM, unless the toolstack set one up.
+        let pfn_param = xen_abi::memres::HVM_PARAM_CONSOLE_PFN as usize;
+        let console_page = match arch::CONSOLE_RING_GPA {
+            Some(gpa) if setup.params[pfn_param] == 0 => {
+                let page = fs.alloc_table().ok_or(BuildError::NoMemory)?;
+                npt.map(&mut HostMem, &mut fs, gpa, page, arch::GUEST_RAM_FLAGS)
+                    .map_err(|_| BuildError::NoMemory)?;
+                Some((gpa, page))
+            }
+            _ => None,
+        };
+        let dom_hw = arch::DomainHw::new(fs.0).ok_or(BuildError::NoMemory)?;
         let mut slots = [0usize; MAX_DOMAIN_VCPUS];
         for (i, out) in slots.iter_mut().enumerate().take(nr_vcpus) {
             let vmcb = Frames(&mut self.frames)
@@ -392,7 +416,14 @@ impl Machine {
                 return Err(BuildError::NoMemory);
             }
             // Each vCPU has its own ASID (guest TLB tag), never 0.
-            let mut hw = HwVcpu::new_pvh(vmcb, maps, npt.root, v as u32 + 1, entry, si);
+            let mut hw = arch::new_vcpu(
+                vmcb,
+                &dom_hw,
+                npt.root,
+                (v as u32 + 1, i as u32, nr_vcpus as u32),
+                entry,
+                si,
+            );
             if let (true, Some(start)) = (first, setup.start.as_ref()) {
                 if !hw.start_from(start) {
                     return Err(BuildError::BadContext);
@@ -406,10 +437,36 @@ impl Machine {
                 initialised: first,
                 virq: None,
                 lapic: xen_hv::vlapic::VLapic::new(i as u32, i == 0),
+                ipis: 0,
+                runstate: xen_abi::xen::VcpuRunstateInfo {
+                    state: if first {
+                        xen_abi::xen::runstate::RUNNABLE
+                    } else {
+                        xen_abi::xen::runstate::OFFLINE
+                    },
+                    state_entry_time: arch::now_ns(),
+                    ..Default::default()
+                },
+                runstate_area: None,
             });
             self.hw[v] = Some(Box::new(hw));
             *out = v;
         }
+        let mut params = setup.params;
+        let cb = xen_abi::xen::hvmop::PARAM_CALLBACK_IRQ as usize;
+        if params[cb] == 0 {
+            params[cb] = arch::DEFAULT_CALLBACK_IRQ;
+        }
+        let mut evtchn = Box::new(xen_hv::evtchn::Table::new());
+        let console_ring = match console_page {
+            Some((gpa, page)) => {
+                let port = evtchn.bind_console().map_err(|_| BuildError::NoMemory)?;
+                params[pfn_param] = gpa >> 12;
+                params[xen_abi::memres::HVM_PARAM_CONSOLE_EVTCHN as usize] = u64::from(port);
+                Some((page, port))
+            }
+            None => None,
+        };
         self.domains[slot] = Some(Domain {
             id,
             name,
@@ -417,7 +474,7 @@ impl Machine {
             mem_bytes,
             npt,
             shared_info,
-            params: setup.params,
+            params,
             e820: setup.e820,
             e820_len: setup.e820_len,
             line: [0; 200],
@@ -432,12 +489,13 @@ impl Machine {
             hypercalls: 0,
             interrupts: 0,
             cpu_mask: 0,
-            iopm,
-            msrpm,
+            hw: dom_hw,
             released: false,
             notified: 0,
             pit: xen_hv::pit::Pit2::default(),
-            evtchn: Box::new(xen_hv::evtchn::Table::new()),
+            evtchn,
+            console_ring,
+            console_active: false,
         });
         if let Some(d) = self.domains[slot].as_mut() {
             for port in 1..setup.dom0_ports {
@@ -446,7 +504,7 @@ impl Machine {
         }
         let _ = writeln!(
             self.con,
-            "(XEN) d{id}: created \"{name}\": {} MiB at {mem_base:#x}, {nr_vcpus} vCPU(s), PVH entry {entry:#x}",
+            "(XEN) d{id}: created \"{name}\": {} MiB at {mem_base:#x}, {nr_vcpus} vCPU(s), entry {entry:#x}",
             mem_bytes >> 20
         );
         Ok(id)
@@ -455,12 +513,19 @@ impl Machine {
     /// Picks the next vCPU for this CPU and takes its hardware state; `Err(true)` when every domain is gone,
     /// `Err(false)` when nothing is runnable now.
     fn take_next(&mut self) -> Result<(usize, Box<HwVcpu>), bool> {
-        let now = lapic::now_ns();
+        let now = arch::now_ns();
         let mut woken = core::mem::take(&mut self.woken);
         woken.clear();
         self.sched.expire_each(now, |i| woken.push(i));
         for &i in &woken {
-            self.raise_upcall(i);
+            // A vCPU woken by its Xen timer gets the timer event; one woken by its architectural timer (see
+            // `Vcpu::timer_deadline`) finds that timer's interrupt when it runs.
+            let xen_timer_due = self.meta[i]
+                .as_ref()
+                .is_some_and(|m| m.timer != 0 && m.timer <= now);
+            if xen_timer_due {
+                self.raise_upcall(i);
+            }
         }
         self.woken = woken;
         loop {
@@ -475,9 +540,10 @@ impl Machine {
             match self.hw[i].take() {
                 Some(mut hw) => {
                     self.apply_virq(i, &mut hw);
-                    let cpu = crate::arch::x86_64::percpu::current()
-                        .idx
-                        .load(Ordering::Relaxed);
+                    if let Some(m) = self.meta[i].as_mut() {
+                        m.enter_runstate(xen_abi::xen::runstate::RUNNING, now);
+                    }
+                    let cpu = arch::cpu_index();
                     if let Some(d) = self.meta[i]
                         .as_ref()
                         .and_then(|m| self.domains[m.dom].as_mut())
@@ -499,7 +565,8 @@ impl Machine {
             let Some(d) = self.domains[dom].as_ref() else {
                 continue;
             };
-            if d.state != DomState::Alive {
+            // A domain using its PV console waits for typed input, which can wake it.
+            if d.state != DomState::Alive || d.console_active {
                 continue;
             }
             let _ = writeln!(
@@ -523,6 +590,14 @@ impl Machine {
                 other => other,
             };
             self.sched.set(v, next);
+            let state = match next {
+                State::Runnable | State::Running => xen_abi::xen::runstate::RUNNABLE,
+                State::Blocked(_) => xen_abi::xen::runstate::BLOCKED,
+                State::Down | State::Dead => xen_abi::xen::runstate::OFFLINE,
+            };
+            if let Some(m) = self.meta[v].as_mut() {
+                m.enter_runstate(state, arch::now_ns());
+            }
         } else {
             // Its domain died while it ran.
             self.release_vcpu(v, hw);
@@ -573,7 +648,7 @@ impl Machine {
         };
         // HVM_PARAM_CALLBACK_IRQ of type 2 (vector) in bits 63:56: deliver the upcall as that interrupt.
         let cb = d.params[xen_abi::xen::hvmop::PARAM_CALLBACK_IRQ as usize];
-        if cb >> 56 == 2 && !masked {
+        if cb >> 56 == arch::UPCALL_CALLBACK_TYPE && !masked {
             meta.virq = Some(cb as u8);
         }
     }
@@ -590,6 +665,10 @@ impl Machine {
             if let Some(vector) = m.lapic.take_pending() {
                 hw.queue_upcall(vector);
             }
+        }
+        let ipis = core::mem::take(&mut m.ipis);
+        for intid in (0..16u8).filter(|i| ipis & (1 << i) != 0) {
+            hw.queue_upcall(intid);
         }
     }
 
@@ -615,8 +694,10 @@ impl Machine {
                 d.interrupts += 1;
                 Flow::Continue
             }
+            #[cfg(target_arch = "x86_64")]
             Exit::Cpuid { leaf, subleaf } => {
-                let r = guest_cpuid(d.id, vid, leaf, subleaf);
+                use xen_hv::vcpu::Reg;
+                let r = arch::guest::guest_cpuid(d.id, vid, leaf, subleaf);
                 hw.set_reg(Reg::Rax, u64::from(r[0]));
                 hw.set_reg(Reg::Rbx, u64::from(r[1]));
                 hw.set_reg(Reg::Rcx, u64::from(r[2]));
@@ -624,8 +705,10 @@ impl Machine {
                 hw.skip_instruction(&exit);
                 Flow::Continue
             }
+            #[cfg(target_arch = "x86_64")]
             Exit::MsrRead(msr) => {
-                let val = if msr == cpuid::HYPERCALL_MSR {
+                use xen_hv::vcpu::Reg;
+                let val = if msr == xen_abi::xen::cpuid::HYPERCALL_MSR {
                     Some(0)
                 } else if xen_hv::vlapic::VLapic::owns(msr) {
                     self.meta[v].as_ref().and_then(|m| m.lapic.read(msr))
@@ -642,9 +725,16 @@ impl Machine {
                 }
                 Flow::Continue
             }
+            #[cfg(target_arch = "x86_64")]
             Exit::MsrWrite(msr, val) => {
-                let ok = if msr == cpuid::HYPERCALL_MSR {
-                    fill_hypercall_page(d, val)
+                let ok = if msr == xen_abi::xen::cpuid::HYPERCALL_MSR {
+                    arch::guest::fill_hypercall_page(
+                        &HostMem,
+                        &d.npt,
+                        (d.mem_base, d.mem_bytes),
+                        val,
+                        copy_in,
+                    )
                 } else if xen_hv::vlapic::VLapic::owns(msr) {
                     let r = self.meta[v].as_mut().map(|m| m.lapic.write(msr, val));
                     match r {
@@ -665,6 +755,7 @@ impl Machine {
                 }
                 Flow::Continue
             }
+            #[cfg(target_arch = "x86_64")]
             Exit::Io {
                 port,
                 size,
@@ -672,11 +763,12 @@ impl Machine {
                 string,
                 ..
             } => {
+                use xen_hv::vcpu::Reg;
                 if write && !string && port == 0xe9 {
                     let b = hw.reg(Reg::Rax) as u8;
                     console_bytes(&mut self.con, d, &[b]);
                 } else if !string && size == 1 && xen_hv::pit::Pit2::owns(port) {
-                    let now = lapic::now_ns();
+                    let now = arch::now_ns();
                     if write {
                         d.pit.write(port, hw.reg(Reg::Rax) as u8, now);
                     } else {
@@ -710,18 +802,23 @@ impl Machine {
             }
             Exit::Halt => {
                 hw.skip_instruction(&exit);
-                // An event that arrived while the vCPU was running (the control domain sending on a channel,
-                // a timer) must not be slept through: deliver it instead of blocking, as Xen's HLT handling
-                // checks for pending events first.
+                // Sleep until the earlier of the Xen timer and the vCPU's own architectural timer, unless an
+                // event arrived while the vCPU was running (the control domain sending on a channel, a timer):
+                // that is delivered instead, as Xen's HLT handling checks for pending events first.
+                let wake = match (timer, hw.timer_deadline()) {
+                    (0, Some(t)) => t.max(1),
+                    (x, Some(t)) => x.min(t.max(1)),
+                    (x, None) => x,
+                };
                 if self.wake_instead_of_halt(v) {
                     Flow::Continue
                 } else {
-                    Flow::Stop(State::Blocked(timer))
+                    Flow::Stop(State::Blocked(wake))
                 }
             }
             Exit::Hypercall => {
                 d.hypercalls += 1;
-                let (nr, args) = hypercall_args(hw);
+                let (nr, args) = hw.hypercall_args();
                 let mut ctx = Ctx {
                     d,
                     v,
@@ -733,7 +830,7 @@ impl Machine {
                     con: &mut self.con,
                 };
                 let out = hypercall::dispatch(&mut ctx, nr, args);
-                hw.set_reg(Reg::Rax, out.ret);
+                hw.set_hypercall_result(out.ret);
                 hw.skip_instruction(&exit);
                 match out.next {
                     Next::Resume => Flow::Continue,
@@ -752,13 +849,38 @@ impl Machine {
                     }
                 }
             }
+            Exit::SendIpi {
+                intid,
+                targets,
+                all_but_self,
+            } => {
+                let (vcpus, nr) = (d.vcpus, d.nr_vcpus);
+                for (i, &t) in vcpus[..nr].iter().enumerate() {
+                    let chosen = if all_but_self {
+                        i as u32 != vid
+                    } else {
+                        i < 64 && targets & (1 << i) != 0
+                    };
+                    if let (true, Some(m)) = (chosen && intid < 16, self.meta[t].as_mut()) {
+                        m.ipis |= 1 << intid;
+                        self.sched.wake(t);
+                    }
+                }
+                Flow::Continue
+            }
+            Exit::Firmware { function, args } => {
+                d.hypercalls += 1;
+                let (ret, flow) = self.psci(dom, function, args);
+                hw.set_hypercall_result(ret as u64);
+                flow
+            }
             Exit::Forbidden(what) => {
                 let _ = writeln!(
                     self.con,
-                    "(XEN) d{}v{vid}: {what} is not available to guests: #UD",
+                    "(XEN) d{}v{vid}: {what} is not available to guests: undefined instruction",
                     d.id
                 );
-                hw.inject_exception(6, None);
+                hw.inject_undefined();
                 Flow::Continue
             }
             Exit::NestedFault { gpa, code } => {
@@ -790,6 +912,16 @@ impl Machine {
                 self.destroy(dom, DomState::Crashed);
                 Flow::Stop(State::Dead)
             }
+            #[cfg(not(target_arch = "x86_64"))]
+            Exit::Cpuid { .. } | Exit::MsrRead(_) | Exit::MsrWrite(..) | Exit::Io { .. } => {
+                let _ = writeln!(
+                    self.con,
+                    "(XEN) d{}v{vid}: x86 exit {exit:?} on another architecture: domain crashed",
+                    d.id
+                );
+                self.destroy(dom, DomState::Crashed);
+                Flow::Stop(State::Dead)
+            }
             Exit::Unhandled(code) => {
                 let _ = writeln!(
                     self.con,
@@ -805,6 +937,7 @@ impl Machine {
     /// Delivers an interrupt command of vCPU `v` (domain slot `dom`) to the other vCPUs it names: fixed
     /// interrupts are queued on their local APICs. INIT and start-up IPIs are not acted on: secondary vCPUs
     /// start through `VCPUOP_initialise`/`VCPUOP_up`, and a guest that uses INIT-SIPI sees them not come up.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn lapic_ipi(&mut self, dom: usize, v: usize, ipi: xen_hv::vlapic::Ipi) {
         if ipi.mode != 0 {
             return;
@@ -848,6 +981,65 @@ impl Machine {
             true
         } else {
             false
+        }
+    }
+
+    /// A PSCI call of a vCPU of domain slot `dom`: its return value and what the vCPU does next.
+    fn psci(&mut self, dom: usize, function: u64, args: [u64; 3]) -> (i64, Flow) {
+        use xen_hv::psci::{self, Call};
+        let Some(d) = self.domains[dom].as_ref() else {
+            return (psci::INTERNAL_FAILURE, Flow::Stop(State::Dead));
+        };
+        let target_slot = |mpidr: u64| {
+            psci::vcpu_of(mpidr)
+                .map(|i| i as usize)
+                .filter(|&i| i < d.nr_vcpus)
+                .map(|i| d.vcpus[i])
+        };
+        match psci::decode(function, args) {
+            Call::Version => (psci::VERSION_1_0 as i64, Flow::Continue),
+            Call::CpuOn {
+                target,
+                entry,
+                context,
+            } => {
+                let Some(t) = target_slot(target) else {
+                    return (psci::INVALID_PARAMETERS, Flow::Continue);
+                };
+                if self.sched.state(t) != State::Down {
+                    return (psci::ALREADY_ON, Flow::Continue);
+                }
+                let started = self.hw[t]
+                    .as_mut()
+                    .is_some_and(|hw| hw.start_at(entry, context));
+                match self.meta[t].as_mut() {
+                    Some(m) if started => {
+                        m.initialised = true;
+                        self.sched.set(t, State::Runnable);
+                        (psci::SUCCESS, Flow::Continue)
+                    }
+                    _ => (psci::INTERNAL_FAILURE, Flow::Continue),
+                }
+            }
+            Call::CpuOff => (psci::SUCCESS, Flow::Stop(State::Down)),
+            Call::AffinityInfo { target, level } => match (target_slot(target), level) {
+                (Some(t), 0) if matches!(self.sched.state(t), State::Down | State::Dead) => {
+                    (psci::AFFINITY_OFF, Flow::Continue)
+                }
+                (Some(_), 0) => (psci::AFFINITY_ON, Flow::Continue),
+                _ => (psci::INVALID_PARAMETERS, Flow::Continue),
+            },
+            Call::MigrateInfoType => (psci::MIGRATE_NOT_REQUIRED, Flow::Continue),
+            Call::SystemOff => {
+                self.destroy(dom, DomState::Shutdown(0));
+                (psci::SUCCESS, Flow::Stop(State::Dead))
+            }
+            Call::SystemReset => {
+                self.destroy(dom, DomState::Shutdown(1));
+                (psci::SUCCESS, Flow::Stop(State::Dead))
+            }
+            Call::Features(fid) if psci::supported(fid) => (psci::SUCCESS, Flow::Continue),
+            Call::Features(_) | Call::Unknown(_) => (psci::NOT_SUPPORTED, Flow::Continue),
         }
     }
 
@@ -937,8 +1129,45 @@ impl Machine {
         });
         frames.free(d.mem_base, d.mem_bytes);
         frames.free(d.shared_info, PAGE);
-        frames.free(d.iopm, 3 * PAGE);
-        frames.free(d.msrpm, 2 * PAGE);
+        if let Some((page, _)) = d.console_ring {
+            frames.free(page, PAGE);
+        }
+        d.hw.release(frames);
+    }
+
+    /// Moves bytes typed on the console into the PV console ring of the first domain using one and signals its
+    /// console port (on the boot CPU, as the control channel is polled).
+    fn poll_console_input(&mut self) {
+        let Some(dom) = self.domains.iter().position(|d| {
+            d.as_ref()
+                .is_some_and(|d| d.console_active && d.state == DomState::Alive)
+        }) else {
+            return;
+        };
+        let Some(d) = self.domains[dom].as_ref() else {
+            return;
+        };
+        let Some((page, port)) = d.console_ring else {
+            return;
+        };
+        // SAFETY: the ring page is a frame the hypervisor allocated for this domain (identity-mapped); the
+        // guest may change it concurrently, which the ring functions tolerate (indices are re-read and bounded).
+        let ring =
+            unsafe { core::slice::from_raw_parts_mut(page as usize as *mut u8, PAGE as usize) };
+        let mut moved = 0;
+        while xen_hv::console_ring::in_space(ring) > 0 {
+            let Some(b) = arch::console_read_byte() else {
+                break;
+            };
+            moved += xen_hv::console_ring::push_in(ring, &[b]);
+        }
+        if moved > 0 {
+            let v0 = d.vcpus[0];
+            if let Some(meta) = self.meta[v0].as_mut() {
+                deliver_port(d, meta, port);
+            }
+            self.sched.wake(v0);
+        }
     }
 
     /// Free memory in bytes.
@@ -992,16 +1221,15 @@ pub fn cpu_loop(machine: &spin::Mutex<Option<Machine>>) {
                 if is_bsp() {
                     if let Some(m) = machine.lock().as_mut() {
                         m.poll_ctl();
+                        m.poll_console_input();
                     }
                 }
                 // Nothing runnable: sleep until the next tick.
-                // SAFETY: the IDT handles the timer; interrupts are disabled again after the wake-up.
-                unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+                arch::idle();
                 continue;
             }
         };
-        let cpu = crate::arch::x86_64::percpu::current();
-        let start = cpu.ticks.load(Ordering::Acquire);
+        let start = arch::cpu_ticks();
         // The vCPU may come from another CPU or have missed a nested-table change: start with a clean TLB.
         hw.flush_guest_tlb();
         hw.load_guest_fpu();
@@ -1020,12 +1248,12 @@ pub fn cpu_loop(machine: &spin::Mutex<Option<Machine>>) {
             }
             let due = m.meta[v]
                 .as_ref()
-                .is_some_and(|s| s.timer != 0 && lapic::now_ns() >= s.timer);
+                .is_some_and(|s| s.timer != 0 && arch::now_ns() >= s.timer);
             if due {
                 m.raise_upcall(v);
             }
             m.apply_virq(v, &mut hw);
-            if cpu.ticks.load(Ordering::Acquire) != start {
+            if arch::cpu_ticks() != start {
                 break State::Runnable;
             }
         };
@@ -1035,6 +1263,7 @@ pub fn cpu_loop(machine: &spin::Mutex<Option<Machine>>) {
             m.put_back(v, hw, state);
             if is_bsp() {
                 m.poll_ctl();
+                m.poll_console_input();
             }
         }
     }
@@ -1042,10 +1271,7 @@ pub fn cpu_loop(machine: &spin::Mutex<Option<Machine>>) {
 
 /// True on the boot CPU, which serves the control channel.
 fn is_bsp() -> bool {
-    crate::arch::x86_64::percpu::current()
-        .idx
-        .load(Ordering::Relaxed)
-        == 0
+    arch::cpu_index() == 0
 }
 
 fn console_bytes(con: &mut Serial, d: &mut Domain, bytes: &[u8]) {
@@ -1120,108 +1346,16 @@ fn deliver_port(d: &Domain, meta: &mut VcpuMeta, port: u32) {
         xen_hv::evtchn::set_pending(shared, vi, port)
     }) {
         let cb = d.params[xen_abi::xen::hvmop::PARAM_CALLBACK_IRQ as usize];
-        if cb >> 56 == 2 {
+        if cb >> 56 == arch::UPCALL_CALLBACK_TYPE {
             meta.virq = Some(cb as u8);
         }
     }
 }
 
-/// Writes the pvclock record (`vcpu_time_info`) of the `vcpu_info` at host-physical `vcpu_info_pa`. System time
-/// is a linear function of the TSC here (see `lapic::now_ns`), so one record stays valid for good.
+/// Writes the time record (`vcpu_time_info`) of the `vcpu_info` at host-physical `vcpu_info_pa`.
 fn write_pvclock(vcpu_info_pa: u64) {
-    let tsc_hz = lapic::tsc_per_tick() * (1_000_000_000 / lapic::PERIOD_NS);
-    let (mul, shift) = xen_hv::time::scale(tsc_hz);
-    let t = xen_abi::xen::VcpuTimeInfo {
-        version: 2,
-        pad0: 0,
-        tsc_timestamp: lapic::tsc0(),
-        system_time: 0,
-        tsc_to_system_mul: mul,
-        tsc_shift: shift,
-        flags: xen_hv::time::PVCLOCK_TSC_STABLE,
-        pad1: [0; 2],
-    };
     use xen_abi::plain::Plain;
-    copy_in(vcpu_info_pa + 32, t.as_bytes());
-}
-
-fn fill_hypercall_page(d: &Domain, val: u64) -> bool {
-    if val & 0xfff != 0 {
-        return false;
-    }
-    let Some(hpa) = d.npt.translate(&HostMem, val) else {
-        return false;
-    };
-    if hpa < d.mem_base || hpa >= d.mem_base + d.mem_bytes {
-        return false;
-    }
-    let mut page = [0u8; 4096];
-    for (i, stub) in page.chunks_exact_mut(32).enumerate() {
-        if i == 23 {
-            // iret is a PV-only hypercall: trap.
-            stub[..2].copy_from_slice(&[0x0f, 0x0b]);
-            continue;
-        }
-        stub[0] = 0xb8;
-        stub[1..5].copy_from_slice(&(i as u32).to_le_bytes());
-        stub[5..8].copy_from_slice(&[0x0f, 0x01, 0xd9]);
-        stub[8] = 0xc3;
-    }
-    copy_in(hpa, &page);
-    true
-}
-
-fn guest_cpuid(domid: u16, vcpu: u32, leaf: u32, subleaf: u32) -> [u32; 4] {
-    match leaf {
-        cpuid::BASE => [
-            cpuid::MAX_LEAF,
-            cpuid::SIGNATURE[0],
-            cpuid::SIGNATURE[1],
-            cpuid::SIGNATURE[2],
-        ],
-        0x4000_0001 => [xen_hv::VERSION.0 << 16 | xen_hv::VERSION.1, 0, 0, 0],
-        0x4000_0002 => [1, cpuid::HYPERCALL_MSR, 0, 0],
-        0x4000_0004 => [
-            cpuid::HVM_VCPU_ID_PRESENT | cpuid::HVM_DOMID_PRESENT,
-            vcpu,
-            u32::from(domid),
-            0,
-        ],
-        0x4000_0003..=0x4fff_ffff => [0; 4],
-        0xd | 0x8000_000a => [0; 4],
-        _ => {
-            let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
-            let (a, mut b, mut c, mut d) = (r.eax, r.ebx, r.ecx, r.edx);
-            match leaf {
-                1 => {
-                    // Hide VMX, XSAVE/OSXSAVE and AVX (guest XCR0 is not switched), announce a hypervisor and
-                    // the emulated local APIC in x2APIC mode (`xen_hv::vlapic`), and report the vCPU id as the
-                    // initial APIC id.
-                    c &= !((1 << 5) | (1 << 26) | (1 << 27) | (1 << 28));
-                    c |= (1 << 31) | (1 << 21);
-                    d |= 1 << 9;
-                    // Machine check (MCE, MCA) and MTRR MSRs are not offered.
-                    d &= !((1 << 7) | (1 << 12) | (1 << 14));
-                    b = (b & 0x00ff_ffff) | (vcpu << 24);
-                }
-                7 if subleaf == 0 => {
-                    // AVX2 and AVX-512 need XSAVE state.
-                    b &= !((1 << 5)
-                        | (1 << 16)
-                        | (1 << 17)
-                        | (1 << 21)
-                        | (1 << 26)
-                        | (1 << 27)
-                        | (1 << 28)
-                        | (1 << 30)
-                        | (1 << 31));
-                }
-                0x8000_0001 => c &= !(1 << 2),
-                _ => {}
-            }
-            [a, b, c, d]
-        }
-    }
+    copy_in(vcpu_info_pa + 32, arch::time_info().as_bytes());
 }
 
 /// The hypercall view of one vCPU and its domain.
@@ -1239,13 +1373,14 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// Guest-virtual to host-physical for `len` bytes that stay inside one page.
     fn translate(&self, gva: u64, write: bool) -> Result<u64, Errno> {
-        let paging = self.hw.paging();
         let npt = self.d.npt;
-        let gpa = guest_walk(&paging, gva, write, |gpa| {
-            npt.translate(&HostMem, gpa & !7)
-                .and_then(|hpa| HostMem.read_u64(hpa))
-        })
-        .map_err(|_| Errno::Efault)?;
+        let gpa = self
+            .hw
+            .guest_to_gpa(gva, write, &|gpa| {
+                npt.translate(&HostMem, gpa & !7)
+                    .and_then(|hpa| HostMem.read_u64(hpa))
+            })
+            .map_err(|_| Errno::Efault)?;
         let hpa = npt.translate(&HostMem, gpa).ok_or(Errno::Efault)?;
         Ok(hpa)
     }
@@ -1305,7 +1440,7 @@ impl Guest for Ctx<'_> {
         // switching between domains yet); bytes are consumed from the UART under the machine lock.
         let mut n = 0;
         while n < buf.len() {
-            match crate::arch::x86_64::serial::try_read_byte() {
+            match arch::console_read_byte() {
                 Some(b) => {
                     buf[n] = b;
                     n += 1;
@@ -1326,7 +1461,7 @@ impl Guest for Ctx<'_> {
             return n;
         }
         out[0] = E820Entry {
-            addr: 0,
+            addr: arch::GUEST_RAM_BASE,
             size: self.d.mem_bytes,
             kind: 1,
         };
@@ -1345,7 +1480,7 @@ impl Guest for Ctx<'_> {
             &mut Frames(self.frames),
             gpa,
             self.d.shared_info,
-            NPT_RWX,
+            arch::GUEST_RAM_FLAGS,
         )
         .map_err(|_| Errno::Enomem)?;
         self.hw.flush_guest_tlb();
@@ -1367,6 +1502,27 @@ impl Guest for Ctx<'_> {
         let meta = self.metas[target].as_mut().ok_or(Errno::Enoent)?;
         meta.vcpu_info = Some(hpa);
         write_pvclock(hpa);
+        Ok(())
+    }
+
+    fn register_runstate(&mut self, vcpu: u32, gva: u64) -> Result<(), Errno> {
+        let size = core::mem::size_of::<xen_abi::xen::VcpuRunstateInfo>();
+        let area = if gva == 0 {
+            None
+        } else {
+            let first = ((PAGE - (gva & (PAGE - 1))) as usize).min(size);
+            let a = self.translate(gva, true)?;
+            let b = if first < size {
+                self.translate(gva + first as u64, true)?
+            } else {
+                0
+            };
+            Some([(a, first), (b, size - first)])
+        };
+        let target = self.d.vcpus[vcpu as usize];
+        let meta = self.metas[target].as_mut().ok_or(Errno::Enoent)?;
+        meta.runstate_area = area;
+        meta.publish_runstate();
         Ok(())
     }
 
@@ -1410,8 +1566,30 @@ impl Guest for Ctx<'_> {
     }
 
     fn send_event(&mut self, port: u32) {
-        let Some(vcpu) = self.d.evtchn.get(port).vcpu() else {
-            return;
+        let vcpu = match self.d.evtchn.get(port) {
+            xen_hv::evtchn::Binding::Console => {
+                // The guest wrote to its console ring: take the output now.
+                if let Some((page, _)) = self.d.console_ring {
+                    // SAFETY: as in `poll_console_input`.
+                    let ring = unsafe {
+                        core::slice::from_raw_parts_mut(page as usize as *mut u8, PAGE as usize)
+                    };
+                    let mut buf = [0u8; 256];
+                    loop {
+                        let n = xen_hv::console_ring::drain_out(ring, &mut buf);
+                        if n == 0 {
+                            break;
+                        }
+                        console_bytes(self.con, self.d, &buf[..n]);
+                    }
+                    self.d.console_active = true;
+                }
+                return;
+            }
+            b => match b.vcpu() {
+                Some(v) => v,
+                None => return,
+            },
         };
         let Some(&target) = self.d.vcpus[..self.d.nr_vcpus].get(vcpu as usize) else {
             return;
@@ -1443,7 +1621,7 @@ impl Guest for Ctx<'_> {
                 xen_hv::evtchn::unmask(shared, vi, port)
             }) {
                 let cb = self.d.params[xen_abi::xen::hvmop::PARAM_CALLBACK_IRQ as usize];
-                if cb >> 56 == 2 {
+                if cb >> 56 == arch::UPCALL_CALLBACK_TYPE {
                     meta.virq = Some(cb as u8);
                 }
                 self.sched.wake(target);

@@ -102,6 +102,41 @@ mod guest {
                 n - errors
             );
         }
+        #[cfg(target_arch = "x86_64")]
+        port_io(&mut rng);
+        #[cfg(target_arch = "aarch64")]
+        foreign_calls();
+        println!(
+            "EXPECT-CRASH hostile: writing to unbacked guest-physical memory (wild MMIO) next"
+        );
+        // SAFETY: deliberately hostile: UNBACKED is mapped by our own tables but has no memory behind it.
+        unsafe { core::ptr::write_volatile(xen_test_guests::UNBACKED as *mut u64, 0xdead) };
+        println!("FAIL hostile: the wild write returned");
+        xen_test_guests::halt_forever()
+    }
+
+    /// Hypervisor and firmware calls that are neither Xen's nor PSCI's: each must come back as an
+    /// undefined-instruction exception inside the guest, not reach the machine.
+    #[cfg(target_arch = "aarch64")]
+    fn foreign_calls() {
+        use xen_test_guests::expect_undefined;
+        let hvc = expect_undefined(|| {
+            // SAFETY: a trapped call; the hypervisor injects an exception the runtime skips.
+            unsafe { core::arch::asm!("hvc #0x1234", options(nostack)) }
+        });
+        let smc = expect_undefined(|| {
+            // SAFETY: as above.
+            unsafe { core::arch::asm!("smc #7", options(nostack)) }
+        });
+        println!("hostile: hvc #0x1234 refused: {hvc}, smc #7 refused: {smc}");
+        if !(hvc && smc) {
+            println!("FAIL hostile: a foreign HVC or SMC did not raise an undefined instruction");
+        }
+    }
+
+    /// Port I/O aimed at the machine and random CPUID leaves (x86 only).
+    #[cfg(target_arch = "x86_64")]
+    fn port_io(rng: &mut Rng) {
         // Port I/O aimed at the machine: QEMU's debug-exit port (a write there would end the whole machine with
         // "success"), COM1, PCI configuration, the PIC; then random ports. All of it must stay inside the domain.
         let mut io_ok = true;
@@ -133,12 +168,5 @@ mod guest {
         if !io_ok {
             println!("FAIL hostile: an unclaimed port read did not return all ones");
         }
-        println!(
-            "EXPECT-CRASH hostile: writing to unbacked guest-physical memory (wild MMIO) next"
-        );
-        // SAFETY: deliberately hostile: 0x3000_0000 is mapped by our own tables but has no memory behind it.
-        unsafe { core::ptr::write_volatile(0x3000_0000 as *mut u64, 0xdead) };
-        println!("FAIL hostile: the wild write returned");
-        xen_test_guests::halt_forever()
     }
 }

@@ -12,15 +12,12 @@ fn main() {
 mod guest {
     use xen_abi::errno::Errno;
     use xen_abi::hypercall::*;
-    use xen_abi::start_info::{HvmMemmapEntry, HvmStartInfo, HVM_START_MAGIC};
     use xen_abi::xen::*;
-    use xen_test_guests::{hypercall, hypercall_raw, setup_hypercall_page, Checks};
+    use xen_test_guests::{hypercall, hypercall_raw, Checks, UNBACKED};
 
     #[repr(C, align(4096))]
     struct Page([u8; 4096]);
 
-    /// Mapped by the guest's own tables (first GiB) but not by the nested tables.
-    const UNBACKED: u64 = 0x3000_0000;
     static mut VCPU_INFO_PAGE: Page = Page([0; 4096]);
 
     fn errno(r: u64) -> Option<Errno> {
@@ -33,8 +30,11 @@ mod guest {
     }
 
     #[no_mangle]
-    extern "C" fn guest_main(start_info: u64) -> ! {
-        let mut c = Checks::new("hypercalls");
+    /// The PVH boot state, CPUID leaves and the hypercall page; returns the RAM's base and size.
+    #[cfg(target_arch = "x86_64")]
+    fn boot_checks(c: &mut Checks, start_info: u64) -> (u64, u64) {
+        use xen_abi::start_info::{HvmMemmapEntry, HvmStartInfo, HVM_START_MAGIC};
+        use xen_test_guests::{hypercall_raw, setup_hypercall_page};
 
         // Boot state from hvm_start_info.
         let si: HvmStartInfo = read(start_info);
@@ -105,9 +105,58 @@ mod guest {
             msr == cpuid::HYPERCALL_MSR && stub == [0xb8, 17, 0, 0, 0, 0x0f, 0x01, 0xd9, 0xc3],
             format_args!("msr {msr:#x} stub {stub:02x?}"),
         );
+        (mm.addr, mm.size)
+    }
+
+    /// The device tree the hypervisor passed (Xen on Arm has no CPUID leaves or hypercall page: the
+    /// `/hypervisor` node is how a guest finds Xen); returns the RAM's base and size.
+    #[cfg(target_arch = "aarch64")]
+    fn boot_checks(c: &mut Checks, dtb: u64) -> (u64, u64) {
+        use xen_abi::fdt::{read_cells, Fdt};
+        let tree = Fdt::new(xen_test_guests::device_tree(dtb));
+        c.check(
+            "device tree in x0",
+            tree.is_ok(),
+            format_args!("at {dtb:#x}: {:?}", tree.err()),
+        );
+        let Ok(t) = tree else {
+            return (0, 0);
+        };
+        let compat = t.property("/hypervisor", "compatible").unwrap_or(&[]);
+        c.check(
+            "/hypervisor is compatible with xen,xen",
+            compat.split(|&b| b == 0).any(|s| s == b"xen,xen"),
+            format_args!("{compat:?}"),
+        );
+        let irq = t.property("/hypervisor", "interrupts").unwrap_or(&[]);
+        c.check(
+            "/hypervisor names the event-channel PPI 31",
+            read_cells(irq, 1) == Some(1) && read_cells(&irq[4.min(irq.len())..], 1) == Some(15),
+            format_args!("{irq:?}"),
+        );
+        let args = xen_test_guests::boot_args(dtb);
+        c.check(
+            "/chosen/bootargs is the domain name",
+            args == "hypercalls",
+            format_args!("{args:?}"),
+        );
+        let mut ram = (0, 0);
+        t.memory(|base, size| ram = (base, size));
+        c.check(
+            "memory node: RAM at 0x40000000",
+            ram.0 == 0x4000_0000 && ram.1 >= 4 << 20,
+            format_args!("{:#x}+{:#x}", ram.0, ram.1),
+        );
+        ram
+    }
+
+    #[no_mangle]
+    extern "C" fn guest_main(start_info: u64) -> ! {
+        let mut c = Checks::new("hypercalls");
+        let (ram_base, ram_size) = boot_checks(&mut c, start_info);
         let v = hypercall(XEN_VERSION, [xenver::VERSION, 0, 0, 0, 0]);
         c.check(
-            "xen_version(XENVER_version) via the page",
+            "xen_version(XENVER_version)",
             v == 0x4_0011,
             format_args!("{v:#x}"),
         );
@@ -203,8 +252,8 @@ mod guest {
         );
         let (addr, size, kind) = (e820[0].addr, e820[0].size, e820[0].kind);
         c.check(
-            "memory_op(XENMEM_memory_map) matches start_info",
-            r == 0 && map.nr_entries == 1 && addr == 0 && size == mm.size && kind == 1,
+            "memory_op(XENMEM_memory_map) matches the boot memory map",
+            r == 0 && map.nr_entries == 1 && addr == ram_base && size == ram_size && kind == 1,
             format_args!(
                 "ret {r:#x} n {} {addr:#x}+{size:#x} type {kind}",
                 map.nr_entries
@@ -212,7 +261,7 @@ mod guest {
         );
 
         // memory_op(XENMEM_add_to_physmap, shared_info) over the last page of RAM.
-        let shared_gpfn = (mm.size >> 12) - 1;
+        let shared_gpfn = ((ram_base + ram_size) >> 12) - 1;
         let shared = shared_gpfn << 12;
         // SAFETY: the page at `shared` is RAM of this guest that nothing else uses.
         unsafe { core::ptr::write_volatile(shared as usize as *mut u64, 0x5a5a_5a5a_5a5a_5a5a) };
@@ -254,20 +303,33 @@ mod guest {
             format_args!("{r:#x}"),
         );
 
-        // hvm_op get/set_param.
+        // hvm_op get/set_param: the callback is a vector (type 2) on x86, the event-channel PPI (type 3) on Arm.
+        #[cfg(target_arch = "x86_64")]
+        let callback = (2 << 56) | 0xf3;
+        #[cfg(target_arch = "aarch64")]
+        let callback = (3 << 56) | 31;
         let mut p = XenHvmParam {
             domid: DOMID_SELF,
             pad: 0,
             index: hvmop::PARAM_CALLBACK_IRQ,
-            value: (2 << 56) | 0xf3,
+            value: callback,
         };
         let r1 = hypercall(HVM_OP, [hvmop::SET_PARAM, &p as *const _ as u64, 0, 0, 0]);
         p.value = 0;
         let r2 = hypercall(HVM_OP, [hvmop::GET_PARAM, &mut p as *mut _ as u64, 0, 0, 0]);
         c.check(
             "hvm_op set_param/get_param round trip",
-            r1 == 0 && r2 == 0 && p.value == (2 << 56) | 0xf3,
+            r1 == 0 && r2 == 0 && p.value == callback,
             format_args!("{r1:#x} {r2:#x} {:#x}", p.value),
+        );
+        // x86 domains get no PV console from the hypervisor; aarch64 domains get its ring page at Xen's magic
+        // page address 0x39000000.
+        #[cfg(target_arch = "x86_64")]
+        let (console_pfn, what) = (0, "hvm_op get_param(CONSOLE_PFN) is 0 (no PV console)");
+        #[cfg(target_arch = "aarch64")]
+        let (console_pfn, what) = (
+            0x39000,
+            "hvm_op get_param(CONSOLE_PFN) is the hypervisor's console ring at 0x39000000",
         );
         let mut q = XenHvmParam {
             index: hvmop::PARAM_CONSOLE_PFN,
@@ -276,8 +338,8 @@ mod guest {
         };
         let r = hypercall(HVM_OP, [hvmop::GET_PARAM, &mut q as *mut _ as u64, 0, 0, 0]);
         c.check(
-            "hvm_op get_param(CONSOLE_PFN) is 0 (no PV console)",
-            r == 0 && q.value == 0,
+            what,
+            r == 0 && q.value == console_pfn,
             format_args!("{r:#x} {}", q.value),
         );
         let mut q = XenHvmParam { index: 9999, ..p };
@@ -349,28 +411,41 @@ mod guest {
             errno(r) == Some(Errno::Eexist),
             format_args!("{r:#x}"),
         );
-        // The callback vector (HVM_PARAM_CALLBACK_IRQ, set above to vector 0xf3): a timer upcall arrives as an
-        // interrupt once interrupts are enabled, and not before.
+        // The callback (HVM_PARAM_CALLBACK_IRQ, set above): a timer upcall arrives as an interrupt once
+        // interrupts are enabled, and not before.
+        #[cfg(target_arch = "x86_64")]
         xen_test_guests::install_callback_idt(0xf3);
         let before = xen_test_guests::callback_count();
         // SAFETY: clears evtchn_upcall_pending/mask in our own registered vcpu_info.
         unsafe { core::ptr::write_volatile((vi_page + 128) as usize as *mut u16, 0) };
         let r = hypercall(SET_TIMER_OP, [1, 0, 0, 0, 0]);
         // SAFETY: enables interrupts while waiting; the IDT handles the callback vector.
-        unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            core::arch::asm!("sti", options(nomem, nostack))
+        };
+        #[cfg(target_arch = "aarch64")]
+        xen_test_guests::enable_upcalls();
         let mut spins = 0u64;
         while xen_test_guests::callback_count() == before && spins < 50_000_000 {
             core::hint::spin_loop();
             spins += 1;
         }
         // SAFETY: disables interrupts again.
-        unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            core::arch::asm!("cli", options(nomem, nostack))
+        };
+        #[cfg(target_arch = "aarch64")]
+        xen_test_guests::disable_upcalls();
         let after = xen_test_guests::callback_count();
         c.check(
-            "timer upcall delivered through the callback vector (interrupt injection)",
+            "timer upcall delivered through the callback (interrupt injection)",
             r == 0 && before == 0 && after >= 1,
             format_args!("ret {r:#x} upcalls before {before} after {after}"),
         );
+        #[cfg(target_arch = "aarch64")]
+        vtimer_checks(&mut c);
         let r = hypercall(SCHED_OP, [schedop::YIELD, 0, 0, 0, 0]);
         c.check("sched_op(SCHEDOP_yield)", r == 0, format_args!("{r:#x}"));
         let r = hypercall(SCHED_OP, [schedop::SHUTDOWN, UNBACKED, 0, 0, 0]);
@@ -400,7 +475,48 @@ mod guest {
             format_args!("{r:#x}"),
         );
 
-        // Port 0xe9 debug console and unclaimed port reads.
+        #[cfg(target_arch = "x86_64")]
+        port_checks(&mut c);
+        c.finish()
+    }
+
+    /// The EL1 virtual timer: its PPI 27 reaches the guest through the virtual GIC, and a WFI sleeps until it.
+    #[cfg(target_arch = "aarch64")]
+    fn vtimer_checks(c: &mut Checks) {
+        use xen_test_guests::{arm_vtimer, counter, counter_hz, vtimer_count};
+        let hz = counter_hz();
+        let before = vtimer_count();
+        xen_test_guests::enable_upcalls();
+        arm_vtimer(hz / 1000);
+        let mut spins = 0u64;
+        while vtimer_count() == before && spins < 50_000_000 {
+            core::hint::spin_loop();
+            spins += 1;
+        }
+        let after = vtimer_count();
+        c.check(
+            "virtual timer interrupt (PPI 27) delivered through the virtual GIC",
+            after == before + 1,
+            format_args!("{before} -> {after} after {spins} spins"),
+        );
+        // 20 ms: the vCPU blocks in WFI (other domains run) and wakes for its timer.
+        let start = counter();
+        arm_vtimer(hz / 50);
+        while vtimer_count() == after && counter() - start < hz {
+            xen_test_guests::wait_for_interrupt();
+        }
+        let slept = (counter() - start) * 1000 / hz;
+        xen_test_guests::disable_upcalls();
+        c.check(
+            "WFI sleeps until the virtual timer fires",
+            vtimer_count() == after + 1 && (20..1000).contains(&slept),
+            format_args!("count {} after {slept} ms", vtimer_count()),
+        );
+    }
+
+    /// The port 0xe9 debug console and unclaimed port reads.
+    #[cfg(target_arch = "x86_64")]
+    fn port_checks(c: &mut Checks) {
         let val: u8;
         // SAFETY: port I/O traps to the hypervisor, which emulates these ports.
         unsafe {
@@ -414,6 +530,5 @@ mod guest {
             val == 0xff,
             format_args!("{val:#x}"),
         );
-        c.finish()
     }
 }

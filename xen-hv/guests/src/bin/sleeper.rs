@@ -15,7 +15,7 @@ mod guest {
 
     #[no_mangle]
     extern "C" fn guest_main(_start_info: u64) -> ! {
-        println!("PASS sleeper: reached long mode");
+        println!("PASS sleeper: reached guest_main");
         println!("EXPECT-CRASH sleeper: halting with interrupts off and no timer");
         xen_test_guests::halt_forever()
     }

@@ -14,11 +14,21 @@ fn main() {
 mod guest {
     use xen_test_guests::println;
 
+    #[cfg(target_arch = "x86_64")]
     const CYCLES_PER_TICK: u64 = 100_000_000;
+    /// About the same wall time with the generic timer's 62.5 MHz counter (QEMU virt).
+    #[cfg(target_arch = "aarch64")]
+    const CYCLES_PER_TICK: u64 = 62_500_000;
 
+    #[cfg(target_arch = "x86_64")]
     fn rdtsc() -> u64 {
         // SAFETY: RDTSC only reads the time stamp counter.
         unsafe { core::arch::x86_64::_rdtsc() }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    fn rdtsc() -> u64 {
+        xen_test_guests::counter()
     }
 
     #[no_mangle]

@@ -9,7 +9,7 @@ fn main() {
     std::process::exit(2);
 }
 
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", target_arch = "x86_64"))]
 mod guest {
     use xen_test_guests::println;
 
@@ -23,6 +23,19 @@ mod guest {
             core::arch::asm!("lidt ({})", "int3", in(reg) idtr.as_ptr(), options(att_syntax))
         };
         println!("FAIL triplefault: survived a triple fault");
+        xen_test_guests::halt_forever()
+    }
+}
+
+/// On aarch64 this guest only says why it cannot run there.
+#[cfg(all(target_os = "none", target_arch = "aarch64"))]
+mod guest {
+    #[no_mangle]
+    extern "C" fn guest_main(_dtb: u64) -> ! {
+        xen_test_guests::println!(
+            "FAIL triplefault: a triple fault is an x86 event; aarch64 has no equivalent"
+        );
+        xen_test_guests::shutdown(xen_abi::hypercall::schedop::SHUTDOWN_POWEROFF);
         xen_test_guests::halt_forever()
     }
 }

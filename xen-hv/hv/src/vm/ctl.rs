@@ -23,10 +23,10 @@ use xen_abi::xen::{E820Entry, VcpuHvmContext};
 use super::{
     zero, DomState, Frames, HostMem, Machine, Setup, State, MAX_DOMAINS, MAX_DOMAIN_VCPUS,
 };
-use crate::arch::x86_64::com2::Com2;
+use crate::arch::{self, CtlPort as Com2};
 use xen_hv::frames::PAGE;
 use xen_hv::hypercall::NR_PARAMS;
-use xen_hv::paging::{PageTable, NPT_RWX};
+use xen_hv::paging::PageTable;
 
 /// `(major << 16) | minor` of the version xen-hv reports.
 const XEN_VERSION: u32 = (4 << 16) | 17;
@@ -457,13 +457,19 @@ impl Backend for Machine {
             let base = self.frames.alloc(bytes, 2 << 20).ok_or(Errno::Enomem)?;
             zero(base, bytes);
             let mut fs = Frames(&mut self.frames);
-            let Ok(npt) = PageTable::new(&mut fs) else {
+            let Ok(npt) = PageTable::with_format(&mut fs, arch::NESTED_FORMAT) else {
                 self.frames.free(base, bytes);
                 return Err(Errno::Enomem);
             };
             for gpa in (0..bytes).step_by(PAGE as usize) {
                 if npt
-                    .map(&mut HostMem, &mut fs, gpa, base + gpa, NPT_RWX)
+                    .map(
+                        &mut HostMem,
+                        &mut fs,
+                        gpa,
+                        base + gpa,
+                        arch::GUEST_RAM_FLAGS,
+                    )
                     .is_err()
                 {
                     let frames = &mut self.frames;

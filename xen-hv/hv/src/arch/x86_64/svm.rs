@@ -3,8 +3,8 @@
 //! known per exit), a non-zero ASID, the VMRUN intercept set, EFER.SVME set in the guest, and exit codes compared
 //! on their low 32 bits.
 
-use xen_hv::paging::GuestPaging;
-use xen_hv::vcpu::{fixed_length, Exit, Reg, Vcpu};
+use xen_hv::paging::{guest_walk, GuestPaging, WalkError};
+use xen_hv::vcpu::{fixed_length, x86_hypercall_args, Exit, Reg, Vcpu};
 
 // Control area offsets.
 const INTERCEPT_MISC1: usize = 0x00c;
@@ -573,6 +573,10 @@ impl Vcpu for SvmVcpu {
         }
     }
 
+    fn inject_undefined(&mut self) {
+        self.inject_exception(6, None);
+    }
+
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
         let mut ev = u64::from(vector) | (3 << 8) | (1 << 31);
         if let Some(code) = error_code {
@@ -581,13 +585,27 @@ impl Vcpu for SvmVcpu {
         self.vmcb.w64(EVENTINJ, ev);
     }
 
-    fn paging(&self) -> GuestPaging {
-        GuestPaging {
+    fn guest_to_gpa(
+        &self,
+        gva: u64,
+        write: bool,
+        read: &dyn Fn(u64) -> Option<u64>,
+    ) -> Result<u64, WalkError> {
+        let paging = GuestPaging {
             cr0: self.vmcb.r64(CR0),
             cr3: self.vmcb.r64(CR3),
             cr4: self.vmcb.r64(CR4),
             efer: self.vmcb.r64(EFER),
-        }
+        };
+        guest_walk(&paging, gva, write, read)
+    }
+
+    fn hypercall_args(&self) -> (u64, [u64; 5]) {
+        x86_hypercall_args(self)
+    }
+
+    fn set_hypercall_result(&mut self, v: u64) {
+        self.set_reg(Reg::Rax, v);
     }
 
     fn long_mode(&self) -> bool {
@@ -609,6 +627,16 @@ impl Vcpu for SvmVcpu {
             xen_abi::xen::VcpuStart::Mode32(c) => self.set_context_32(c),
             xen_abi::xen::VcpuStart::Mode64(c) => self.set_context_64(c),
         }
+    }
+
+    fn start_at(&mut self, _entry: u64, _arg: u64) -> bool {
+        // x86 vCPUs start from a vcpu_hvm_context (`start_from`), not a firmware call.
+        false
+    }
+
+    fn timer_deadline(&self) -> Option<u64> {
+        // No LAPIC timer is emulated for guests.
+        None
     }
 
     fn queue_upcall(&mut self, vector: u8) {
