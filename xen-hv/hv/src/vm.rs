@@ -1460,12 +1460,7 @@ impl Guest for Ctx<'_> {
             out[..n].copy_from_slice(&self.d.e820[..n]);
             return n;
         }
-        out[0] = E820Entry {
-            addr: arch::GUEST_RAM_BASE,
-            size: self.d.mem_bytes,
-            kind: 1,
-        };
-        1
+        arch::boot_memory_map(self.d.mem_bytes, out)
     }
 
     fn map_shared_info(&mut self, gpfn: u64) -> Result<(), Errno> {

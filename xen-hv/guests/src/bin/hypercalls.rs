@@ -43,14 +43,25 @@ mod guest {
             si.magic == HVM_START_MAGIC && si.version == 1,
             format_args!("magic {:#x} version {}", si.magic, si.version),
         );
-        let mm: HvmMemmapEntry = read(si.memmap_paddr);
+        // The memory map: RAM, the page of ACPI tables at 0x2000 (the RSDP first), RAM.
+        let mm: [HvmMemmapEntry; 3] = read(si.memmap_paddr);
+        let layout: [(u64, u64, u32); 3] =
+            core::array::from_fn(|i| (mm[i].addr, mm[i].size, mm[i].kind));
         c.check(
             "start_info memory map",
-            si.memmap_entries == 1 && mm.kind == 1 && mm.addr == 0 && mm.size >= 4 << 20,
-            format_args!(
-                "{} entries, first {:#x}+{:#x} type {}",
-                si.memmap_entries, mm.addr, mm.size, mm.kind
-            ),
+            si.memmap_entries == 3
+                && layout[0] == (0, 0x2000, 1)
+                && layout[1] == (0x2000, 0x1000, 3)
+                && layout[2].0 == 0x3000
+                && layout[2].2 == 1
+                && layout[2].1 >= 4 << 20,
+            format_args!("{} entries: {layout:x?}", si.memmap_entries),
+        );
+        let rsdp: [u8; 8] = read(si.rsdp_paddr);
+        c.check(
+            "start_info rsdp_paddr points at the ACPI RSDP",
+            si.rsdp_paddr == 0x2000 && &rsdp == b"RSD PTR ",
+            format_args!("{:#x}: {rsdp:x?}", si.rsdp_paddr),
         );
         let cmd: [u8; 11] = read(si.cmdline_paddr);
         c.check(
@@ -105,7 +116,7 @@ mod guest {
             msr == cpuid::HYPERCALL_MSR && stub == [0xb8, 17, 0, 0, 0, 0x0f, 0x01, 0xd9, 0xc3],
             format_args!("msr {msr:#x} stub {stub:02x?}"),
         );
-        (mm.addr, mm.size)
+        (0, layout[2].0 + layout[2].1)
     }
 
     /// The device tree the hypervisor passed (Xen on Arm has no CPUID leaves or hypercall page: the
@@ -250,14 +261,18 @@ mod guest {
             MEMORY_OP,
             [xenmem::MEMORY_MAP, &mut map as *mut _ as u64, 0, 0, 0],
         );
-        let (addr, size, kind) = (e820[0].addr, e820[0].size, e820[0].kind);
+        // The entries tile the RAM's extent from its base without gaps (x86 has the ACPI page among them).
+        let n = (map.nr_entries as usize).min(e820.len());
+        let mut at = ram_base;
+        let tiled = e820[..n].iter().all(|e| {
+            let ok = e.addr == at && (e.kind == 1 || e.kind == 3);
+            at = e.addr + e.size;
+            ok
+        });
         c.check(
             "memory_op(XENMEM_memory_map) matches the boot memory map",
-            r == 0 && map.nr_entries == 1 && addr == ram_base && size == ram_size && kind == 1,
-            format_args!(
-                "ret {r:#x} n {} {addr:#x}+{size:#x} type {kind}",
-                map.nr_entries
-            ),
+            r == 0 && n >= 1 && tiled && at == ram_base + ram_size && e820[n - 1].kind == 1,
+            format_args!("ret {r:#x} n {n} {:x?}", &e820[..n]),
         );
 
         // memory_op(XENMEM_add_to_physmap, shared_info) over the last page of RAM.

@@ -14,6 +14,22 @@ use crate::vm::BuildError;
 
 /// Guest-physical address of the domain's RAM.
 pub const GUEST_RAM_BASE: u64 = 0x4000_0000;
+
+/// The memory map `XENMEM_memory_map` returns for a domain the hypervisor built: its RAM (the device tree
+/// describes the rest). Returns the number of entries written.
+pub fn boot_memory_map(mem_bytes: u64, out: &mut [xen_abi::xen::E820Entry]) -> usize {
+    match out.first_mut() {
+        Some(e) => {
+            *e = xen_abi::xen::E820Entry {
+                addr: GUEST_RAM_BASE,
+                size: mem_bytes,
+                kind: 1,
+            };
+            1
+        }
+        None => 0,
+    }
+}
 /// The phandle of the guest's GIC node.
 const GIC_PHANDLE: u32 = 1;
 /// The PPI event-channel upcalls arrive on (Xen's `GUEST_EVTCHN_PPI`).

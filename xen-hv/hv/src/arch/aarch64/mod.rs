@@ -10,7 +10,7 @@ pub mod timer;
 pub mod vcpu;
 pub mod vgic;
 
-pub use self::build::{plan_domain, write_domain, GUEST_RAM_BASE};
+pub use self::build::{boot_memory_map, plan_domain, write_domain, GUEST_RAM_BASE};
 pub use self::ctlport::NoCtlPort as CtlPort;
 
 /// The hardware vCPU.

@@ -1,15 +1,19 @@
 //! The x86_64 domain layout: a PVH guest (ELF with a PVH entry note) in RAM at guest-physical 0,
-//! `hvm_start_info` at 0x1000 with a one-entry memory map and the domain's name as command line, an optional
-//! boot module (initramfs) at the top of RAM.
+//! `hvm_start_info` at 0x1000 with the memory map and the domain's name as command line, the ACPI tables
+//! (`xen_abi::acpi`: MADT, hardware-reduced FADT) in the page at 0x2000, an optional boot module (initramfs) at
+//! the top of RAM.
 
 use xen_abi::elf::ElfImage;
 use xen_abi::start_info::{HvmMemmapEntry, HvmModlistEntry};
+use xen_abi::xen::E820Entry;
 use xen_hv::frames::PAGE;
 
 use crate::vm::BuildError;
 
 /// Guest-physical address of `hvm_start_info`.
 const START_INFO_GPA: u64 = 0x1000;
+/// Guest-physical address of the ACPI tables' page.
+const ACPI_GPA: u64 = 0x2000;
 /// Lowest guest-physical address an image may load at.
 const IMAGE_MIN_GPA: u64 = 0x10_0000;
 
@@ -19,13 +23,36 @@ pub struct DomainPlan {
     entry: u64,
     mem_bytes: u64,
     module_at: Option<u64>,
+    vcpus: u32,
+}
+
+/// The memory map of a domain the hypervisor built (what `hvm_start_info` lists and `XENMEM_memory_map`
+/// returns): RAM, the ACPI tables' page, RAM. Returns the number of entries written (0 if `out` is too short).
+pub fn boot_memory_map(mem_bytes: u64, out: &mut [E820Entry]) -> usize {
+    use xen_abi::start_info::memmap_type::{ACPI, RAM};
+    let map = [
+        (0, ACPI_GPA, RAM),
+        (ACPI_GPA, PAGE, ACPI),
+        (
+            ACPI_GPA + PAGE,
+            mem_bytes.saturating_sub(ACPI_GPA + PAGE),
+            RAM,
+        ),
+    ];
+    if out.len() < map.len() {
+        return 0;
+    }
+    for (o, (addr, size, kind)) in out.iter_mut().zip(map) {
+        *o = E820Entry { addr, size, kind };
+    }
+    map.len()
 }
 
 /// Checks that `elf` (and `module`) fit `mem_bytes` of RAM and places them.
 pub fn plan_domain(
     image: &[u8],
     mem_bytes: u64,
-    _vcpus: u32,
+    vcpus: u32,
     module: Option<&[u8]>,
 ) -> Result<DomainPlan, BuildError> {
     let elf = ElfImage::parse(image).map_err(BuildError::Elf)?;
@@ -54,6 +81,7 @@ pub fn plan_domain(
         entry,
         mem_bytes,
         module_at,
+        vcpus,
     })
 }
 
@@ -72,12 +100,23 @@ pub fn write_domain(
         let data = elf.segment_data(&seg).map_err(BuildError::Elf)?;
         copy(seg.paddr, data);
     }
-    let map = [HvmMemmapEntry {
-        addr: 0,
-        size: plan.mem_bytes,
-        kind: 1,
-        reserved: 0,
-    }];
+    let mut e820 = [E820Entry::default(); 3];
+    let n = boot_memory_map(plan.mem_bytes, &mut e820);
+    let mut map = [HvmMemmapEntry::default(); 3];
+    for (m, e) in map.iter_mut().zip(&e820[..n]) {
+        *m = HvmMemmapEntry {
+            addr: e.addr,
+            size: e.size,
+            kind: e.kind,
+            reserved: 0,
+        };
+    }
+    let map = &map[..n];
+    // The ACPI tables, as the toolstack's builder gives them (Linux needs the MADT to use its local APIC).
+    let mut acpi = [0u8; PAGE as usize];
+    let rsdp = xen_abi::acpi::build(&mut acpi, ACPI_GPA, plan.vcpus as usize)
+        .map_err(|_| BuildError::TooManyVcpus)?;
+    copy(ACPI_GPA, &acpi);
     let mut modlist = [HvmModlistEntry::default(); 1];
     let nr_modules = match (plan.module_at, module) {
         (Some(at), Some(m)) => {
@@ -96,11 +135,12 @@ pub fn write_domain(
     let si = xen_abi::pvh::write_start_info(
         &mut page,
         START_INFO_GPA,
-        &map,
+        map,
         &modlist[..nr_modules],
         name.as_bytes(),
     )
     .map_err(BuildError::Layout)?;
+    xen_abi::pvh::set_rsdp(&mut page, rsdp);
     copy(START_INFO_GPA, &page);
     Ok((plan.entry, si))
 }

@@ -14,7 +14,7 @@ pub mod svm;
 use core::sync::atomic::Ordering;
 use x86_64::instructions::port::Port;
 
-pub use self::build::{plan_domain, write_domain};
+pub use self::build::{boot_memory_map, plan_domain, write_domain};
 pub use self::com2::Com2 as CtlPort;
 
 /// The hardware vCPU.
