@@ -76,7 +76,7 @@ fn x86_64_runs_every_test_guest_under_svm() {
         "{log}"
     );
     // Each guest's own report, prefixed with its domain id by the hypervisor.
-    assert!(log.contains("(d1) PASS hypercalls (37 checks)"), "{log}");
+    assert!(log.contains("(d1) PASS hypercalls (38 checks)"), "{log}");
     assert!(!log.contains(") FAIL "), "{log}");
     for d in ["d2", "d3"] {
         assert!(log.contains(&format!("({d}) PASS counter")), "{log}");
