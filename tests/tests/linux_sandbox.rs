@@ -20,8 +20,12 @@ use e2e::{guest_kernel, qemu, Arch};
 const PROMPT: &str = "xenrs-guest# ";
 
 fn define_linux(sb: &Sandbox, name: &str, vmlinux: &Path, initramfs: &Path) {
+    define_linux_smp(sb, name, vmlinux, initramfs, 1);
+}
+
+fn define_linux_smp(sb: &Sandbox, name: &str, vmlinux: &Path, initramfs: &Path, vcpus: u32) {
     let xml = format!(
-        "<domain type='xen'>\n  <name>{name}</name>\n  <memory unit='MiB'>160</memory>\n  <vcpu>1</vcpu>\n  \
+        "<domain type='xen'>\n  <name>{name}</name>\n  <memory unit='MiB'>160</memory>\n  <vcpu>{vcpus}</vcpu>\n  \
          <os>\n    <type arch='x86_64' machine='xenpvh'>xenpvh</type>\n    <kernel>{}</kernel>\n    \
          <initrd>{}</initrd>\n    <cmdline>console=hvc0 quiet</cmdline>\n  </os>\n  \
          <on_poweroff>destroy</on_poweroff>\n  <on_reboot>restart</on_reboot>\n  <on_crash>destroy</on_crash>\n\
@@ -202,6 +206,39 @@ fn debian_kernel_on_xen_hv_reaches_a_shell_through_virsh() {
     assert_eq!(hv.matches("shut down (poweroff)").count(), 2, "{hv}");
     assert!(hv.contains("shut down (poweroff)"), "{hv}");
     assert!(!hv.contains("FATAL"), "{hv}");
+}
+
+#[test]
+fn debian_kernel_on_xen_hv_runs_on_two_vcpus() {
+    // The secondary vCPU comes up the way Linux starts CPUs on x86: the MADT lists it, INIT and start-up IPIs
+    // through the x2APIC start it in real mode, and it joins with its own Xen timer and event channels
+    // (paravirtual spinlocks wait in SCHEDOP_poll).
+    let (vmlinux, initramfs) = guest_kernel();
+    let sb = Sandbox::up("linux-smp");
+    define_linux_smp(&sb, "smp", &vmlinux, &initramfs, 2);
+    let (mut con, secs) = start_to_prompt(&sb, "smp");
+    println!("xen-hv: 2 vCPUs, virsh start to the shell prompt: {secs:.2} s");
+    let from = con.output().len();
+    con.send_line("echo online=$(cat /sys/devices/system/cpu/online)")
+        .expect("typing");
+    assert!(
+        con.expect_from(from, "online=0-1", Duration::from_secs(60))
+            .is_some(),
+        "{}",
+        con.output()
+    );
+    let info = sb.virsh_ok(&["dominfo", "smp"]);
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("CPU(s):") && l.trim_end().ends_with('2')),
+        "{info}"
+    );
+    sb.virsh_ok(&["destroy", "smp"]);
+    let hv = sb.hv_log();
+    assert!(
+        !hv.contains("FATAL") && !hv.contains("triple fault"),
+        "{hv}"
+    );
 }
 
 /// The same kernel, initramfs and command line booted directly by QEMU's PVH loader: seconds to the prompt.

@@ -173,6 +173,12 @@ fn set_bit(bytes: &mut [u8], base: usize, n: usize, v: bool) {
     }
 }
 
+/// True when `port` is pending in `shared` (the `shared_info` page).
+pub fn is_pending(shared: &[u8], port: u32) -> bool {
+    let p = port as usize;
+    p < NR_PORTS && shared.len() >= MASK + NR_PORTS / 8 && bit(shared, PENDING, p)
+}
+
 /// Marks `port` pending in `shared` (the `shared_info` page) and, unless the port is masked or was already
 /// pending, sets its word in `vcpu_info`'s `evtchn_pending_sel` and `evtchn_upcall_pending`. Returns true when
 /// the vCPU should get an upcall (the upcall mask in `vcpu_info` is clear).

@@ -69,6 +69,10 @@ pub trait Guest {
     fn vcpu_id(&self) -> u32;
     /// Arms (or with 0 cancels) the calling vCPU's one-shot timer at system time `deadline_ns`.
     fn set_timer(&mut self, deadline_ns: u64);
+    /// The calling vCPU's single-shot timer deadline (0: none).
+    fn timer(&self) -> u64;
+    /// True when `port` of the domain is pending.
+    fn port_pending(&mut self, port: u32) -> bool;
 }
 
 /// What the scheduler does after the hypercall.
@@ -202,6 +206,46 @@ fn sched_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Outcome {
             ret: 0,
             next: Next::Block,
         },
+        // SCHEDOP_poll { ports (handle), nr_ports, timeout }: returns at once when one of the ports is pending,
+        // otherwise blocks until an event arrives for the vCPU or the absolute timeout (0: none) passes. Linux's
+        // paravirtual spinlocks wait here.
+        3 => {
+            let mut b = [0u8; 24];
+            if let Err(e) = g.copy_from(a[1], &mut b) {
+                return err(e);
+            }
+            let ports = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+            let nr = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+            let timeout =
+                u64::from_le_bytes([b[16], b[17], b[18], b[19], b[20], b[21], b[22], b[23]]);
+            if nr > 128 {
+                return err(Errno::Einval);
+            }
+            for i in 0..u64::from(nr) {
+                let mut p = [0u8; 4];
+                if let Err(e) = g.copy_from(ports + 4 * i, &mut p) {
+                    return err(e);
+                }
+                let port = u32::from_le_bytes(p);
+                if port as usize >= crate::evtchn::NR_PORTS {
+                    return err(Errno::Einval);
+                }
+                if g.port_pending(port) {
+                    return ok(0);
+                }
+            }
+            if timeout != 0 {
+                let t = match g.timer() {
+                    0 => timeout,
+                    cur => cur.min(timeout),
+                };
+                g.set_timer(t);
+            }
+            Outcome {
+                ret: 0,
+                next: Next::Block,
+            }
+        }
         schedop::SHUTDOWN => match read::<SchedShutdown, G>(g, a[1]) {
             Ok(s) if s.reason <= 5 => Outcome {
                 ret: 0,
@@ -527,6 +571,12 @@ mod tests {
         fn vcpu_id(&self) -> u32 {
             0
         }
+        fn timer(&self) -> u64 {
+            self.timer
+        }
+        fn port_pending(&mut self, port: u32) -> bool {
+            port == 9
+        }
         fn set_timer(&mut self, deadline_ns: u64) {
             self.timer = deadline_ns;
         }
@@ -602,6 +652,34 @@ mod tests {
         assert_eq!(
             errno(dispatch(&mut g, SCHED_OP, [2, 8, 0, 0, 0])),
             Some(Errno::Efault)
+        );
+        // SCHEDOP_poll: the model reports port 9 pending. Ports [4, 9]: returns at once.
+        g.put(
+            BASE + 0x100,
+            &[4u32.to_le_bytes(), 9u32.to_le_bytes()].concat(),
+        );
+        let poll = |nr: u32, timeout: u64| {
+            let mut b = [0u8; 24];
+            b[..8].copy_from_slice(&(BASE + 0x100).to_le_bytes());
+            b[8..12].copy_from_slice(&nr.to_le_bytes());
+            b[16..].copy_from_slice(&timeout.to_le_bytes());
+            b
+        };
+        g.put(BASE + 0x200, &poll(2, 0));
+        let o = dispatch(&mut g, SCHED_OP, [3, BASE + 0x200, 0, 0, 0]);
+        assert_eq!((o.ret, o.next), (0, Next::Resume));
+        // Only port 4: blocks, with the earlier of the existing timer and the timeout.
+        g.timer = 500;
+        g.put(BASE + 0x200, &poll(1, 900));
+        let o = dispatch(&mut g, SCHED_OP, [3, BASE + 0x200, 0, 0, 0]);
+        assert_eq!((o.ret, o.next, g.timer), (0, Next::Block, 500));
+        g.timer = 0;
+        dispatch(&mut g, SCHED_OP, [3, BASE + 0x200, 0, 0, 0]);
+        assert_eq!(g.timer, 900);
+        g.put(BASE + 0x200, &poll(1000, 0));
+        assert_eq!(
+            errno(dispatch(&mut g, SCHED_OP, [3, BASE + 0x200, 0, 0, 0])),
+            Some(Errno::Einval)
         );
     }
 

@@ -935,13 +935,11 @@ impl Machine {
     }
 
     /// Delivers an interrupt command of vCPU `v` (domain slot `dom`) to the other vCPUs it names: fixed
-    /// interrupts are queued on their local APICs. INIT and start-up IPIs are not acted on: secondary vCPUs
-    /// start through `VCPUOP_initialise`/`VCPUOP_up`, and a guest that uses INIT-SIPI sees them not come up.
+    /// interrupts are queued on their local APICs; INIT puts a vCPU that has not started into wait-for-SIPI and
+    /// a start-up IPI starts it in real mode at the vector's page (how an x86 guest such as Linux brings up its
+    /// secondary CPUs, besides `VCPUOP_initialise`/`VCPUOP_up`). NMIs and the other modes are not delivered.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn lapic_ipi(&mut self, dom: usize, v: usize, ipi: xen_hv::vlapic::Ipi) {
-        if ipi.mode != 0 {
-            return;
-        }
         let Some(d) = self.domains[dom].as_ref() else {
             return;
         };
@@ -951,9 +949,31 @@ impl Machine {
             if t == v || !to {
                 continue;
             }
-            if let Some(m) = self.meta[t].as_mut() {
-                m.lapic.raise(ipi.vector);
-                self.sched.wake(t);
+            match ipi.mode {
+                0 => {
+                    if let Some(m) = self.meta[t].as_mut() {
+                        m.lapic.raise(ipi.vector);
+                        self.sched.wake(t);
+                    }
+                }
+                // INIT: only a vCPU that never started is affected (it waits for a SIPI either way).
+                5 => {}
+                #[cfg(target_arch = "x86_64")]
+                6 => {
+                    let waiting = self.sched.state(t) == State::Down
+                        && self.meta[t].as_ref().is_some_and(|m| !m.initialised);
+                    if !waiting {
+                        continue;
+                    }
+                    if let Some(hw) = self.hw[t].as_mut() {
+                        hw.start_sipi(ipi.vector);
+                        if let Some(m) = self.meta[t].as_mut() {
+                            m.initialised = true;
+                        }
+                        self.sched.set(t, State::Runnable);
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -1626,6 +1646,18 @@ impl Guest for Ctx<'_> {
 
     fn vcpu_id(&self) -> u32 {
         self.metas[self.v].as_ref().map_or(0, |m| m.id)
+    }
+
+    fn timer(&self) -> u64 {
+        self.metas[self.v].as_ref().map_or(0, |m| m.timer)
+    }
+
+    fn port_pending(&mut self, port: u32) -> bool {
+        // SAFETY: the shared_info frame is owned by the domain and identity-mapped; the machine lock is held.
+        let shared = unsafe {
+            core::slice::from_raw_parts(self.d.shared_info as usize as *const u8, PAGE as usize)
+        };
+        xen_hv::evtchn::is_pending(shared, port)
     }
 
     fn set_timer(&mut self, deadline_ns: u64) {

@@ -49,8 +49,14 @@ pub fn guest_cpuid(domid: u16, vcpu: u32, leaf: u32, subleaf: u32) -> [u32; 4] {
                         | (1 << 28)
                         | (1 << 30)
                         | (1 << 31));
+                    c &= !(1 << 22);
                 }
-                0x8000_0001 => c &= !(1 << 2),
+                // TSC_AUX is not switched, so RDTSCP (and RDPID, leaf 7) are not offered: the guest would write the
+                // MSR (Linux does, per CPU) and read the host's value.
+                0x8000_0001 => {
+                    c &= !(1 << 2);
+                    d &= !(1 << 27);
+                }
                 _ => {}
             }
             [a, b, c, d]

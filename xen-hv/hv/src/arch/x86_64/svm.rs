@@ -396,6 +396,43 @@ impl SvmVcpu {
         true
     }
 
+    /// The state a start-up IPI leaves an application processor in: real mode at `vector << 12` (CS = vector <<
+    /// 8, IP = 0), paging and protection off, as the INIT-SIPI sequence of an x86 guest expects.
+    pub fn start_sipi(&mut self, vector: u8) {
+        let v = self.vmcb;
+        let code16 = 0x9b;
+        let data16 = 0x93;
+        v.seg(
+            CS_SEG,
+            u16::from(vector) << 8,
+            code16,
+            0xffff,
+            u64::from(vector) << 12,
+        );
+        for off in [ES, SS, DS, FS, GS] {
+            v.seg(off, 0, data16, 0xffff, 0);
+        }
+        v.seg(TR, 0, 0x8b, 0xffff, 0);
+        v.seg(LDTR, 0, 0x82, 0xffff, 0);
+        v.seg(GDTR, 0, 0, 0xffff, 0);
+        v.seg(IDTR, 0, 0, 0xffff, 0);
+        v.w64(EFER, EFER_SVME);
+        v.w64(CR0, 0x10);
+        v.w64(CR3, 0);
+        v.w64(CR4, 0);
+        v.w64(DR6, 0xffff_0ff0);
+        v.w64(DR7, 0x400);
+        v.w64(RFLAGS, 0x2);
+        v.w64(RIP, 0);
+        v.w64(RSP, 0);
+        v.w64(RAX, 0);
+        v.w64(EVENTINJ, 0);
+        v.w64(VINTR, 1 << 24);
+        self.gprs = [0; 16];
+        self.fx_valid = false;
+        self.flush_tlb();
+    }
+
     /// Queues a virtual interrupt with `vector` (V_IRQ): the CPU delivers it when the guest's IF allows, with no
     /// end-of-interrupt needed (Xen's callback-vector upcall).
     fn set_virq(&mut self, vector: u8) {
