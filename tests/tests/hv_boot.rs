@@ -253,7 +253,8 @@ fn x86_64_debian_kernel_boots_as_a_pvh_domu_and_runs_init() {
     // toolstack path, with a shell on hvc0, is tests/tests/linux_sandbox.rs): it discovers Xen through CPUID,
     // uses raw vmmcall hypercalls, maps shared_info, registers vcpu_info, reads the pvclock, prints through
     // console_io (earlyprintk=xen), finds its x2APIC through the ACPI tables, runs on the Xen per-vCPU timer
-    // bound to an event channel delivered through the callback vector, unpacks the initramfs and starts /init.
+    // bound to an event channel delivered through the callback vector, maps its grant table frames, unpacks the
+    // initramfs and starts /init.
     // There is no console ring in a pack domain, so user space output is not visible here; the run ends there.
     let (vmlinux, initramfs) = e2e::guest_kernel();
     let image = std::fs::read(&vmlinux).expect("reading vmlinux");
@@ -285,6 +286,7 @@ fn x86_64_debian_kernel_boots_as_a_pvh_domu_and_runs_init() {
         "xen:events: Using 2-level ABI",
         "xen:events: Xen HVM callback vector for event delivery is enabled",
         "installing Xen timer for CPU 0",
+        "Grant table initialized",
         "clocksource: Switched to clocksource xen",
         "Trying to unpack rootfs image as initramfs",
         "Run /init as init process",

@@ -30,6 +30,8 @@ pub mod xenmem {
     pub const MEMORY_MAP: u64 = 9;
     /// `XENMAPSPACE_shared_info`.
     pub const MAPSPACE_SHARED_INFO: u32 = 0;
+    /// `XENMAPSPACE_grant_table` (`idx` is the frame number; bit 31 asks for a v2 status frame).
+    pub const MAPSPACE_GRANT_TABLE: u32 = 1;
 }
 
 /// `hvm_op` sub-operations and parameter indices.

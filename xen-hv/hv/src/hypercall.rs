@@ -43,6 +43,10 @@ pub trait Guest {
     fn memory_map(&self, out: &mut [E820Entry]) -> usize;
     /// Maps the domain's shared_info frame at guest frame `gpfn`.
     fn map_shared_info(&mut self, gpfn: u64) -> Result<(), Errno>;
+    /// Maps grant table frame `idx` (allocated on first use) at guest frame `gpfn`.
+    fn map_grant_frame(&mut self, idx: u32, gpfn: u64) -> Result<(), Errno>;
+    /// How many grant table frames the domain has.
+    fn grant_frames(&self) -> u32;
     /// Registers the guest-virtual address where vCPU `vcpu`'s `vcpu_runstate_info` is kept up to date (0 stops
     /// the updates).
     fn register_runstate(&mut self, vcpu: u32, gva: u64) -> Result<(), Errno>;
@@ -133,6 +137,7 @@ pub fn dispatch<G: Guest>(g: &mut G, nr: u64, a: [u64; 5]) -> Outcome {
         xen_abi::hypercall::HVM_OP => hvm_op(g, a),
         xen_abi::hypercall::VCPU_OP => vcpu_op(g, a),
         xen_abi::hypercall::EVENT_CHANNEL_OP => event_channel_op(g, a),
+        xen_abi::hypercall::GRANT_TABLE_OP => grant_table_op(g, a),
         xen_abi::hypercall::SET_TIMER_OP => {
             g.set_timer(a[0]);
             Ok(0)
@@ -266,6 +271,11 @@ fn memory_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
             match (x.space, x.idx) {
                 (xenmem::MAPSPACE_SHARED_INFO, 0) => g.map_shared_info(x.gpfn).map(|()| 0),
                 (xenmem::MAPSPACE_SHARED_INFO, _) => Err(Errno::Einval),
+                // Grant table frames (version 1 only: no status frames).
+                (xenmem::MAPSPACE_GRANT_TABLE, idx) if idx < MAX_GRANT_FRAMES as u64 => {
+                    g.map_grant_frame(idx as u32, x.gpfn).map(|()| 0)
+                }
+                (xenmem::MAPSPACE_GRANT_TABLE, _) => Err(Errno::Einval),
                 _ => Err(Errno::Eopnotsupp),
             }
         }
@@ -303,6 +313,29 @@ fn hvm_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
         }
         _ => Err(Errno::Enosys),
     }
+}
+
+/// Grant table frames a domain may have (`max_nr_frames` of `GNTTABOP_query_size`).
+pub const MAX_GRANT_FRAMES: u32 = 32;
+
+/// `GNTTABOP_query_size` for the calling domain: the grant table's frames, mapped into the guest with
+/// `XENMAPSPACE_grant_table`. There are no grant mappings or copies yet (no backend uses them): a guest can set
+/// its table up, but other domains cannot map what it grants.
+fn grant_table_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
+    // GNTTABOP_query_size { domid_t dom; uint32_t nr_frames, max_nr_frames; int16_t status; }, one entry.
+    if a[0] != 6 {
+        return Err(Errno::Enosys);
+    }
+    if a[2] != 1 {
+        return Err(Errno::Einval);
+    }
+    let mut b = [0u8; 16];
+    g.copy_from(a[1], &mut b)?;
+    check_domid(g, u16::from_le_bytes([b[0], b[1]]))?;
+    b[4..8].copy_from_slice(&g.grant_frames().max(1).to_le_bytes());
+    b[8..12].copy_from_slice(&MAX_GRANT_FRAMES.to_le_bytes());
+    b[12..14].copy_from_slice(&0i16.to_le_bytes());
+    g.copy_to(a[1], &b).map(|()| 0)
 }
 
 fn read_u32s<const N: usize, G: Guest>(g: &mut G, gva: u64) -> Result<[u32; N], Errno> {
@@ -448,6 +481,7 @@ mod tests {
         started: Option<(u32, u64)>,
         ports: crate::evtchn::Table,
         sent: Vec<u32>,
+        grants: Vec<(u32, u64)>,
     }
 
     const BASE: u64 = 0x1000;
@@ -465,6 +499,7 @@ mod tests {
                 started: None,
                 ports: crate::evtchn::Table::new(),
                 sent: Vec::new(),
+                grants: Vec::new(),
             }
         }
         fn range(&self, gva: u64, len: usize) -> Result<core::ops::Range<usize>, Errno> {
@@ -520,6 +555,13 @@ mod tests {
             let n = out.len().min(map.len());
             out[..n].copy_from_slice(&map[..n]);
             n
+        }
+        fn map_grant_frame(&mut self, idx: u32, gpfn: u64) -> Result<(), Errno> {
+            self.grants.push((idx, gpfn));
+            Ok(())
+        }
+        fn grant_frames(&self) -> u32 {
+            self.grants.len() as u32
         }
         fn map_shared_info(&mut self, gpfn: u64) -> Result<(), Errno> {
             self.shared = Some(gpfn);
@@ -684,6 +726,80 @@ mod tests {
     }
 
     #[test]
+    fn grant_table_frames_and_query_size() {
+        let mut g = Fake::new();
+        let q = |dom: u16| {
+            let mut b = [0u8; 16];
+            b[..2].copy_from_slice(&dom.to_le_bytes());
+            b
+        };
+        g.put(BASE, &q(DOMID_SELF));
+        assert_eq!(dispatch(&mut g, GRANT_TABLE_OP, [6, BASE, 1, 0, 0]).ret, 0);
+        let frames = |g: &Fake| {
+            let at = 0;
+            (
+                u32::from_le_bytes(g.mem[at + 4..at + 8].try_into().expect("4")),
+                u32::from_le_bytes(g.mem[at + 8..at + 12].try_into().expect("4")),
+            )
+        };
+        assert_eq!(frames(&g), (1, MAX_GRANT_FRAMES));
+        // Map frames 0 and 1 with XENMAPSPACE_grant_table.
+        for (idx, gpfn) in [(0u64, 0x500u64), (1, 0x501)] {
+            let x = XenAddToPhysmap {
+                domid: DOMID_SELF,
+                size: 0,
+                space: xenmem::MAPSPACE_GRANT_TABLE,
+                idx,
+                gpfn,
+            };
+            g.put(BASE + 0x100, x.as_bytes());
+            assert_eq!(
+                dispatch(
+                    &mut g,
+                    MEMORY_OP,
+                    [xenmem::ADD_TO_PHYSMAP, BASE + 0x100, 0, 0, 0]
+                )
+                .ret,
+                0
+            );
+        }
+        assert_eq!(g.grants, vec![(0, 0x500), (1, 0x501)]);
+        g.put(BASE, &q(DOMID_SELF));
+        dispatch(&mut g, GRANT_TABLE_OP, [6, BASE, 1, 0, 0]);
+        assert_eq!(frames(&g).0, 2);
+        // Beyond the limit, another domain, several entries, other operations.
+        let x = XenAddToPhysmap {
+            domid: DOMID_SELF,
+            size: 0,
+            space: xenmem::MAPSPACE_GRANT_TABLE,
+            idx: u64::from(MAX_GRANT_FRAMES),
+            gpfn: 0x600,
+        };
+        g.put(BASE + 0x100, x.as_bytes());
+        assert_eq!(
+            errno(dispatch(
+                &mut g,
+                MEMORY_OP,
+                [xenmem::ADD_TO_PHYSMAP, BASE + 0x100, 0, 0, 0]
+            )),
+            Some(Errno::Einval)
+        );
+        g.put(BASE, &q(7));
+        assert_eq!(
+            errno(dispatch(&mut g, GRANT_TABLE_OP, [6, BASE, 1, 0, 0])),
+            Some(Errno::Esrch)
+        );
+        assert_eq!(
+            errno(dispatch(&mut g, GRANT_TABLE_OP, [6, BASE, 2, 0, 0])),
+            Some(Errno::Einval)
+        );
+        assert_eq!(
+            errno(dispatch(&mut g, GRANT_TABLE_OP, [1, BASE, 1, 0, 0])),
+            Some(Errno::Enosys)
+        );
+    }
+
+    #[test]
     fn memory_op_physmap_and_map() {
         let mut g = Fake::new();
         let x = XenAddToPhysmap {
@@ -701,7 +817,8 @@ mod tests {
             errno(dispatch(&mut g, MEMORY_OP, [7, BASE, 0, 0, 0])),
             Some(Errno::Esrch)
         );
-        g.put(BASE, XenAddToPhysmap { space: 1, ..x }.as_bytes());
+        // Spaces other than shared_info and the grant table (gmfn, gmfn_range, ...) are not offered.
+        g.put(BASE, XenAddToPhysmap { space: 2, ..x }.as_bytes());
         assert_eq!(
             errno(dispatch(&mut g, MEMORY_OP, [7, BASE, 0, 0, 0])),
             Some(Errno::Eopnotsupp)

@@ -128,6 +128,8 @@ pub struct Domain {
     /// Interdomain ports below 64 on which the domain notified the control domain since it last asked
     /// (`XENRS_EVTCHNOP_poll_notified`): its console and xenstore channels.
     notified: u64,
+    /// Grant table frames (host-physical, 0: not allocated yet), mapped into the guest on request.
+    grant_frames: [u64; xen_hv::hypercall::MAX_GRANT_FRAMES as usize],
     /// PIT channel 2 (what Linux calibrates its CPU clock against; x86 only).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pit: xen_hv::pit::Pit2,
@@ -492,6 +494,7 @@ impl Machine {
             hw: dom_hw,
             released: false,
             notified: 0,
+            grant_frames: [0; xen_hv::hypercall::MAX_GRANT_FRAMES as usize],
             pit: xen_hv::pit::Pit2::default(),
             evtchn,
             console_ring,
@@ -1149,6 +1152,9 @@ impl Machine {
         });
         frames.free(d.mem_base, d.mem_bytes);
         frames.free(d.shared_info, PAGE);
+        for f in d.grant_frames.iter().filter(|f| **f != 0) {
+            frames.free(*f, PAGE);
+        }
         if let Some((page, _)) = d.console_ring {
             frames.free(page, PAGE);
         }
@@ -1481,6 +1487,41 @@ impl Guest for Ctx<'_> {
             return n;
         }
         arch::boot_memory_map(self.d.mem_bytes, out)
+    }
+
+    fn map_grant_frame(&mut self, idx: u32, gpfn: u64) -> Result<(), Errno> {
+        // Anywhere in the 48-bit guest-physical space: Linux puts them above its RAM, in unpopulated space.
+        if gpfn >= 1 << 36 {
+            return Err(Errno::Einval);
+        }
+        let slot = self
+            .d
+            .grant_frames
+            .get_mut(idx as usize)
+            .ok_or(Errno::Einval)?;
+        if *slot == 0 {
+            let f = self.frames.alloc(PAGE, PAGE).ok_or(Errno::Enomem)?;
+            zero(f, PAGE);
+            *slot = f;
+        }
+        let frame = *slot;
+        let gpa = gpfn << 12;
+        let npt = self.d.npt;
+        npt.unmap(&mut HostMem, gpa);
+        npt.map(
+            &mut HostMem,
+            &mut Frames(self.frames),
+            gpa,
+            frame,
+            arch::GUEST_RAM_FLAGS,
+        )
+        .map_err(|_| Errno::Enomem)?;
+        self.hw.flush_guest_tlb();
+        Ok(())
+    }
+
+    fn grant_frames(&self) -> u32 {
+        self.d.grant_frames.iter().filter(|f| **f != 0).count() as u32
     }
 
     fn map_shared_info(&mut self, gpfn: u64) -> Result<(), Errno> {
