@@ -205,7 +205,29 @@ fn watch(
     consoles: &ConsoleService,
 ) {
     let port = ts.transport.bind_virq(xen_abi::memres::VIRQ_DOM_EXC).ok();
+    // Exits are looked for when VIRQ_DOM_EXC fires, and every few seconds in case an event was missed (every
+    // second when no event channel could be bound): a scan asks about every domain, which with hundreds of
+    // domains is not free.
+    let safety = if port.is_some() {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(1)
+    };
+    let mut scan = true;
+    let mut last_scan = std::time::Instant::now();
     loop {
+        if !scan && last_scan.elapsed() < safety {
+            scan = match port {
+                Some(_) => matches!(ts.transport.wait_event(Duration::from_secs(1)), Ok(Some(_))),
+                None => {
+                    std::thread::sleep(Duration::from_secs(1));
+                    false
+                }
+            };
+            continue;
+        }
+        scan = false;
+        last_scan = std::time::Instant::now();
         match ts.handle_exits() {
             Ok(exits) => {
                 for h in exits {
@@ -254,12 +276,6 @@ fn watch(
                 }
             }
             Err(e) => eprintln!("virtxend: handling domain exits: {e}"),
-        }
-        match port {
-            Some(_) => {
-                let _ = ts.transport.wait_event(Duration::from_secs(1));
-            }
-            None => std::thread::sleep(Duration::from_secs(1)),
         }
     }
 }

@@ -546,13 +546,21 @@ impl<T: Transport> Toolstack<T> {
     /// for); domains that vanished are forgotten.
     pub fn handle_exits(&mut self) -> Result<Vec<ExitHandled>, Error> {
         let mut done = Vec::new();
+        // One batched list instead of a getdomaininfo per domain: with hundreds of domains the watcher would
+        // otherwise keep the hypervisor's control channel busy on every wake-up.
+        let live: std::collections::HashMap<u16, Option<u32>> = self
+            .list()?
+            .into_iter()
+            .map(|i| (i.domid, i.shutdown))
+            .collect();
         for id in self.registry.domids() {
-            let Some(cfg) = self.registry.get(id) else {
-                continue;
-            };
-            let info = match self.info(id) {
-                Ok(i) => i,
-                Err(Error::NoSuchDomain(_)) => {
+            let reason = match live.get(&id) {
+                Some(None) => continue,
+                Some(Some(reason)) => *reason,
+                None => {
+                    let Some(cfg) = self.registry.get(id) else {
+                        continue;
+                    };
                     self.registry.remove(id);
                     done.push(ExitHandled {
                         domid: id,
@@ -563,9 +571,8 @@ impl<T: Transport> Toolstack<T> {
                     });
                     continue;
                 }
-                Err(e) => return Err(e),
             };
-            let Some(reason) = info.shutdown else {
+            let Some(cfg) = self.registry.get(id) else {
                 continue;
             };
             let action = match reason {
