@@ -1126,7 +1126,9 @@ fn is_bsp() -> bool {
 }
 
 fn console_bytes(con: &mut Serial, d: &mut Domain, bytes: &[u8]) {
-    if !d.released {
+    // A toolstack's console ring (in guest RAM at a frame number the toolstack chose) also gets the output;
+    // the hypervisor's own ring is the guest's producer side and is not written here.
+    if !d.released && d.console_ring.is_none() {
         let pfn = d.params[xen_abi::memres::HVM_PARAM_CONSOLE_PFN as usize];
         ctl::console_to_ring(d.mem_base, d.mem_bytes, pfn, bytes);
     }
