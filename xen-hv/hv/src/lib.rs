@@ -16,6 +16,7 @@ pub mod psci;
 pub mod sched;
 pub mod time;
 pub mod vcpu;
+pub mod vgic;
 
 /// The version xen-hv reports, as Xen's `XENVER_version` and `xl info` do.
 pub const VERSION: (u32, u32) = (4, 17);

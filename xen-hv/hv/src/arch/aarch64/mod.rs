@@ -8,7 +8,6 @@ pub mod gic;
 pub mod pl011;
 pub mod timer;
 pub mod vcpu;
-pub mod vgic;
 
 pub use self::build::{plan_domain, write_domain, GUEST_RAM_BASE};
 pub use self::ctlport::NoCtlPort as CtlPort;
@@ -50,7 +49,7 @@ pub fn new_vcpu(
     arg: u64,
 ) -> HwVcpu {
     let mut v = HwVcpu::new(state_frame, root, tag as u16, vcpu_id, entry, arg);
-    v.set_vgic(vgic::Vgic::new(vcpu_id, nr_vcpus));
+    v.set_vgic(xen_hv::vgic::Vgic::new(vcpu_id, nr_vcpus));
     v
 }
 
