@@ -142,6 +142,8 @@ pub struct VcpuMeta {
     virq: Option<u8>,
     /// Inter-processor interrupts from other vCPUs to inject at the next entry (bit per INTID 0..15).
     ipis: u16,
+    /// The physical CPU it runs on (or last ran on).
+    cpu: usize,
     /// Its runstate accounting and, once registered, where the guest reads it (host-physical pieces: the
     /// record may straddle two pages).
     runstate: xen_abi::xen::VcpuRunstateInfo,
@@ -419,6 +421,7 @@ impl Machine {
                 initialised: first,
                 virq: None,
                 ipis: 0,
+                cpu: 0,
                 runstate: xen_abi::xen::VcpuRunstateInfo {
                     state: if first {
                         xen_abi::xen::runstate::RUNNABLE
@@ -511,10 +514,11 @@ impl Machine {
             match self.hw[i].take() {
                 Some(mut hw) => {
                     self.apply_virq(i, &mut hw);
+                    let cpu = arch::cpu_index();
                     if let Some(m) = self.meta[i].as_mut() {
                         m.enter_runstate(xen_abi::xen::runstate::RUNNING, now);
+                        m.cpu = cpu;
                     }
-                    let cpu = arch::cpu_index();
                     if let Some(d) = self.meta[i]
                         .as_ref()
                         .and_then(|m| self.domains[m.dom].as_mut())
@@ -765,6 +769,7 @@ impl Machine {
                     if let (true, Some(m)) = (chosen && intid < 16, self.meta[t].as_mut()) {
                         m.ipis |= 1 << intid;
                         self.sched.wake(t);
+                        kick_if_elsewhere(&self.sched, t, m);
                     }
                 }
                 Flow::Continue
@@ -1188,6 +1193,14 @@ fn with_event_pages<R>(
     r
 }
 
+/// Makes the CPU running the vCPU of `meta` exit, when that is another CPU, so it takes the interrupts just
+/// queued for it at once instead of at its next exit.
+fn kick_if_elsewhere(sched: &RoundRobin<MAX_VCPUS>, v: usize, meta: &VcpuMeta) {
+    if sched.state(v) == State::Running && meta.cpu != arch::cpu_index() {
+        arch::kick(meta.cpu);
+    }
+}
+
 /// Marks `port` pending for the vCPU of `meta` and queues the callback-vector upcall when one is due.
 fn deliver_port(d: &Domain, meta: &mut VcpuMeta, port: u32) {
     if with_event_pages(d, meta, |shared, vi| {
@@ -1443,6 +1456,9 @@ impl Guest for Ctx<'_> {
         if let Some(meta) = self.metas[target].as_mut() {
             deliver_port(self.d, meta, port);
             self.sched.wake(target);
+            if target != self.v {
+                kick_if_elsewhere(self.sched, target, meta);
+            }
         }
     }
 

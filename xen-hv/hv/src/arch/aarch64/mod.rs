@@ -95,6 +95,11 @@ pub fn cpu_index() -> usize {
     (mpidr & 0xff) as usize % MAX_CPUS
 }
 
+/// Makes CPU `cpu` leave the guest it runs (an SGI), so the vCPU there sees interrupts just queued for it.
+pub fn kick(cpu: usize) {
+    gic::kick(cpu as u64);
+}
+
 /// Timer ticks this CPU has seen (a new tick ends a time slice).
 pub fn cpu_ticks() -> u64 {
     timer::TICKS[cpu_index()].load(core::sync::atomic::Ordering::Acquire)
