@@ -1021,8 +1021,9 @@ impl Machine {
             let v0 = d.vcpus[0];
             if let Some(meta) = self.meta[v0].as_mut() {
                 deliver_port(d, meta, port);
+                self.sched.wake(v0);
+                kick_if_elsewhere(&self.sched, v0, meta);
             }
-            self.sched.wake(v0);
         }
     }
 
