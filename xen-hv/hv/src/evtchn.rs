@@ -262,6 +262,18 @@ mod tests {
     }
 
     #[test]
+    fn console_port_is_an_ordinary_port() {
+        let mut t = Table::new();
+        let ipi = t.bind_ipi(0).expect("bind");
+        let console = t.bind_console().expect("bind");
+        assert_ne!(ipi, console);
+        assert_eq!(t.get(console), Binding::Console);
+        assert_eq!(t.virq_port(VIRQ_TIMER, 0), None);
+        t.close(console).expect("close");
+        assert_eq!(t.get(console), Binding::Free);
+    }
+
+    #[test]
     fn pending_mask_and_selector_bits() {
         let mut shared = vec![0u8; 4096];
         let mut vi = [0u8; 64];

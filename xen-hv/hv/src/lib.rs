@@ -17,6 +17,7 @@ pub mod psci;
 pub mod sched;
 pub mod time;
 pub mod vcpu;
+pub mod vgic;
 pub mod vlapic;
 
 /// The version xen-hv reports, as Xen's `XENVER_version` and `xl info` do.

@@ -196,6 +196,8 @@ pub extern "C" fn hv_main(dtb: u64) -> ! {
     let (opts, mut frames) = boot_summary(&mut con, &info);
     let (image_start, image_end) = arch::aarch64::image_range();
     frames.remove(image_start, image_end - image_start);
+    // Only the first 4 GiB are mapped for EL2: RAM above (QEMU with more than 3 GiB) stays unused.
+    frames.remove(1 << 32, (1 << 52) - (1 << 32));
     frames.remove(dtb, tree.len() as u64);
     for m in info.modules() {
         frames.remove(m.base, m.len);

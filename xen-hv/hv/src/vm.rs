@@ -153,6 +153,8 @@ pub struct VcpuMeta {
     lapic: xen_hv::vlapic::VLapic,
     /// Inter-processor interrupts from other vCPUs to inject at the next entry (bit per INTID 0..15).
     ipis: u16,
+    /// The physical CPU it runs on (or last ran on).
+    cpu: usize,
     /// Its runstate accounting and, once registered, where the guest reads it (host-physical pieces: the
     /// record may straddle two pages).
     runstate: xen_abi::xen::VcpuRunstateInfo,
@@ -440,6 +442,7 @@ impl Machine {
                 virq: None,
                 lapic: xen_hv::vlapic::VLapic::new(i as u32, i == 0),
                 ipis: 0,
+                cpu: 0,
                 runstate: xen_abi::xen::VcpuRunstateInfo {
                     state: if first {
                         xen_abi::xen::runstate::RUNNABLE
@@ -543,10 +546,11 @@ impl Machine {
             match self.hw[i].take() {
                 Some(mut hw) => {
                     self.apply_virq(i, &mut hw);
+                    let cpu = arch::cpu_index();
                     if let Some(m) = self.meta[i].as_mut() {
                         m.enter_runstate(xen_abi::xen::runstate::RUNNING, now);
+                        m.cpu = cpu;
                     }
-                    let cpu = arch::cpu_index();
                     if let Some(d) = self.meta[i]
                         .as_ref()
                         .and_then(|m| self.domains[m.dom].as_mut())
@@ -867,6 +871,7 @@ impl Machine {
                     if let (true, Some(m)) = (chosen && intid < 16, self.meta[t].as_mut()) {
                         m.ipis |= 1 << intid;
                         self.sched.wake(t);
+                        kick_if_elsewhere(&self.sched, t, m);
                     }
                 }
                 Flow::Continue
@@ -1191,8 +1196,9 @@ impl Machine {
             let v0 = d.vcpus[0];
             if let Some(meta) = self.meta[v0].as_mut() {
                 deliver_port(d, meta, port);
+                self.sched.wake(v0);
+                kick_if_elsewhere(&self.sched, v0, meta);
             }
-            self.sched.wake(v0);
         }
     }
 
@@ -1301,7 +1307,9 @@ fn is_bsp() -> bool {
 }
 
 fn console_bytes(con: &mut Serial, d: &mut Domain, bytes: &[u8]) {
-    if !d.released {
+    // A toolstack's console ring (in guest RAM at a frame number the toolstack chose) also gets the output;
+    // the hypervisor's own ring is the guest's producer side and is not written here.
+    if !d.released && d.console_ring.is_none() {
         let pfn = d.params[xen_abi::memres::HVM_PARAM_CONSOLE_PFN as usize];
         ctl::console_to_ring(d.mem_base, d.mem_bytes, pfn, bytes);
         // As if the guest had notified its console channel after writing the ring itself.
@@ -1364,6 +1372,14 @@ fn with_event_pages<R>(
     };
     copy_in(vi, &local);
     r
+}
+
+/// Makes the CPU running the vCPU of `meta` exit, when that is another CPU, so it takes the interrupts just
+/// queued for it at once instead of at its next exit.
+fn kick_if_elsewhere(sched: &RoundRobin<MAX_VCPUS>, v: usize, meta: &VcpuMeta) {
+    if sched.state(v) == State::Running && meta.cpu != arch::cpu_index() {
+        arch::kick(meta.cpu);
+    }
 }
 
 /// Marks `port` pending for the vCPU of `meta` and queues the callback-vector upcall when one is due.
@@ -1653,6 +1669,9 @@ impl Guest for Ctx<'_> {
         if let Some(meta) = self.metas[target].as_mut() {
             deliver_port(self.d, meta, port);
             self.sched.wake(target);
+            if target != self.v {
+                kick_if_elsewhere(self.sched, target, meta);
+            }
         }
     }
 

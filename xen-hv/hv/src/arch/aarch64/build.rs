@@ -9,8 +9,8 @@ use xen_abi::fdt::Writer;
 use xen_abi::pvh::PvhError;
 use xen_hv::frames::PAGE;
 
-use super::vgic;
 use crate::vm::BuildError;
+use xen_hv::vgic;
 
 /// Guest-physical address of the domain's RAM.
 pub const GUEST_RAM_BASE: u64 = 0x4000_0000;

@@ -8,6 +8,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 pub const HYP_TIMER_INTID: u32 = 26;
 /// The EL1 virtual timer's PPI (CNTV), the guests' timer: taken at EL2 and forwarded to the running vCPU.
 pub const VTIMER_INTID: u32 = 27;
+/// The SGI one CPU sends another to make the vCPU running there exit (and see new interrupts).
+pub const KICK_SGI: u32 = 1;
 /// Highest INTID that is not special (1020..1023 are).
 const SPURIOUS: u32 = 1020;
 
@@ -98,7 +100,10 @@ pub fn init_cpu() -> Result<(), GicError> {
     for i in 0..8 {
         w32(sgi + 0x400 + 4 * i, 0x8080_8080);
     }
-    w32(sgi + 0x100, (1 << HYP_TIMER_INTID) | (1 << VTIMER_INTID));
+    w32(
+        sgi + 0x100,
+        (1 << HYP_TIMER_INTID) | (1 << VTIMER_INTID) | (1 << KICK_SGI),
+    );
     // SAFETY: ICC_SRE_EL2 = SRE | DFB | DIB | Enable (EL1 may use its system register interface); then
     // priority mask open, group 1 enabled. Only the GIC CPU interface state changes.
     unsafe {
@@ -136,6 +141,17 @@ pub fn eoi(intid: u32) {
 
 /// List register state bit: pending.
 pub const LR_PENDING: u64 = 1 << 62;
+
+/// Sends the kick SGI to the CPU whose MPIDR affinity 0 is `aff0` (affinity levels above 0 are 0 on the virt
+/// machine's first cluster).
+pub fn kick(aff0: u64) {
+    if aff0 >= 16 {
+        return;
+    }
+    let v = (u64::from(KICK_SGI) << 24) | (1 << aff0);
+    // SAFETY: ICC_SGI1R_EL1 sends a group-1 SGI to the named CPU; it only makes that CPU take an interrupt.
+    unsafe { core::arch::asm!("msr icc_sgi1r_el1, {}", "isb", in(reg) v, options(nomem, nostack)) };
+}
 
 /// A list register value: virtual INTID `intid` pending, group 1, priority 0xa0.
 pub fn lr_pending(intid: u32) -> u64 {

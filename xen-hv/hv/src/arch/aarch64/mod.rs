@@ -8,7 +8,6 @@ pub mod gic;
 pub mod pl011;
 pub mod timer;
 pub mod vcpu;
-pub mod vgic;
 
 pub use self::build::{boot_memory_map, plan_domain, write_domain, GUEST_RAM_BASE};
 pub use self::ctlport::NoCtlPort as CtlPort;
@@ -50,7 +49,7 @@ pub fn new_vcpu(
     arg: u64,
 ) -> HwVcpu {
     let mut v = HwVcpu::new(state_frame, root, tag as u16, vcpu_id, entry, arg);
-    v.set_vgic(vgic::Vgic::new(vcpu_id, nr_vcpus));
+    v.set_vgic(xen_hv::vgic::Vgic::new(vcpu_id, nr_vcpus));
     v
 }
 
@@ -94,6 +93,11 @@ pub fn cpu_index() -> usize {
     // SAFETY: reading MPIDR_EL1 has no side effects.
     unsafe { core::arch::asm!("mrs {}, mpidr_el1", out(reg) mpidr, options(nomem, nostack)) };
     (mpidr & 0xff) as usize % MAX_CPUS
+}
+
+/// Makes CPU `cpu` leave the guest it runs (an SGI), so the vCPU there sees interrupts just queued for it.
+pub fn kick(cpu: usize) {
+    gic::kick(cpu as u64);
 }
 
 /// Timer ticks this CPU has seen (a new tick ends a time slice).

@@ -202,7 +202,7 @@ pub struct Arm64Vcpu {
     /// Address of the instruction that caused the last exit.
     last_pc: u64,
     /// The emulated distributor and redistributor.
-    vgic: super::vgic::Vgic,
+    vgic: xen_hv::vgic::Vgic,
 }
 
 impl Arm64Vcpu {
@@ -224,7 +224,7 @@ impl Arm64Vcpu {
             vtimer: false,
             flush: true,
             last_pc: entry,
-            vgic: super::vgic::Vgic::new(vcpu_id, 1),
+            vgic: xen_hv::vgic::Vgic::new(vcpu_id, 1),
         };
         v.el1[idx::sctlr_el1] = SCTLR_EL1_RESET;
         let f = v.frame();
@@ -235,7 +235,7 @@ impl Arm64Vcpu {
     }
 
     /// Replaces the emulated GIC state (the domain builder knows the vCPU count).
-    pub fn set_vgic(&mut self, vgic: super::vgic::Vgic) {
+    pub fn set_vgic(&mut self, vgic: xen_hv::vgic::Vgic) {
         self.vgic = vgic;
     }
 

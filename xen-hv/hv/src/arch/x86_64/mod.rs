@@ -81,6 +81,10 @@ pub fn cpu_index() -> usize {
     percpu::current().idx.load(Ordering::Relaxed) as usize
 }
 
+/// Would make CPU `cpu` leave its guest; x86 sends no IPI for this yet, so a running vCPU sees new events at
+/// its next exit (at the latest the next LAPIC tick).
+pub fn kick(_cpu: usize) {}
+
 /// Timer ticks this CPU has seen (a new tick ends a time slice).
 pub fn cpu_ticks() -> u64 {
     percpu::current().ticks.load(Ordering::Acquire)
