@@ -154,6 +154,32 @@ impl SandboxTransport {
         }
     }
 
+    /// `EVENT_CHANNEL_OP` sub-op `op` on the argument struct `buf` (written back in place); `what` names the
+    /// operation in the error.
+    fn evtchn_op(
+        &mut self,
+        op: u64,
+        buf: &mut [u8],
+        what: impl FnOnce() -> String,
+    ) -> Result<(), Error> {
+        let mut call = Call::new(
+            xen_abi::hypercall::EVENT_CHANNEL_OP,
+            [
+                Arg::Value(op),
+                Arg::Buf(0),
+                Arg::Value(0),
+                Arg::Value(0),
+                Arg::Value(0),
+            ],
+        );
+        call.bufs.push(buf);
+        let ret = self.hypercall(&mut call)?;
+        if ret < 0 {
+            return Err(Error::Hypercall { op: what(), ret });
+        }
+        Ok(())
+    }
+
     /// MAP_RANGE of `count` frames from `first`: appends their RAM-file offsets to `offsets`.
     fn map_range(
         &mut self,
@@ -312,25 +338,9 @@ impl Transport for SandboxTransport {
         // struct evtchn_bind_virq { uint32_t virq, vcpu; evtchn_port_t port; }
         let mut b = [0u8; 12];
         b[..4].copy_from_slice(&virq.to_le_bytes());
-        let mut call = Call::new(
-            xen_abi::hypercall::EVENT_CHANNEL_OP,
-            [
-                Arg::Value(EVTCHNOP_BIND_VIRQ),
-                Arg::Buf(0),
-                Arg::Value(0),
-                Arg::Value(0),
-                Arg::Value(0),
-            ],
-        );
-        call.bufs.push(&mut b);
-        let ret = self.hypercall(&mut call)?;
-        drop(call);
-        if ret < 0 {
-            return Err(Error::Hypercall {
-                op: format!("binding VIRQ {virq}"),
-                ret,
-            });
-        }
+        self.evtchn_op(EVTCHNOP_BIND_VIRQ, &mut b, || {
+            format!("binding VIRQ {virq}")
+        })?;
         Ok(u32::from_le_bytes([b[8], b[9], b[10], b[11]]))
     }
 
@@ -339,49 +349,21 @@ impl Transport for SandboxTransport {
         let mut b = [0u8; 12];
         b[..2].copy_from_slice(&domid.to_le_bytes());
         b[4..8].copy_from_slice(&remote_port.to_le_bytes());
-        let mut call = Call::new(
-            xen_abi::hypercall::EVENT_CHANNEL_OP,
-            [
-                Arg::Value(xen_abi::ctlserver::EVTCHNOP_BIND_INTERDOMAIN),
-                Arg::Buf(0),
-                Arg::Value(0),
-                Arg::Value(0),
-                Arg::Value(0),
-            ],
-        );
-        call.bufs.push(&mut b);
-        let ret = self.hypercall(&mut call)?;
-        drop(call);
-        if ret < 0 {
-            return Err(Error::Hypercall {
-                op: format!("binding port {remote_port} of domain {domid}"),
-                ret,
-            });
-        }
+        self.evtchn_op(
+            xen_abi::ctlserver::EVTCHNOP_BIND_INTERDOMAIN,
+            &mut b,
+            || format!("binding port {remote_port} of domain {domid}"),
+        )?;
         Ok(u32::from_le_bytes([b[8], b[9], b[10], b[11]]))
     }
 
     fn poll_notified(&mut self) -> Result<Vec<u32>, Error> {
         let mut b = vec![0u8; 4 + 4 * 256];
-        let mut call = Call::new(
-            xen_abi::hypercall::EVENT_CHANNEL_OP,
-            [
-                Arg::Value(xen_abi::ctlserver::XENRS_EVTCHNOP_POLL_NOTIFIED),
-                Arg::Buf(0),
-                Arg::Value(0),
-                Arg::Value(0),
-                Arg::Value(0),
-            ],
-        );
-        call.bufs.push(&mut b);
-        let ret = self.hypercall(&mut call)?;
-        drop(call);
-        if ret < 0 {
-            return Err(Error::Hypercall {
-                op: "asking which channels fired".into(),
-                ret,
-            });
-        }
+        self.evtchn_op(
+            xen_abi::ctlserver::XENRS_EVTCHNOP_POLL_NOTIFIED,
+            &mut b,
+            || "asking which channels fired".into(),
+        )?;
         let n = (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize).min(256);
         Ok(b[4..4 + 4 * n]
             .chunks_exact(4)
@@ -390,49 +372,17 @@ impl Transport for SandboxTransport {
     }
 
     fn unbind(&mut self, port: u32) -> Result<(), Error> {
-        let mut b = port.to_le_bytes();
-        let mut call = Call::new(
-            xen_abi::hypercall::EVENT_CHANNEL_OP,
-            [
-                Arg::Value(xen_abi::ctlserver::EVTCHNOP_CLOSE),
-                Arg::Buf(0),
-                Arg::Value(0),
-                Arg::Value(0),
-                Arg::Value(0),
-            ],
-        );
-        call.bufs.push(&mut b);
-        let ret = self.hypercall(&mut call)?;
-        if ret < 0 {
-            return Err(Error::Hypercall {
-                op: format!("closing port {port}"),
-                ret,
-            });
-        }
-        Ok(())
+        self.evtchn_op(
+            xen_abi::ctlserver::EVTCHNOP_CLOSE,
+            &mut port.to_le_bytes(),
+            || format!("closing port {port}"),
+        )
     }
 
     fn notify(&mut self, port: u32) -> Result<(), Error> {
-        let mut b = port.to_le_bytes();
-        let mut call = Call::new(
-            xen_abi::hypercall::EVENT_CHANNEL_OP,
-            [
-                Arg::Value(EVTCHNOP_SEND),
-                Arg::Buf(0),
-                Arg::Value(0),
-                Arg::Value(0),
-                Arg::Value(0),
-            ],
-        );
-        call.bufs.push(&mut b);
-        let ret = self.hypercall(&mut call)?;
-        if ret < 0 {
-            return Err(Error::Hypercall {
-                op: format!("sending an event on port {port}"),
-                ret,
-            });
-        }
-        Ok(())
+        self.evtchn_op(EVTCHNOP_SEND, &mut port.to_le_bytes(), || {
+            format!("sending an event on port {port}")
+        })
     }
 
     fn wait_event(&mut self, timeout: Duration) -> Result<Option<u32>, Error> {
