@@ -31,8 +31,6 @@ pub const IDLE: Duration = Duration::from_millis(20);
 /// Domains served per sweep in turn even without a notification (a guest that writes its ring without
 /// notifying still gets served, every `domains / ROUND_ROBIN` sweeps).
 pub const ROUND_ROBIN: usize = 4;
-/// Marks a daemon that serves only notified domains and those in turn (tests use zero: every domain).
-pub const FULL_SWEEP: Duration = Duration::from_secs(1);
 /// How long a console waits for its domain to come back (a restart builds it again under the same ID) before
 /// it counts as gone.
 pub const GRACE: Duration = Duration::from_secs(15);
@@ -177,6 +175,16 @@ struct Dom {
     xs: Option<(u64, Option<u32>, XsRing)>,
 }
 
+impl Dom {
+    /// Forgets the console ring and the xenstore ring, returning the control domain's ends of their channels
+    /// (to close: the rings belong to a domain that is gone or replaced).
+    fn take_ports(&mut self) -> impl Iterator<Item = u32> {
+        let console = self.ring.take().and_then(|r| r.port);
+        let xenstore = self.xs.take().and_then(|x| x.1);
+        console.into_iter().chain(xenstore)
+    }
+}
+
 /// The daemon's state and one sweep, independent of the thread so tests drive it directly.
 #[derive(Debug)]
 pub(crate) struct Core {
@@ -189,8 +197,8 @@ pub(crate) struct Core {
     store: Store,
     /// The last domain served in turn without a notification.
     cursor: u16,
-    /// Zero in tests: serve every domain on every sweep.
-    full_every: Duration,
+    /// Serve every domain on every sweep (tests), not only the notified ones and those in turn.
+    serve_all: bool,
 }
 
 impl Default for Core {
@@ -201,7 +209,7 @@ impl Default for Core {
             grace: GRACE,
             store: Store::new(),
             cursor: 0,
-            full_every: FULL_SWEEP,
+            serve_all: false,
         }
     }
 }
@@ -214,12 +222,7 @@ impl Core {
                 // A new domain under this ID (a restart may reuse it): the client and what is buffered stay,
                 // the ring and its channel are those of the new domain.
                 let dom = self.doms.entry(d).or_default();
-                if let Some(port) = dom.ring.take().and_then(|r| r.port) {
-                    self.closing.push(port);
-                }
-                if let Some(port) = dom.xs.take().and_then(|x| x.1) {
-                    self.closing.push(port);
-                }
+                self.closing.extend(dom.take_ports());
                 dom.lost = None;
             }
             Cmd::Introduce(d, name, kib) => {
@@ -238,13 +241,8 @@ impl Core {
                 let _ = reply.send(able);
             }
             Cmd::Remove(d) => {
-                if let Some(x) = self.doms.remove(&d) {
-                    self.closing.extend(
-                        x.ring
-                            .and_then(|r| r.port)
-                            .into_iter()
-                            .chain(x.xs.and_then(|x| x.1)),
-                    );
+                if let Some(mut x) = self.doms.remove(&d) {
+                    self.closing.extend(x.take_ports());
                 }
                 self.store.release(d);
             }
@@ -262,9 +260,9 @@ impl Core {
         for port in self.closing.drain(..) {
             let _ = t.unbind(port);
         }
-        for (_, d) in std::mem::take(&mut self.doms) {
-            if let Some(mut ring) = d.ring {
-                let _ = ring.unbind(t);
+        for (_, mut d) in std::mem::take(&mut self.doms) {
+            for port in d.take_ports() {
+                let _ = t.unbind(port);
             }
         }
     }
@@ -278,7 +276,7 @@ impl Core {
         // turn, so every ring is looked at now and then without one sweep having to visit hundreds of domains.
         // When the transport cannot tell which channels fired, every domain is served.
         let fired: Option<Vec<u32>> = t.poll_notified().ok();
-        let all = fired.is_none() || self.full_every.is_zero();
+        let all = fired.is_none() || self.serve_all;
         let fired = fired.unwrap_or_default();
         let mut extra: Vec<u16> = self
             .doms
@@ -318,13 +316,8 @@ impl Core {
         }
         for domid in gone {
             // The client (if any) sees end of file when its streams drop.
-            if let Some(x) = self.doms.remove(&domid) {
-                for port in x
-                    .ring
-                    .and_then(|r| r.port)
-                    .into_iter()
-                    .chain(x.xs.and_then(|x| x.1))
-                {
+            if let Some(mut x) = self.doms.remove(&domid) {
+                for port in x.take_ports() {
                     let _ = t.unbind(port);
                 }
             }
@@ -507,7 +500,7 @@ mod tests {
         let mut x = FakeXen::default();
         let b = build(&mut x, &spec(kernel(true, 0x10_0000, &[0; 8]))).expect("built");
         let mut core = Core {
-            full_every: Duration::ZERO,
+            serve_all: true,
             ..Core::default()
         };
         core.command(Cmd::Add(b.domid));
@@ -569,7 +562,7 @@ mod tests {
         let mut x = FakeXen::default();
         let b = build(&mut x, &spec(kernel(true, 0x10_0000, &[0; 8]))).expect("built");
         let mut core = Core {
-            full_every: Duration::ZERO,
+            serve_all: true,
             ..Core::default()
         };
         core.command(Cmd::Add(b.domid));
@@ -590,7 +583,7 @@ mod tests {
         let mut x = FakeXen::default();
         let b = build(&mut x, &spec(kernel(true, 0x10_0000, &[0; 8]))).expect("built");
         let mut core = Core {
-            full_every: Duration::ZERO,
+            serve_all: true,
             ..Core::default()
         };
         core.command(Cmd::Add(b.domid));
