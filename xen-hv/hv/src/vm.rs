@@ -139,6 +139,15 @@ pub struct Domain {
     console_active: bool,
 }
 
+impl Domain {
+    /// The vector of the callback-vector upcall (`HVM_PARAM_CALLBACK_IRQ` of the architecture's callback type
+    /// in bits 63:56), when the guest set one.
+    fn upcall_vector(&self) -> Option<u8> {
+        let cb = self.params[xen_abi::xen::hvmop::PARAM_CALLBACK_IRQ as usize];
+        (cb >> 56 == arch::UPCALL_CALLBACK_TYPE).then_some(cb as u8)
+    }
+}
+
 /// One vCPU's bookkeeping (its hardware state lives in [`Machine::hw`] and is taken out while it runs).
 pub struct VcpuMeta {
     dom: usize,
@@ -653,10 +662,9 @@ impl Machine {
             core::ptr::write_volatile(pa as usize as *mut u8, 1);
             core::ptr::read_volatile((pa + 1) as usize as *const u8) != 0
         };
-        // HVM_PARAM_CALLBACK_IRQ of type 2 (vector) in bits 63:56: deliver the upcall as that interrupt.
-        let cb = d.params[xen_abi::xen::hvmop::PARAM_CALLBACK_IRQ as usize];
-        if cb >> 56 == arch::UPCALL_CALLBACK_TYPE && !masked {
-            meta.virq = Some(cb as u8);
+        // Deliver the upcall as the guest's callback-vector interrupt.
+        if let (Some(vector), false) = (d.upcall_vector(), masked) {
+            meta.virq = Some(vector);
         }
     }
 
@@ -1001,14 +1009,12 @@ impl Machine {
         let Some(m) = self.meta[v].as_mut() else {
             return false;
         };
-        let cb = self.domains[m.dom].as_ref().map_or(0, |d| {
-            d.params[xen_abi::xen::hvmop::PARAM_CALLBACK_IRQ as usize]
-        });
-        if cb >> 56 == 2 {
-            m.virq = Some(cb as u8);
-            true
-        } else {
-            false
+        match self.domains[m.dom].as_ref().and_then(Domain::upcall_vector) {
+            Some(vector) => {
+                m.virq = Some(vector);
+                true
+            }
+            None => false,
         }
     }
 
@@ -1387,9 +1393,8 @@ fn deliver_port(d: &Domain, meta: &mut VcpuMeta, port: u32) {
     if with_event_pages(d, meta, |shared, vi| {
         xen_hv::evtchn::set_pending(shared, vi, port)
     }) {
-        let cb = d.params[xen_abi::xen::hvmop::PARAM_CALLBACK_IRQ as usize];
-        if cb >> 56 == arch::UPCALL_CALLBACK_TYPE {
-            meta.virq = Some(cb as u8);
+        if let Some(vector) = d.upcall_vector() {
+            meta.virq = Some(vector);
         }
     }
 }
@@ -1413,6 +1418,24 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Puts the hypervisor-owned `frame` (shared_info, a grant table frame) at guest frame `gpfn`, in place of
+    /// whatever was mapped there.
+    fn map_at(&mut self, gpfn: u64, frame: u64) -> Result<(), Errno> {
+        let gpa = gpfn << 12;
+        let npt = self.d.npt;
+        npt.unmap(&mut HostMem, gpa);
+        npt.map(
+            &mut HostMem,
+            &mut Frames(self.frames),
+            gpa,
+            frame,
+            arch::GUEST_RAM_FLAGS,
+        )
+        .map_err(|_| Errno::Enomem)?;
+        self.hw.flush_guest_tlb();
+        Ok(())
+    }
+
     /// Guest-virtual to host-physical for `len` bytes that stay inside one page.
     fn translate(&self, gva: u64, write: bool) -> Result<u64, Errno> {
         let npt = self.d.npt;
@@ -1521,19 +1544,7 @@ impl Guest for Ctx<'_> {
             *slot = f;
         }
         let frame = *slot;
-        let gpa = gpfn << 12;
-        let npt = self.d.npt;
-        npt.unmap(&mut HostMem, gpa);
-        npt.map(
-            &mut HostMem,
-            &mut Frames(self.frames),
-            gpa,
-            frame,
-            arch::GUEST_RAM_FLAGS,
-        )
-        .map_err(|_| Errno::Enomem)?;
-        self.hw.flush_guest_tlb();
-        Ok(())
+        self.map_at(gpfn, frame)
     }
 
     fn grant_frames(&self) -> u32 {
@@ -1544,19 +1555,7 @@ impl Guest for Ctx<'_> {
         if gpfn >= MAX_GPFN {
             return Err(Errno::Einval);
         }
-        let gpa = gpfn << 12;
-        let npt = self.d.npt;
-        npt.unmap(&mut HostMem, gpa);
-        npt.map(
-            &mut HostMem,
-            &mut Frames(self.frames),
-            gpa,
-            self.d.shared_info,
-            arch::GUEST_RAM_FLAGS,
-        )
-        .map_err(|_| Errno::Enomem)?;
-        self.hw.flush_guest_tlb();
-        Ok(())
+        self.map_at(gpfn, self.d.shared_info)
     }
 
     fn register_vcpu_info(&mut self, vcpu: u32, gfn: u64, offset: u32) -> Result<(), Errno> {
@@ -1695,9 +1694,8 @@ impl Guest for Ctx<'_> {
             if with_event_pages(self.d, meta, |shared, vi| {
                 xen_hv::evtchn::unmask(shared, vi, port)
             }) {
-                let cb = self.d.params[xen_abi::xen::hvmop::PARAM_CALLBACK_IRQ as usize];
-                if cb >> 56 == arch::UPCALL_CALLBACK_TYPE {
-                    meta.virq = Some(cb as u8);
+                if let Some(vector) = self.d.upcall_vector() {
+                    meta.virq = Some(vector);
                 }
                 self.sched.wake(target);
             }
