@@ -565,6 +565,68 @@ pub trait Transport {
         )?;
         Ok(())
     }
+
+    /// `XEN_DOMCTL_gethvmcontext` of a paused or suspended domain with up to `vcpus` vCPUs: its HVM context
+    /// records (`xen_abi::hvmsave`).
+    fn get_hvm_context(&mut self, domid: u16, vcpus: u32) -> Result<Vec<u8>, Error>
+    where
+        Self: Sized,
+    {
+        use xen_abi::hvmsave as hs;
+        let per_vcpu = 3 * hs::DESC_LEN
+            + std::mem::size_of::<hs::HvmHwCpu>()
+            + std::mem::size_of::<hs::HvmHwLapic>()
+            + hs::LAPIC_REGS_LEN;
+        let size = 2 * hs::DESC_LEN
+            + std::mem::size_of::<hs::HvmSaveHeader>()
+            + per_vcpu * vcpus.max(1) as usize;
+        let mut data = vec![0u8; size];
+        let h = xen_abi::domctl::HvmContext {
+            size: size as u32,
+            pad: 0,
+            buffer: 0,
+        };
+        let mut op = XenDomctl::new(xen_abi::domctl::cmd::GETHVMCONTEXT, domid, &h);
+        self.domctl(
+            &mut op,
+            Some((xen_abi::domctl::HVMCONTEXT_BUFFER_OFFSET, &mut data)),
+        )?;
+        let used = op.payload::<xen_abi::domctl::HvmContext>().size as usize;
+        data.truncate(used.min(size));
+        Ok(data)
+    }
+
+    /// `XEN_DOMCTL_sethvmcontext`: loads HVM context records into a domain being built, or a paused or
+    /// suspended one.
+    fn set_hvm_context(&mut self, domid: u16, records: &[u8]) -> Result<(), Error>
+    where
+        Self: Sized,
+    {
+        let mut data = records.to_vec();
+        let h = xen_abi::domctl::HvmContext {
+            size: data.len() as u32,
+            pad: 0,
+            buffer: 0,
+        };
+        let mut op = XenDomctl::new(xen_abi::domctl::cmd::SETHVMCONTEXT, domid, &h);
+        self.domctl(
+            &mut op,
+            Some((xen_abi::domctl::HVMCONTEXT_BUFFER_OFFSET, &mut data)),
+        )
+    }
+
+    /// `XEN_DOMCTL_resumedomain`: a domain that shut down to suspend runs again.
+    fn resume_domain(&mut self, domid: u16) -> Result<(), Error>
+    where
+        Self: Sized,
+    {
+        let mut op = XenDomctl::new(
+            xen_abi::domctl::cmd::RESUMEDOMAIN,
+            domid,
+            &xen_abi::domctl::MaxVcpus::default(),
+        );
+        self.domctl(&mut op, None)
+    }
 }
 
 fn check(r: Result<i64, Error>, op: String) -> Result<i64, Error> {

@@ -78,6 +78,19 @@ pub trait Backend {
     fn close(&mut self, local_port: u32) -> Result<(), Errno>;
     /// Local ports whose other end notified since the last call, up to `out.len()`; returns how many.
     fn poll_notified(&mut self, out: &mut [u32]) -> usize;
+    /// `XEN_DOMCTL_gethvmcontext` of a paused or suspended domain: writes the records (`crate::hvmsave`) into
+    /// `out` and returns their length; `Err((ENOBUFS, needed))` when `out` is too small.
+    fn get_hvm_context(&mut self, _domid: u16, _out: &mut [u8]) -> Result<usize, (Errno, usize)> {
+        Err((Errno::Enosys, 0))
+    }
+    /// `XEN_DOMCTL_sethvmcontext`: loads records into a domain being built, or a paused or suspended one.
+    fn set_hvm_context(&mut self, _domid: u16, _records: &[u8]) -> Result<(), Errno> {
+        Err(Errno::Enosys)
+    }
+    /// `XEN_DOMCTL_resumedomain`: a domain shut down with reason suspend runs again.
+    fn resume_domain(&mut self, _domid: u16) -> Result<(), Errno> {
+        Err(Errno::Enosys)
+    }
 }
 
 fn err(e: Errno) -> i64 {
@@ -391,6 +404,36 @@ fn domctl_op<B: Backend>(b: &mut B, d: &mut XenDomctl, bufs: &Bufs, out: &mut [u
                 None => Err(Errno::Efault),
             }
         }
+        domctl::cmd::GETHVMCONTEXT => {
+            let mut h: domctl::HvmContext = d.payload();
+            let Some(buf) = bufs.get(out, h.buffer) else {
+                return err(Errno::Efault);
+            };
+            let room = (h.size as usize).min(buf.len());
+            let r = match b.get_hvm_context(id, &mut buf[..room]) {
+                Ok(n) => {
+                    h.size = n as u32;
+                    Ok(())
+                }
+                Err((e, needed)) => {
+                    h.size = needed as u32;
+                    Err(e)
+                }
+            };
+            d.set_payload(&h);
+            r
+        }
+        domctl::cmd::SETHVMCONTEXT => {
+            let h: domctl::HvmContext = d.payload();
+            match bufs.get(out, h.buffer) {
+                Some(buf) => {
+                    let n = (h.size as usize).min(buf.len());
+                    b.set_hvm_context(id, &buf[..n])
+                }
+                None => Err(Errno::Efault),
+            }
+        }
+        domctl::cmd::RESUMEDOMAIN => b.resume_domain(id),
         _ => Err(Errno::Enosys),
     };
     r.map_or_else(err, |_| 0)

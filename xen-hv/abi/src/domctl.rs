@@ -32,8 +32,13 @@ pub mod cmd {
     pub const SETVCPUCONTEXT: u32 = 12;
     /// `XEN_DOMCTL_max_vcpus` (kept for older toolstacks; `createdomain` carries `max_vcpus` now).
     pub const MAX_VCPUS: u32 = 15;
-    /// `XEN_DOMCTL_resumedomain`.
+    /// `XEN_DOMCTL_resumedomain`: a domain that shut down to suspend runs again (its toolstack first sets the
+    /// suspend hypercall's return value to 1, "cancelled", through `sethvmcontext`).
     pub const RESUMEDOMAIN: u32 = 27;
+    /// `XEN_DOMCTL_gethvmcontext`: the domain's HVM context records (`crate::hvmsave`).
+    pub const GETHVMCONTEXT: u32 = 33;
+    /// `XEN_DOMCTL_sethvmcontext`.
+    pub const SETHVMCONTEXT: u32 = 34;
 }
 
 /// `SCHEDOP_remote_shutdown` (`public/sched.h`): Xen has no shutdown domctl; a control domain asks another
@@ -207,6 +212,22 @@ pub struct VcpuContext {
     pub ctxt: u64,
 }
 
+/// `struct xen_domctl_hvmcontext` (16 bytes): `buffer` is a guest handle to `size` bytes of context records;
+/// `gethvmcontext` sets `size` to the bytes written (or needed, with `ENOBUFS`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct HvmContext {
+    /// Buffer size in, bytes used out.
+    pub size: u32,
+    /// Padding (the handle is 64-bit aligned).
+    pub pad: u32,
+    /// Guest handle of the buffer.
+    pub buffer: u64,
+}
+
+/// Byte offset of `buffer` inside [`HvmContext`].
+pub const HVMCONTEXT_BUFFER_OFFSET: usize = core::mem::offset_of!(HvmContext, buffer);
+
 /// Byte offset of `ctxt` inside [`VcpuContext`], for transports that patch handles.
 pub const VCPUCONTEXT_CTXT_OFFSET: usize = core::mem::offset_of!(VcpuContext, ctxt);
 
@@ -290,6 +311,7 @@ plain_here!(
     MaxMem,
     MaxVcpus,
     VcpuContext,
+    HvmContext,
     XenDomctl,
     RemoteShutdown
 );
@@ -319,6 +341,8 @@ const _: () = {
     assert!(size_of::<MaxVcpus>() == 4);
     assert!(size_of::<VcpuContext>() == 16);
     assert!(offset_of!(VcpuContext, ctxt) == 8);
+    assert!(size_of::<HvmContext>() == 16);
+    assert!(offset_of!(HvmContext, buffer) == 8);
     assert!(size_of::<XenDomctl>() == 144);
     assert!(size_of::<RemoteShutdown>() == 8);
     assert!(offset_of!(RemoteShutdown, reason) == 4);

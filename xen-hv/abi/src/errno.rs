@@ -36,6 +36,8 @@ pub enum Errno {
     Erange = 34,
     /// Function not implemented.
     Enosys = 38,
+    /// No buffer space available.
+    Enobufs = 105,
     /// Operation not supported.
     Eopnotsupp = 95,
 }
@@ -66,6 +68,7 @@ impl Errno {
             34 => Self::Erange,
             38 => Self::Enosys,
             95 => Self::Eopnotsupp,
+            105 => Self::Enobufs,
             _ => return None,
         })
     }
@@ -90,6 +93,7 @@ impl Errno {
             Self::Erange => "ERANGE",
             Self::Enosys => "ENOSYS",
             Self::Eopnotsupp => "EOPNOTSUPP",
+            Self::Enobufs => "ENOBUFS",
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod domctl;
 pub mod elf;
 pub mod errno;
 pub mod fdt;
+pub mod hvmsave;
 pub mod hypercall;
 pub mod memres;
 pub mod plain;
