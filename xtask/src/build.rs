@@ -105,12 +105,14 @@ pub const TEST_GUESTS: &[GuestSpec] = &[
     ("sleeper", 1, 8, 1),
 ];
 
-/// Guests that only run when named: `failing` reports FAIL on purpose, to check that a failure is detected.
+/// Guests that only run when named: `failing` reports FAIL on purpose, to check that a failure is detected;
+/// `suspender` suspends itself for a toolstack to save (`xl save` / `xl restore`).
 pub const EXTRA_GUESTS: &[GuestSpec] = &[
     ("failing", 1, 8, 1),
     ("ticker", 1, 8, 1),
     ("echo", 1, 8, 1),
     ("idle", 1, 2, 1),
+    ("suspender", 1, 8, 1),
 ];
 
 /// The test guests that run on aarch64 when none is named: the x86 set without `triplefault` (an x86 event).

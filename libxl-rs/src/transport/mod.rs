@@ -586,11 +586,21 @@ pub trait Transport {
             pad: 0,
             buffer: 0,
         };
-        let mut op = XenDomctl::new(xen_abi::domctl::cmd::GETHVMCONTEXT, domid, &h);
-        self.domctl(
-            &mut op,
-            Some((xen_abi::domctl::HVMCONTEXT_BUFFER_OFFSET, &mut data)),
-        )?;
+        // A vCPU still on its way off a CPU (a suspend that just happened) makes the hypervisor ask again.
+        let mut tries = 0;
+        let op = loop {
+            let mut op = XenDomctl::new(xen_abi::domctl::cmd::GETHVMCONTEXT, domid, &h);
+            match self.domctl(
+                &mut op,
+                Some((xen_abi::domctl::HVMCONTEXT_BUFFER_OFFSET, &mut data)),
+            ) {
+                Err(e) if e.errno() == Some(Errno::Eagain) && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                r => break r.map(|()| op)?,
+            }
+        };
         let used = op.payload::<xen_abi::domctl::HvmContext>().size as usize;
         data.truncate(used.min(size));
         Ok(data)
@@ -608,11 +618,20 @@ pub trait Transport {
             pad: 0,
             buffer: 0,
         };
-        let mut op = XenDomctl::new(xen_abi::domctl::cmd::SETHVMCONTEXT, domid, &h);
-        self.domctl(
-            &mut op,
-            Some((xen_abi::domctl::HVMCONTEXT_BUFFER_OFFSET, &mut data)),
-        )
+        let mut tries = 0;
+        loop {
+            let mut op = XenDomctl::new(xen_abi::domctl::cmd::SETHVMCONTEXT, domid, &h);
+            match self.domctl(
+                &mut op,
+                Some((xen_abi::domctl::HVMCONTEXT_BUFFER_OFFSET, &mut data)),
+            ) {
+                Err(e) if e.errno() == Some(Errno::Eagain) && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                r => return r,
+            }
+        }
     }
 
     /// `XEN_DOMCTL_resumedomain`: a domain that shut down to suspend runs again.

@@ -161,6 +161,16 @@ pub trait Vcpu {
     fn save_guest_fpu(&mut self);
     /// The physical frame holding the hardware vCPU state (VMCB / VMCS), to free with the vCPU.
     fn state_frame(&self) -> u64;
+    /// The processor state as Xen's HVM `CPU` save record (`XEN_DOMCTL_gethvmcontext`); `None` where the
+    /// architecture has no such record. The vCPU must not be running.
+    fn save_hvm_cpu(&self) -> Option<xen_abi::hvmsave::HvmHwCpu> {
+        None
+    }
+    /// Loads a `CPU` save record (`XEN_DOMCTL_sethvmcontext`); false when the state is not one this hypervisor
+    /// can run (nothing changed then).
+    fn load_hvm_cpu(&mut self, _c: &xen_abi::hvmsave::HvmHwCpu) -> bool {
+        false
+    }
 }
 
 /// The instruction length of exits whose instruction has a fixed encoding.

@@ -221,11 +221,107 @@ impl VLapic {
     pub fn has_pending(&self) -> bool {
         self.svr & (1 << 8) != 0 && self.pending.iter().any(|w| *w != 0)
     }
+
+    /// The APIC as Xen's `LAPIC` and `LAPIC_REGS` save records: each x2APIC register `0x800 + n` at byte
+    /// `n * 16` of the register page, queued vectors in the IRR.
+    pub fn save(&self, regs: &mut [u8; 1024]) -> xen_abi::hvmsave::HvmHwLapic {
+        regs.fill(0);
+        let mut put = |msr: u32, v: u32| {
+            let at = ((msr - 0x800) as usize) << 4;
+            regs[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        };
+        put(ID, self.id);
+        put(VERSION, 0x0006_0014);
+        put(TPR, self.tpr);
+        put(SVR, self.svr);
+        put(ESR, self.esr);
+        put(LVT_CMCI, self.lvt[0]);
+        put(LVT_TIMER, self.lvt[1]);
+        for (i, msr) in (0x833..=LVT_ERROR).enumerate() {
+            put(msr, self.lvt[2 + i]);
+        }
+        put(TIMER_INITIAL, self.timer_initial);
+        put(TIMER_DIVIDE, self.timer_divide);
+        put(ICR, self.icr as u32);
+        put(ICR + 1, (self.icr >> 32) as u32);
+        for dword in 0..8u32 {
+            let word = self.pending[(dword / 2) as usize];
+            let bits = (word >> (32 * (dword % 2))) as u32;
+            put(0x820 + dword, bits);
+        }
+        xen_abi::hvmsave::HvmHwLapic {
+            apic_base_msr: self.base,
+            disabled: u32::from(self.svr & (1 << 8) == 0) << 1,
+            timer_divisor: self.timer_divide,
+        }
+    }
+
+    /// Loads `LAPIC` and `LAPIC_REGS` records written by [`VLapic::save`] (or by Xen for an x2APIC-mode APIC);
+    /// false, with nothing changed, when they describe an APIC this one cannot be (not enabled in x2APIC mode,
+    /// another ID).
+    pub fn load(&mut self, hw: &xen_abi::hvmsave::HvmHwLapic, regs: &[u8; 1024]) -> bool {
+        let get = |msr: u32| {
+            let at = ((msr - 0x800) as usize) << 4;
+            u32::from_le_bytes([regs[at], regs[at + 1], regs[at + 2], regs[at + 3]])
+        };
+        if hw.apic_base_msr & (BASE_ENABLE | BASE_EXTD) != BASE_ENABLE | BASE_EXTD
+            || get(ID) != self.id
+        {
+            return false;
+        }
+        self.base = hw.apic_base_msr;
+        self.tpr = get(TPR) & 0xff;
+        self.svr = get(SVR) & 0x13ff;
+        self.esr = get(ESR);
+        self.lvt[0] = get(LVT_CMCI);
+        self.lvt[1] = get(LVT_TIMER);
+        for (i, msr) in (0x833..=LVT_ERROR).enumerate() {
+            self.lvt[2 + i] = get(msr);
+        }
+        self.timer_initial = get(TIMER_INITIAL);
+        self.timer_divide = get(TIMER_DIVIDE) & 0xb;
+        self.icr = u64::from(get(ICR)) | (u64::from(get(ICR + 1)) << 32);
+        self.pending = [0; 4];
+        for dword in 0..8u32 {
+            let bits = u64::from(get(0x820 + dword));
+            self.pending[(dword / 2) as usize] |= bits << (32 * (dword % 2));
+        }
+        true
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn save_and_load_round_trip() {
+        let mut a = VLapic::new(1, false);
+        a.write(SVR, 0x1ff).unwrap();
+        a.write(TPR, 0x20).unwrap();
+        a.write(0x835, 0x700).unwrap();
+        a.raise(0xec);
+        a.raise(0x31);
+        let mut regs = [0u8; 1024];
+        let hw = a.save(&mut regs);
+        assert_eq!(hw.apic_base_msr & BASE_EXTD, BASE_EXTD);
+        let mut b = VLapic::new(1, false);
+        assert!(b.load(&hw, &regs));
+        assert_eq!(b.read(SVR), Some(0x1ff));
+        assert_eq!(b.read(TPR), Some(0x20));
+        assert_eq!(b.read(0x835), Some(0x700));
+        assert_eq!(b.take_pending(), Some(0xec));
+        assert_eq!(b.take_pending(), Some(0x31));
+        // Another vCPU's APIC, or one not in x2APIC mode, is refused and nothing changes.
+        let mut c = VLapic::new(2, false);
+        assert!(!c.load(&hw, &regs));
+        assert_eq!(c.read(SVR), Some(0xff));
+        let legacy = xen_abi::hvmsave::HvmHwLapic {
+            apic_base_msr: DEFAULT_BASE | BASE_ENABLE,
+            ..hw
+        };
+        assert!(!b.load(&legacy, &regs));
+    }
 
     #[test]
     fn identity_and_mode() {

@@ -858,6 +858,14 @@ impl Machine {
                             Flow::Stop(State::Blocked(t))
                         }
                     }
+                    // With a control domain, a suspending domain keeps its vCPUs and memory for the toolstack to
+                    // save (`XEN_DOMCTL_gethvmcontext`) and then destroy or resume.
+                    Next::Shutdown(xen_abi::hypercall::schedop::SHUTDOWN_SUSPEND)
+                        if self.ctl.is_some() =>
+                    {
+                        self.suspend(dom);
+                        Flow::Stop(State::Down)
+                    }
                     Next::Shutdown(reason) => {
                         self.destroy(dom, DomState::Shutdown(reason));
                         Flow::Stop(State::Dead)
@@ -1129,6 +1137,43 @@ impl Machine {
         }
     }
 
+    /// Shuts a domain down with reason suspend but keeps its vCPUs (stopped, their state intact) and memory,
+    /// as Xen does for `SHUTDOWN_suspend`: its toolstack saves it, then destroys or resumes it. vCPUs running on
+    /// other CPUs stop at their next exit.
+    fn suspend(&mut self, dom: usize) {
+        let Some(d) = self.domains[dom].as_mut() else {
+            return;
+        };
+        d.state = DomState::Shutdown(xen_abi::hypercall::schedop::SHUTDOWN_SUSPEND);
+        if d.line_len > 0 {
+            console_bytes(&mut self.con, d, b"\n");
+        }
+        let _ = writeln!(
+            self.con,
+            "(XEN) d{} ({}) suspended; {} exits, {} hypercalls",
+            d.id, d.name, d.exits, d.hypercalls
+        );
+        let (vcpus, nr) = (d.vcpus, d.nr_vcpus);
+        for &v in &vcpus[..nr] {
+            if matches!(self.sched.state(v), State::Runnable | State::Blocked(_)) {
+                self.sched.set(v, State::Down);
+            }
+        }
+        if let Some(c) = self.ctl.as_mut() {
+            c.raise_dom_exc();
+        }
+    }
+
+    /// True when vCPU `v`'s domain shut down to suspend (its vCPUs stay stopped until it is resumed).
+    fn suspended(&self, v: usize) -> bool {
+        self.meta[v]
+            .as_ref()
+            .and_then(|m| self.domains[m.dom].as_ref())
+            .is_some_and(|d| {
+                d.state == DomState::Shutdown(xen_abi::hypercall::schedop::SHUTDOWN_SUSPEND)
+            })
+    }
+
     fn release_vcpu(&mut self, v: usize, hw: Box<HwVcpu>) {
         self.frames.free(hw.state_frame(), PAGE);
         let dom = self.meta[v].take().map(|m| m.dom);
@@ -1281,7 +1326,7 @@ pub fn cpu_loop(machine: &spin::Mutex<Option<Machine>>) {
                 Flow::Continue => {}
                 Flow::Stop(s) => break s,
             }
-            if m.ctl_paused(v) {
+            if m.ctl_paused(v) || m.suspended(v) {
                 break State::Down;
             }
             let due = m.meta[v]

@@ -27,6 +27,7 @@ use crate::arch::{self, CtlPort as Com2};
 use xen_hv::frames::PAGE;
 use xen_hv::hypercall::NR_PARAMS;
 use xen_hv::paging::PageTable;
+use xen_hv::vcpu::Vcpu as _;
 
 /// `(major << 16) | minor` of the version xen-hv reports.
 const XEN_VERSION: u32 = (4 << 16) | 17;
@@ -41,6 +42,8 @@ struct Pending {
     max_kb: u64,
     mem: Option<(u64, u64, PageTable)>,
     ctx: Option<VcpuHvmContext>,
+    /// HVM context records (`sethvmcontext`), applied once the domain is installed instead of a start context.
+    hvm: Option<Vec<u8>>,
     params: [u64; NR_PARAMS],
     next_port: u32,
     e820: [E820Entry; memres::MAX_E820],
@@ -211,6 +214,10 @@ impl Machine {
         let Some(d) = self.domains[slot].as_ref() else {
             return;
         };
+        // A domain that shut down (to suspend) stays stopped until `resumedomain`.
+        if !paused && d.state != DomState::Alive {
+            return;
+        }
         let (vcpus, nr) = (d.vcpus, d.nr_vcpus);
         for &v in &vcpus[..nr] {
             let initialised = self.meta[v].as_ref().is_some_and(|m| m.initialised);
@@ -225,38 +232,118 @@ impl Machine {
 
     fn finish_pending(&mut self, slot: usize) -> Result<(), Errno> {
         let p = self.ctl().pending[slot].take().ok_or(Errno::Esrch)?;
-        let Some(ctx) = p.ctx else {
-            self.ctl().pending[slot] = Some(p);
-            return Err(Errno::Einval);
-        };
-        let Some(start) = ctx.decode() else {
-            self.ctl().pending[slot] = Some(p);
-            return Err(Errno::Einval);
+        // Either a start context for vCPU 0 (a new domain) or saved HVM context records (a restored one).
+        let start = match (&p.ctx, &p.hvm) {
+            (_, Some(_)) => None,
+            (Some(ctx), None) => match ctx.decode() {
+                Some(start) => Some((start, u64::from(ctx.x86_32.eip), u64::from(ctx.x86_32.ebx))),
+                None => {
+                    self.ctl().pending[slot] = Some(p);
+                    return Err(Errno::Einval);
+                }
+            },
+            (None, None) => {
+                self.ctl().pending[slot] = Some(p);
+                return Err(Errno::Einval);
+            }
         };
         let Some((mem_base, mem_bytes, npt)) = p.mem else {
             self.ctl().pending[slot] = Some(p);
             return Err(Errno::Einval);
         };
         let nr_vcpus = (p.create.max_vcpus as usize).clamp(1, MAX_DOMAIN_VCPUS);
-        let eip = u64::from(ctx.x86_32.eip);
-        let ebx = u64::from(ctx.x86_32.ebx);
+        let (start, entry) = match start {
+            Some((s, eip, ebx)) => (Some(s), (eip, ebx)),
+            None => (None, (0, 0)),
+        };
         self.install(
             slot,
             "xl",
             (mem_base, mem_bytes),
             npt,
             nr_vcpus,
-            (eip, ebx),
+            entry,
             Setup {
-                start: Some(start),
+                start,
                 params: p.params,
                 e820: p.e820,
                 e820_len: p.e820_len,
                 dom0_ports: p.next_port,
             },
         )
-        .map(|_| ())
-        .map_err(|_| Errno::Enomem)
+        .map_err(|_| Errno::Enomem)?;
+        if let Some(records) = p.hvm {
+            if let Err(e) = self.load_hvm(slot, &records) {
+                self.destroy(slot, DomState::Crashed);
+                self.ctl().reap[slot] = true;
+                self.try_release(slot);
+                self.reap_destroyed();
+                return Err(e);
+            }
+            // Every vCPU with a processor record runs (vCPU 0 already does).
+            let d = self.domains[slot].as_ref().ok_or(Errno::Esrch)?;
+            let (vcpus, nr) = (d.vcpus, d.nr_vcpus);
+            for &v in &vcpus[..nr] {
+                let up = self.meta[v].as_ref().is_some_and(|m| m.initialised);
+                if up && self.sched.state(v) == State::Down {
+                    self.sched.set(v, State::Runnable);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True when none of the domain's vCPUs is on a CPU (their state can be read or replaced).
+    fn vcpus_parked(&self, slot: usize) -> bool {
+        self.domains[slot].as_ref().is_some_and(|d| {
+            d.vcpus[..d.nr_vcpus]
+                .iter()
+                .all(|&v| self.meta[v].is_none() || self.hw[v].is_some())
+        })
+    }
+
+    /// Loads HVM context records into an installed domain whose vCPUs are parked: processor state and local
+    /// APICs. A vCPU with a processor record counts as initialised (up), as in Xen.
+    fn load_hvm(&mut self, slot: usize, records: &[u8]) -> Result<(), Errno> {
+        use xen_abi::hvmsave as hs;
+        use xen_abi::plain::Plain;
+        let d = self.domains[slot].as_ref().ok_or(Errno::Esrch)?;
+        let (vcpus, nr) = (d.vcpus, d.nr_vcpus);
+        let mut lapic = [None; MAX_DOMAIN_VCPUS];
+        for r in hs::parse(records).map_err(|_| Errno::Einval)? {
+            let i = usize::from(r.instance);
+            if i >= nr {
+                return Err(Errno::Einval);
+            }
+            let v = vcpus[i];
+            match r.typecode {
+                hs::CPU => {
+                    let c = hs::HvmHwCpu::read_from(r.data).ok_or(Errno::Einval)?;
+                    let hw = self.hw[v].as_mut().ok_or(Errno::Ebusy)?;
+                    if !hw.load_hvm_cpu(&c) {
+                        return Err(Errno::Einval);
+                    }
+                    if let Some(m) = self.meta[v].as_mut() {
+                        m.initialised = true;
+                    }
+                }
+                hs::LAPIC => lapic[i] = hs::HvmHwLapic::read_from(r.data),
+                hs::LAPIC_REGS => {
+                    let (Some(hw), Ok(regs)) = (lapic[i], <&[u8; 1024]>::try_from(r.data)) else {
+                        return Err(Errno::Einval);
+                    };
+                    let m = self.meta[v].as_mut().ok_or(Errno::Einval)?;
+                    if !m.lapic.load(&hw, regs) {
+                        return Err(Errno::Einval);
+                    }
+                }
+                // Records of devices this hypervisor does not emulate are ignored, as Xen ignores unknown ones
+                // only when they are empty; refuse the rest.
+                _ if r.data.is_empty() => {}
+                _ => return Err(Errno::Einval),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -304,6 +391,7 @@ impl Backend for Machine {
             max_kb: 0,
             mem: None,
             ctx: None,
+            hvm: None,
             params: [0; NR_PARAMS],
             next_port: 1,
             e820: [E820Entry::default(); memres::MAX_E820],
@@ -328,12 +416,16 @@ impl Backend for Machine {
             self.ctl().raise_dom_exc();
             return Ok(());
         }
-        let alive = self.domains[slot].as_ref().ok_or(Errno::Esrch)?.state == DomState::Alive;
+        let state = self.domains[slot].as_ref().ok_or(Errno::Esrch)?.state;
+        let alive = state == DomState::Alive;
         if self.ctl().reap[slot] {
             return Err(Errno::Esrch);
         }
         if alive {
             self.destroy(slot, DomState::Crashed);
+        } else if state == DomState::Shutdown(xen_abi::hypercall::schedop::SHUTDOWN_SUSPEND) {
+            // A suspended domain still has its vCPUs: they go now.
+            self.destroy(slot, state);
         }
         self.ctl().reap[slot] = true;
         self.try_release(slot);
@@ -515,6 +607,113 @@ impl Backend for Machine {
         let slot = self.slot_of(domid).ok_or(Errno::Esrch)?;
         let d = self.domains[slot].as_mut().ok_or(Errno::Esrch)?;
         d.params[i] = value;
+        Ok(())
+    }
+
+    fn get_hvm_context(&mut self, domid: u16, out: &mut [u8]) -> Result<usize, (Errno, usize)> {
+        use xen_abi::hvmsave as hs;
+        use xen_abi::plain::Plain;
+        let slot = self.slot_of(domid).ok_or((Errno::Esrch, 0))?;
+        if self.ctl().pending[slot].is_some() || self.ctl().reap[slot] {
+            return Err((Errno::Esrch, 0));
+        }
+        let d = self.domains[slot].as_ref().ok_or((Errno::Esrch, 0))?;
+        if d.released {
+            return Err((Errno::Esrch, 0));
+        }
+        // The lock is held, so the state read is consistent; a vCPU on a CPU right now is asked for again.
+        if !self.vcpus_parked(slot) {
+            return Err((Errno::Eagain, 0));
+        }
+        let header = hs::HvmSaveHeader {
+            magic: hs::FILE_MAGIC,
+            version: hs::FILE_VERSION,
+            changeset: u64::from(XEN_VERSION),
+            ..hs::HvmSaveHeader::default()
+        };
+        let mut w = hs::Writer::new(out, &header);
+        for (i, &v) in d.vcpus[..d.nr_vcpus].iter().enumerate() {
+            let (Some(m), Some(hw)) = (self.meta[v].as_ref(), self.hw[v].as_ref()) else {
+                continue;
+            };
+            // A vCPU that is down has no record and stays down when the context is loaded.
+            if !m.initialised {
+                continue;
+            }
+            let cpu = hw.save_hvm_cpu().ok_or((Errno::Eopnotsupp, 0))?;
+            w.push(hs::CPU, i as u16, cpu.as_bytes());
+            let mut regs = [0u8; hs::LAPIC_REGS_LEN];
+            let lapic = m.lapic.save(&mut regs);
+            w.push(hs::LAPIC, i as u16, lapic.as_bytes());
+            w.push(hs::LAPIC_REGS, i as u16, &regs);
+        }
+        w.finish().map_err(|(_, needed)| (Errno::Enobufs, needed))
+    }
+
+    fn set_hvm_context(&mut self, domid: u16, records: &[u8]) -> Result<(), Errno> {
+        use xen_abi::hvmsave as hs;
+        let slot = self.slot_of(domid).ok_or(Errno::Esrch)?;
+        let recs = hs::parse(records).map_err(|_| Errno::Einval)?;
+        if let Some(p) = self.ctl().pending[slot].as_mut() {
+            // Applied when the domain is installed; vCPU 0 must come with a processor record.
+            let nr = (p.create.max_vcpus as usize).clamp(1, MAX_DOMAIN_VCPUS);
+            let mut has_vcpu0 = false;
+            for r in recs {
+                if usize::from(r.instance) >= nr {
+                    return Err(Errno::Einval);
+                }
+                has_vcpu0 |= r.typecode == hs::CPU && r.instance == 0;
+            }
+            if !has_vcpu0 {
+                return Err(Errno::Einval);
+            }
+            p.hvm = Some(records.to_vec());
+            return Ok(());
+        }
+        if self.ctl().reap[slot] {
+            return Err(Errno::Esrch);
+        }
+        let d = self.domains[slot].as_ref().ok_or(Errno::Esrch)?;
+        let suspended =
+            d.state == DomState::Shutdown(xen_abi::hypercall::schedop::SHUTDOWN_SUSPEND);
+        if d.released || (d.state != DomState::Alive && !suspended) {
+            return Err(Errno::Esrch);
+        }
+        // A running domain must be paused first, as Xen requires.
+        if !suspended && !self.ctl().paused[slot] {
+            return Err(Errno::Ebusy);
+        }
+        if !self.vcpus_parked(slot) {
+            return Err(Errno::Eagain);
+        }
+        self.load_hvm(slot, records)
+    }
+
+    fn resume_domain(&mut self, domid: u16) -> Result<(), Errno> {
+        let slot = self.slot_of(domid).ok_or(Errno::Esrch)?;
+        if self.ctl().pending[slot].is_some() || self.ctl().reap[slot] {
+            return Err(Errno::Esrch);
+        }
+        let paused = self.ctl().paused[slot];
+        let d = self.domains[slot].as_mut().ok_or(Errno::Esrch)?;
+        if d.state != DomState::Shutdown(xen_abi::hypercall::schedop::SHUTDOWN_SUSPEND) {
+            // As in Xen, resuming a domain that did not suspend changes nothing.
+            return if d.released {
+                Err(Errno::Esrch)
+            } else {
+                Ok(())
+            };
+        }
+        d.state = DomState::Alive;
+        let (vcpus, nr) = (d.vcpus, d.nr_vcpus);
+        if !paused {
+            for &v in &vcpus[..nr] {
+                let up = self.meta[v].as_ref().is_some_and(|m| m.initialised);
+                if up && self.sched.state(v) == State::Down {
+                    self.sched.set(v, State::Runnable);
+                }
+            }
+        }
         Ok(())
     }
 

@@ -42,7 +42,18 @@ const RFLAGS: usize = 0x570;
 const RIP: usize = 0x578;
 const RSP: usize = 0x5d8;
 const RAX: usize = 0x5f8;
+const STAR: usize = 0x600;
+const LSTAR: usize = 0x608;
+const CSTAR: usize = 0x610;
+const SFMASK: usize = 0x618;
+const KERNEL_GS_BASE: usize = 0x620;
+const SYSENTER_CS: usize = 0x628;
+const SYSENTER_ESP: usize = 0x630;
+const SYSENTER_EIP: usize = 0x638;
+const CR2: usize = 0x640;
 const G_PAT: usize = 0x668;
+const CPL: usize = 0x4cb;
+const INT_STATE: usize = 0x068;
 
 // Intercept bits.
 const I1_INTR: u32 = 1 << 0;
@@ -225,6 +236,20 @@ impl Vmcb {
         // SAFETY: as for `r64`.
         unsafe { core::ptr::write_volatile((self.0 as usize + off) as *mut u32, v) }
     }
+    fn w8(&self, off: usize, v: u8) {
+        // SAFETY: as for `r64`.
+        unsafe { core::ptr::write_volatile((self.0 as usize + off) as *mut u8, v) }
+    }
+    /// A segment register's (selector, attributes, limit, base).
+    fn read_seg(&self, off: usize) -> (u16, u16, u32, u64) {
+        let lo = self.r64(off);
+        (
+            lo as u16,
+            (lo >> 16) as u16,
+            (lo >> 32) as u32,
+            self.r64(off + 8),
+        )
+    }
     fn seg(&self, off: usize, sel: u16, attr: u16, limit: u32, base: u64) {
         self.w64(
             off,
@@ -233,6 +258,30 @@ impl Vmcb {
         self.w64(off + 8, base);
     }
 }
+
+/// Segment registers in the order of `hvm_hw_cpu` (cs, ds, es, fs, gs, ss, tr, ldtr), as VMCB offsets.
+const SAVE_SEGS: [usize; 8] = [CS_SEG, DS, ES, FS, GS, SS, TR, LDTR];
+
+/// Where each `hvm_hw_cpu` general register (rax, rbx, rcx, rdx, rbp, rsi, rdi, rsp, r8..r15) lives in the
+/// vCPU's GPR block; `None` for rsp, which the VMCB holds.
+const SAVE_GPRS: [Option<usize>; 16] = [
+    Some(0),
+    Some(1),
+    Some(2),
+    Some(3),
+    Some(6),
+    Some(4),
+    Some(5),
+    None,
+    Some(7),
+    Some(8),
+    Some(9),
+    Some(10),
+    Some(11),
+    Some(12),
+    Some(13),
+    Some(14),
+];
 
 /// 512-byte FXSAVE area.
 #[repr(C, align(16))]
@@ -699,6 +748,138 @@ impl Vcpu for SvmVcpu {
 
     fn state_frame(&self) -> u64 {
         self.vmcb_pa()
+    }
+
+    fn save_hvm_cpu(&self) -> Option<xen_abi::hvmsave::HvmHwCpu> {
+        use xen_abi::hvmsave as hs;
+        let v = self.vmcb;
+        let mut c = hs::HvmHwCpu::default();
+        if self.fx_valid {
+            c.fpu_regs = self.fx.0;
+            c.flags = hs::FPU_INITIALISED;
+        }
+        for (i, slot) in SAVE_GPRS.iter().enumerate() {
+            c.gprs[i] = match slot {
+                Some(g) => self.gprs[*g],
+                None => v.r64(RSP),
+            };
+        }
+        c.rip = v.r64(RIP);
+        c.rflags = v.r64(RFLAGS);
+        c.cr0 = v.r64(CR0);
+        c.cr2 = v.r64(CR2);
+        c.cr3 = v.r64(CR3);
+        c.cr4 = v.r64(CR4);
+        c.dr6 = v.r64(DR6);
+        c.dr7 = v.r64(DR7);
+        for (i, off) in SAVE_SEGS.iter().enumerate() {
+            let (sel, attr, limit, base) = v.read_seg(*off);
+            c.sel[i] = u32::from(sel);
+            c.arbytes[i] = hs::svm_to_arbytes(attr);
+            c.limit[i] = limit;
+            c.base[i] = base;
+        }
+        for (i, off) in [(hs::SEG_IDTR, IDTR), (hs::SEG_GDTR, GDTR)] {
+            let (_, _, limit, base) = v.read_seg(off);
+            c.limit[i] = limit;
+            c.base[i] = base;
+        }
+        c.sysenter_cs = v.r64(SYSENTER_CS);
+        c.sysenter_esp = v.r64(SYSENTER_ESP);
+        c.sysenter_eip = v.r64(SYSENTER_EIP);
+        c.shadow_gs = v.r64(KERNEL_GS_BASE);
+        c.msr_lstar = v.r64(LSTAR);
+        c.msr_star = v.r64(STAR);
+        c.msr_cstar = v.r64(CSTAR);
+        c.msr_syscall_mask = v.r64(SFMASK);
+        c.msr_efer = v.r64(EFER) & !EFER_SVME;
+        // Guests read the host's TSC (no offset is applied).
+        // SAFETY: RDTSC only reads the time-stamp counter.
+        c.tsc = unsafe { core::arch::x86_64::_rdtsc() };
+        let ev = v.r64(EVENTINJ);
+        if ev & (1 << 31) != 0 {
+            c.pending_event = ev as u32;
+            c.error_code = (ev >> 32) as u32;
+        }
+        Some(c)
+    }
+
+    fn load_hvm_cpu(&mut self, c: &xen_abi::hvmsave::HvmHwCpu) -> bool {
+        use xen_abi::hvmsave as hs;
+        const CR0_PE: u64 = 1;
+        const CR0_PG: u64 = 1 << 31;
+        const CR4_PAE: u64 = 1 << 5;
+        const EFER_LME: u64 = 1 << 8;
+        let long = c.msr_efer & EFER_LME != 0 && c.cr0 & CR0_PG != 0;
+        let cs_attr = hs::arbytes_to_svm(c.arbytes[hs::SEG_CS]);
+        // Only states the hypervisor runs elsewhere: no virtual-8086 mode, paging only with protection, long
+        // mode only with PAE and a present code segment, EFER bits a guest may set.
+        if c.msr_efer & !EFER_GUEST_OK != 0
+            || c.rflags & (1 << 17) != 0
+            || (c.cr0 & CR0_PG != 0 && c.cr0 & CR0_PE == 0)
+            || (long && c.cr4 & CR4_PAE == 0)
+            || (c.cr0 & CR0_PE != 0 && cs_attr & 0x80 == 0)
+            || (c.pending_event & (1 << 31) != 0 && (c.pending_event >> 8) & 7 == 1)
+        {
+            return false;
+        }
+        let v = self.vmcb;
+        for (i, slot) in SAVE_GPRS.iter().enumerate() {
+            match slot {
+                Some(g) => self.gprs[*g] = c.gprs[i],
+                None => v.w64(RSP, c.gprs[i]),
+            }
+        }
+        v.w64(RAX, self.gprs[0]);
+        v.w64(RIP, c.rip);
+        v.w64(RFLAGS, c.rflags | 2);
+        v.w64(CR0, c.cr0 | 0x10);
+        v.w64(CR2, c.cr2);
+        v.w64(CR3, c.cr3);
+        v.w64(CR4, c.cr4);
+        v.w64(DR6, c.dr6);
+        v.w64(DR7, c.dr7);
+        for (i, off) in SAVE_SEGS.iter().enumerate() {
+            v.seg(
+                *off,
+                c.sel[i] as u16,
+                hs::arbytes_to_svm(c.arbytes[i]),
+                c.limit[i],
+                c.base[i],
+            );
+        }
+        v.seg(IDTR, 0, 0, c.limit[hs::SEG_IDTR], c.base[hs::SEG_IDTR]);
+        v.seg(GDTR, 0, 0, c.limit[hs::SEG_GDTR], c.base[hs::SEG_GDTR]);
+        // The current privilege level is the stack segment's DPL.
+        let ss_attr = hs::arbytes_to_svm(c.arbytes[hs::SEG_SS]);
+        v.w8(CPL, ((ss_attr >> 5) & 3) as u8);
+        v.w64(SYSENTER_CS, c.sysenter_cs);
+        v.w64(SYSENTER_ESP, c.sysenter_esp);
+        v.w64(SYSENTER_EIP, c.sysenter_eip);
+        v.w64(KERNEL_GS_BASE, c.shadow_gs);
+        v.w64(LSTAR, c.msr_lstar);
+        v.w64(STAR, c.msr_star);
+        v.w64(CSTAR, c.msr_cstar);
+        v.w64(SFMASK, c.msr_syscall_mask);
+        let lma = if long { EFER_LMA } else { 0 };
+        v.w64(EFER, (c.msr_efer & !EFER_LMA) | lma | EFER_SVME);
+        v.w64(
+            EVENTINJ,
+            if c.pending_event & (1 << 31) != 0 {
+                u64::from(c.pending_event) | (u64::from(c.error_code) << 32)
+            } else {
+                0
+            },
+        );
+        v.w64(INT_STATE, 0);
+        if c.flags & hs::FPU_INITIALISED != 0 {
+            self.fx.0 = c.fpu_regs;
+            self.fx_valid = true;
+        } else {
+            self.fx_valid = false;
+        }
+        self.flush_tlb();
+        true
     }
 
     fn write_state_msr(&mut self, msr: u32, v: u64) -> bool {
