@@ -58,6 +58,9 @@ pub trait Guest {
     fn vcpu_up(&mut self, vcpu: u32) -> Result<(), Errno>;
     /// True when vCPU `vcpu` runs.
     fn vcpu_is_up(&self, vcpu: u32) -> bool;
+    /// Takes another vCPU of the domain down (`VCPUOP_down`): it stops at its next exit and stays stopped until
+    /// `VCPUOP_up`. A guest re-registers per-vCPU areas this way after a restore.
+    fn vcpu_down(&mut self, vcpu: u32) -> Result<(), Errno>;
     /// The domain's HVM parameters.
     fn hvm_params(&mut self) -> &mut [u64; NR_PARAMS];
     /// The domain's event-channel ports.
@@ -439,6 +442,9 @@ fn vcpu_op<G: Guest>(g: &mut G, a: [u64; 5]) -> Result<u64, Errno> {
             g.vcpu_initialise(vcpu, &start).map(|()| 0)
         }
         vcpuop::UP => g.vcpu_up(vcpu).map(|()| 0),
+        // Only other vCPUs: a vCPU taking itself down would need to stop in the middle of the hypercall.
+        vcpuop::DOWN if vcpu == g.vcpu_id() => Err(Errno::Einval),
+        vcpuop::DOWN => g.vcpu_down(vcpu).map(|()| 0),
         vcpuop::REGISTER_RUNSTATE_MEMORY_AREA => {
             let mut b = [0u8; 8];
             g.copy_from(a[2], &mut b)?;
@@ -594,6 +600,15 @@ mod tests {
         }
         fn vcpu_is_up(&self, vcpu: u32) -> bool {
             vcpu == 0 || self.started.is_some_and(|(v, _)| v == vcpu)
+        }
+        fn vcpu_down(&mut self, vcpu: u32) -> Result<(), Errno> {
+            match self.started {
+                Some((v, _)) if v == vcpu => {
+                    self.started = None;
+                    Ok(())
+                }
+                _ => Err(Errno::Einval),
+            }
         }
         fn hvm_params(&mut self) -> &mut [u64; NR_PARAMS] {
             &mut self.params
@@ -1038,6 +1053,21 @@ mod tests {
         assert_eq!(
             errno(dispatch(&mut g, VCPU_OP, [10, 0, BASE, 0, 0])),
             Some(Errno::Einval)
+        );
+        // VCPUOP_down: another vCPU only (the calling one is vCPU 0 here), and it then reads as down.
+        assert_eq!(
+            errno(dispatch(&mut g, VCPU_OP, [vcpuop::DOWN, 0, 0, 0, 0])),
+            Some(Errno::Einval)
+        );
+        g.started = Some((1, 0x2000));
+        assert_eq!(
+            dispatch(&mut g, VCPU_OP, [vcpuop::IS_UP, 1, 0, 0, 0]).ret,
+            1
+        );
+        assert_eq!(dispatch(&mut g, VCPU_OP, [vcpuop::DOWN, 1, 0, 0, 0]).ret, 0);
+        assert_eq!(
+            dispatch(&mut g, VCPU_OP, [vcpuop::IS_UP, 1, 0, 0, 0]).ret,
+            0
         );
         assert_eq!(
             dispatch(&mut g, SET_TIMER_OP, [5_000_000, 0, 0, 0, 0]).ret,

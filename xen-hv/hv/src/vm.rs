@@ -168,6 +168,8 @@ pub struct VcpuMeta {
     /// record may straddle two pages).
     runstate: xen_abi::xen::VcpuRunstateInfo,
     runstate_area: Option<[(u64, usize); 2]>,
+    /// Another vCPU took it down (`VCPUOP_down`) while it ran: it stops at its next exit.
+    down_requested: bool,
 }
 
 impl VcpuMeta {
@@ -462,6 +464,7 @@ impl Machine {
                     ..Default::default()
                 },
                 runstate_area: None,
+                down_requested: false,
             });
             self.hw[v] = Some(Box::new(hw));
             *out = v;
@@ -1164,6 +1167,13 @@ impl Machine {
         }
     }
 
+    /// True (once) when another vCPU took `v` down while it ran.
+    fn take_down_request(&mut self, v: usize) -> bool {
+        self.meta[v]
+            .as_mut()
+            .is_some_and(|m| core::mem::take(&mut m.down_requested))
+    }
+
     /// True when vCPU `v`'s domain shut down to suspend (its vCPUs stay stopped until it is resumed).
     fn suspended(&self, v: usize) -> bool {
         self.meta[v]
@@ -1326,7 +1336,7 @@ pub fn cpu_loop(machine: &spin::Mutex<Option<Machine>>) {
                 Flow::Continue => {}
                 Flow::Stop(s) => break s,
             }
-            if m.ctl_paused(v) || m.suspended(v) {
+            if m.ctl_paused(v) || m.suspended(v) || m.take_down_request(v) {
                 break State::Down;
             }
             let due = m.meta[v]
@@ -1658,10 +1668,11 @@ impl Guest for Ctx<'_> {
 
     fn vcpu_up(&mut self, vcpu: u32) -> Result<(), Errno> {
         let target = self.d.vcpus[vcpu as usize];
-        let meta = self.metas[target].as_ref().ok_or(Errno::Enoent)?;
+        let meta = self.metas[target].as_mut().ok_or(Errno::Enoent)?;
         if !meta.initialised {
             return Err(Errno::Einval);
         }
+        meta.down_requested = false;
         if self.sched.state(target) == State::Down {
             self.sched.set(target, State::Runnable);
         }
@@ -1670,7 +1681,20 @@ impl Guest for Ctx<'_> {
 
     fn vcpu_is_up(&self, vcpu: u32) -> bool {
         let target = self.d.vcpus[vcpu as usize];
-        !matches!(self.sched.state(target), State::Down | State::Dead)
+        let down = self.metas[target].as_ref().is_none_or(|m| m.down_requested);
+        !down && !matches!(self.sched.state(target), State::Down | State::Dead)
+    }
+
+    fn vcpu_down(&mut self, vcpu: u32) -> Result<(), Errno> {
+        let target = self.d.vcpus[vcpu as usize];
+        let meta = self.metas[target].as_mut().ok_or(Errno::Enoent)?;
+        match self.sched.state(target) {
+            State::Runnable | State::Blocked(_) => self.sched.set(target, State::Down),
+            // On another CPU: it stops at its next exit.
+            State::Running => meta.down_requested = true,
+            State::Down | State::Dead => {}
+        }
+        Ok(())
     }
 
     fn hvm_params(&mut self) -> &mut [u64; NR_PARAMS] {
