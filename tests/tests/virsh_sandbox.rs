@@ -3,89 +3,18 @@
 //! the hypervisor's control interface), lists it running with an ID, reads its console, suspends, resumes,
 //! shuts it down, starts it again, destroys it and undefines it. `xl` on the same sandbox sees the same domain.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Sandbox {
-    dir: PathBuf,
-}
+use e2e::sandbox::{text, Sandbox};
 
-impl Sandbox {
-    fn script(&self, arg: &str) -> Output {
-        Command::new(xtask::workspace_root().join("scripts/sandbox"))
-            .arg(arg)
-            .env("XEN_RS_SANDBOX_DIR", &self.dir)
-            .output()
-            .expect("running scripts/sandbox")
-    }
-
-    fn uri(&self) -> String {
-        format!("xen:///system?socket={}/virtxend-sock", self.dir.display())
-    }
-
-    fn virsh(&self, args: &[&str]) -> Output {
-        Command::new("virsh")
-            .arg("-c")
-            .arg(self.uri())
-            .args(args)
-            .output()
-            .expect("running virsh")
-    }
-
-    fn virsh_ok(&self, args: &[&str]) -> String {
-        let o = self.virsh(args);
-        assert!(
-            o.status.success(),
-            "virsh {args:?} failed: {}\n{}",
-            text(&o),
-            self.log()
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("virtxend.log")).unwrap_or_default()
-    }
-
-    /// `virsh console` needs a terminal: run it under `script` for `secs`, then detach with Ctrl-].
-    fn console(&self, secs: u64) -> String {
-        let cmd = format!("virsh -c '{}' console ticker", self.uri());
-        let mut child = Command::new("script")
-            .args(["-qfec", &cmd, "/dev/null"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running virsh console under script");
-        std::thread::sleep(Duration::from_secs(secs));
-        if let Some(stdin) = child.stdin.as_mut() {
-            use std::io::Write;
-            let _ = stdin.write_all(b"\x1d");
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        let out = child.wait_with_output().expect("console output");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = self.script("down");
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+/// What `virsh console ticker` shows in `secs` seconds (it is detached with Ctrl-] afterwards).
+fn console(sb: &Sandbox, secs: u64) -> String {
+    let mut con = sb.console("ticker");
+    std::thread::sleep(Duration::from_secs(secs));
+    let _ = con.send_raw(b"\x1d");
+    con.wait_exit(Duration::from_secs(10));
+    con.output()
 }
 
 fn last_tick(console: &str) -> Option<u64> {
@@ -95,27 +24,12 @@ fn last_tick(console: &str) -> Option<u64> {
         .next_back()
 }
 
-fn xl(dir: &Path, args: &[&str]) -> String {
-    let o = Command::new(xtask::build::target_dir().join("debug/xl"))
-        .args(args)
-        .env("XEN_RS_SANDBOX", dir)
-        .env("XEN_RS_STATE_DIR", dir.join("xl"))
-        .output()
-        .expect("running xl");
-    text(&o)
-}
-
 #[test]
 fn virsh_runs_a_guest_on_xen_hv_in_the_sandbox() {
     let guest = xtask::build::build_guests(&["ticker"]).expect("building the guest")[0]
         .1
         .clone();
-    let sb = Sandbox {
-        dir: std::env::temp_dir().join(format!("virsh-sandbox-{}", std::process::id())),
-    };
-    let _ = std::fs::remove_dir_all(&sb.dir);
-    let up = sb.script("up");
-    assert!(up.status.success(), "sandbox up failed: {}", text(&up));
+    let sb = Sandbox::up("virsh-sandbox");
 
     let xml = sb.dir.join("ticker.xml");
     std::fs::write(
@@ -157,14 +71,14 @@ fn virsh_runs_a_guest_on_xen_hv_in_the_sandbox() {
         "{info}"
     );
     // The toolstack's registry is shared with xl.
-    let xl_list = xl(&sb.dir, &["list"]);
+    let xl_list = text(&sb.xl(&["list"]));
     assert!(
         xl_list.lines().any(|l| l.starts_with("ticker ")),
         "{xl_list}"
     );
 
     // The guest's console output reaches virsh console.
-    let con = sb.console(2);
+    let con = console(&sb, 2);
     let before = last_tick(&con).unwrap_or_else(|| panic!("no ticks on the console:\n{con}"));
 
     // Paused, the guest makes no progress; resumed, it goes on.
@@ -172,7 +86,7 @@ fn virsh_runs_a_guest_on_xen_hv_in_the_sandbox() {
     assert_eq!(sb.virsh_ok(&["domstate", "ticker"]).trim(), "paused");
     sb.virsh_ok(&["resume", "ticker"]);
     assert_eq!(sb.virsh_ok(&["domstate", "ticker"]).trim(), "running");
-    let after = last_tick(&sb.console(2)).expect("ticks after resume");
+    let after = last_tick(&console(&sb, 2)).expect("ticks after resume");
     assert!(
         after > before,
         "the guest did not run on after resume ({before} -> {after})"
@@ -225,7 +139,7 @@ fn virsh_runs_a_guest_on_xen_hv_in_the_sandbox() {
         );
     }
     assert!(
-        !xl(&sb.dir, &["list"])
+        !text(&sb.xl(&["list"]))
             .lines()
             .any(|l| l.starts_with("ticker ")),
         "xl still lists the guest"

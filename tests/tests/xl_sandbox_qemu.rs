@@ -5,68 +5,12 @@
 //! it, and `scripts/sandbox down` leaves nothing running.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn xl_binary() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let st = Command::new(cargo)
-        .current_dir(xtask::workspace_root())
-        .args(["build", "--quiet", "-p", "libxl-rs", "--bin", "xl"])
-        .status()
-        .expect("running cargo build for xl");
-    assert!(st.success(), "building xl failed");
-    xtask::build::target_dir().join("debug/xl")
-}
-
-struct Sandbox {
-    dir: PathBuf,
-    xl: PathBuf,
-}
-
-impl Sandbox {
-    fn script(&self, arg: &str) -> Output {
-        Command::new(xtask::workspace_root().join("scripts/sandbox"))
-            .arg(arg)
-            .env("XEN_RS_SANDBOX_DIR", &self.dir)
-            .output()
-            .expect("running scripts/sandbox")
-    }
-
-    fn xl(&self, args: &[&str]) -> Output {
-        Command::new(&self.xl)
-            .args(args)
-            .env("XEN_RS_SANDBOX", &self.dir)
-            .env("XEN_RS_STATE_DIR", self.dir.join("xl"))
-            .output()
-            .expect("running xl")
-    }
-
-    fn pids(&self) -> Vec<u32> {
-        ["qemu", "mux", "virtxend"]
-            .iter()
-            .filter_map(|n| std::fs::read_to_string(self.dir.join(format!("{n}.pid"))).ok())
-            .filter_map(|s| s.trim().parse().ok())
-            .collect()
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = self.script("down");
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use e2e::sandbox::{text, Sandbox};
 
 fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
@@ -93,7 +37,6 @@ fn xl_builds_runs_and_destroys_an_in_tree_guest_on_xen_hv_in_qemu() {
         .clone();
     let sb = Sandbox {
         dir: std::env::temp_dir().join(format!("xl-qemu-{}", std::process::id())),
-        xl: xl_binary(),
     };
     let _ = std::fs::remove_dir_all(&sb.dir);
     let up = sb.script("up");
@@ -136,7 +79,7 @@ fn xl_builds_runs_and_destroys_an_in_tree_guest_on_xen_hv_in_qemu() {
     );
 
     // The guest's console_io output arrives in its console ring, where `xl console` reads it.
-    let mut con = Command::new(&sb.xl)
+    let mut con = Command::new(xtask::build::target_dir().join("debug/xl"))
         .args(["console", "smp"])
         .env("XEN_RS_SANDBOX", &sb.dir)
         .env("XEN_RS_STATE_DIR", sb.dir.join("xl"))
