@@ -543,7 +543,8 @@ impl<T: Transport> Toolstack<T> {
     }
 
     /// Applies the `on_*` action of every recorded domain that has shut down (what a `VIRQ_DOM_EXC` asks
-    /// for); domains that vanished are forgotten.
+    /// for); domains that vanished are forgotten. A domain shut down to suspend is left alone and not
+    /// reported: it is being saved.
     pub fn handle_exits(&mut self) -> Result<Vec<ExitHandled>, Error> {
         let mut done = Vec::new();
         // One batched list instead of a getdomaininfo per domain: with hundreds of domains the watcher would
@@ -556,6 +557,9 @@ impl<T: Transport> Toolstack<T> {
         for id in self.registry.domids() {
             let reason = match live.get(&id) {
                 Some(None) => continue,
+                // A domain that suspended itself (Xen's cooperative save) is its saver's: it writes the
+                // domain's state, then destroys or resumes it. It has not stopped.
+                Some(Some(schedop::SHUTDOWN_SUSPEND)) => continue,
                 Some(Some(reason)) => *reason,
                 None => {
                     let Some(cfg) = self.registry.get(id) else {
