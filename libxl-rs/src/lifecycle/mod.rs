@@ -447,19 +447,7 @@ impl<T: Transport> Toolstack<T> {
 
     /// Builds and starts (or leaves paused) a domain from `cfg`; returns its ID.
     pub fn create(&mut self, cfg: &DomainConfig, paused: bool) -> Result<u16, Error> {
-        self.prune()?;
-        if cfg.name == "Domain-0"
-            || self
-                .registry
-                .domids()
-                .iter()
-                .any(|id| self.registry.name_of(*id).as_deref() == Some(cfg.name.as_str()))
-        {
-            return Err(Error::Config(format!(
-                "domain '{}' already exists",
-                cfg.name
-            )));
-        }
+        self.check_new_name(&cfg.name)?;
         let read = |p: &Path| {
             std::fs::read(p).map_err(|e| Error::Image {
                 path: p.display().to_string(),
@@ -486,6 +474,21 @@ impl<T: Transport> Toolstack<T> {
             self.unpause(built.domid)?;
         }
         Ok(built.domid)
+    }
+
+    /// Refuses a name a live domain has (forgetting domains that are gone first).
+    pub(crate) fn check_new_name(&mut self, name: &str) -> Result<(), Error> {
+        self.prune()?;
+        if name == "Domain-0"
+            || self
+                .registry
+                .domids()
+                .iter()
+                .any(|id| self.registry.name_of(*id).as_deref() == Some(name))
+        {
+            return Err(Error::Config(format!("domain '{name}' already exists")));
+        }
+        Ok(())
     }
 
     /// `XEN_DOMCTL_destroydomain` and forgets the domain.
