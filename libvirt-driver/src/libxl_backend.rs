@@ -15,10 +15,12 @@ use domain_xml::domain::{Domain, LifecycleAction, OsType};
 use libxl_rs::console::service::ConsoleService;
 use libxl_rs::console::Console;
 use libxl_rs::lifecycle::{Action, DomainConfig, Registry, Toolstack};
+use libxl_rs::save::{SaveOptions, SUSPEND_TIMEOUT};
 use libxl_rs::transport::any::{AnyTransport, Target};
 use libxl_rs::transport::{Arg, Call, Error as XlError, Transport};
+use xen_abi::hypercall::schedop;
 
-use crate::backend::{Backend, BackendEvent, ConsoleIo, EventSink, RunInfo};
+use crate::backend::{AfterSave, Backend, BackendEvent, ConsoleIo, EventSink, RunInfo};
 use crate::proto::{code, RpcError};
 
 /// libvirt lifecycle event numbers used here.
@@ -46,6 +48,24 @@ fn xl_err(e: XlError) -> RpcError {
             RpcError::libxl(code::CONFIG_UNSUPPORTED, &msg)
         }
         _ => RpcError::libxl(code::INTERNAL_ERROR, &msg),
+    }
+}
+
+/// The libvirt error of a failed save or restore: what the guest or the image did is an operation that
+/// failed, with the toolstack's reason; anything else is mapped like any toolstack error.
+fn save_err(e: XlError) -> RpcError {
+    match e {
+        XlError::NoSuspend(domid) => RpcError::libxl(
+            code::OPERATION_FAILED,
+            format!(
+                "operation failed: guest does not support suspend: domain {domid} has no PV suspend driver \
+                 (it has not announced control/feature-suspend), so its memory cannot be saved"
+            ),
+        ),
+        XlError::Timeout(_) | XlError::SaveImage(_) | XlError::Io { .. } => {
+            RpcError::libxl(code::OPERATION_FAILED, format!("operation failed: {e}"))
+        }
+        e => xl_err(e),
     }
 }
 
@@ -130,6 +150,8 @@ type Aliases = Arc<Mutex<HashMap<u32, u16>>>;
 /// The backend.
 pub struct LibxlBackend {
     target: Target,
+    /// The toolstack's domain registry (saves run on their own connection with their own view of it).
+    registry: PathBuf,
     ts: Mutex<Toolstack<AnyTransport>>,
     aliases: Aliases,
     sink: Arc<Mutex<Option<EventSink>>>,
@@ -177,6 +199,7 @@ impl LibxlBackend {
         }
         let b = Arc::new(Self {
             target: target.clone(),
+            registry: registry.to_path_buf(),
             ts: Mutex::new(ts),
             aliases: Arc::new(Mutex::new(HashMap::new())),
             sink: Arc::new(Mutex::new(None)),
@@ -238,28 +261,17 @@ fn watch(
                             .find(|(_, cur)| **cur == h.domid)
                             .map_or(u32::from(h.domid), |(k, _)| *k)
                     };
-                    let mut events = Vec::new();
+                    let events = exit_events(h.reason, h.new_domid);
                     // A restart under the same ID keeps an attached console (the new domain's ring replaces
                     // the old one); otherwise the old domain's console ends.
                     if h.new_domid != Some(h.domid) {
                         consoles.remove(h.domid);
                     }
-                    match (h.reason, h.new_domid) {
-                        (_, Some(new)) => {
-                            lock(&aliases).insert(known, new);
-                            let kib = ts.registry.get(new).map_or(0, |c| c.memory_mib * 1024);
-                            consoles.introduce(new, &h.name, kib);
-                            consoles.add(new);
-                        }
-                        (Some(xen_abi::hypercall::schedop::SHUTDOWN_CRASH), None) => {
-                            events.push((ev::CRASHED, 0));
-                            events.push((ev::STOPPED, ev::STOPPED_CRASHED));
-                        }
-                        (Some(_), None) => {
-                            events.push((ev::SHUTDOWN, 0));
-                            events.push((ev::STOPPED, ev::STOPPED_SHUTDOWN));
-                        }
-                        (None, None) => events.push((ev::STOPPED, ev::STOPPED_DESTROYED)),
+                    if let Some(new) = h.new_domid {
+                        lock(&aliases).insert(known, new);
+                        let kib = ts.registry.get(new).map_or(0, |c| c.memory_mib * 1024);
+                        consoles.introduce(new, &h.name, kib);
+                        consoles.add(new);
                     }
                     if h.new_domid.is_none() {
                         lock(&aliases).remove(&known);
@@ -277,6 +289,20 @@ fn watch(
             }
             Err(e) => eprintln!("virtxend: handling domain exits: {e}"),
         }
+    }
+}
+
+/// The lifecycle events of a domain that stopped with `reason` (`None`: it vanished) and was or was not
+/// restarted as `new_domid`. A domain that suspended (Xen's save) has not stopped: it is its saver's, and
+/// nothing is reported (the exit handler does not report it either).
+fn exit_events(reason: Option<u32>, new_domid: Option<u16>) -> Vec<(i32, i32)> {
+    match (reason, new_domid) {
+        (_, Some(_)) | (Some(schedop::SHUTDOWN_SUSPEND), _) => vec![],
+        (Some(schedop::SHUTDOWN_CRASH), None) => {
+            vec![(ev::CRASHED, 0), (ev::STOPPED, ev::STOPPED_CRASHED)]
+        }
+        (Some(_), None) => vec![(ev::SHUTDOWN, 0), (ev::STOPPED, ev::STOPPED_SHUTDOWN)],
+        (None, None) => vec![(ev::STOPPED, ev::STOPPED_DESTROYED)],
     }
 }
 
@@ -367,7 +393,8 @@ impl Backend for LibxlBackend {
     fn info(&self, domid: u32) -> Result<Option<RunInfo>, RpcError> {
         match lock(&self.ts).info(self.current(domid)) {
             Ok(i) => Ok(Some(RunInfo {
-                state: if i.paused {
+                // A domain that suspended to be saved is stopped but not shut down: paused, for libvirt.
+                state: if i.paused || i.shutdown == Some(schedop::SHUTDOWN_SUSPEND) {
                     3
                 } else if i.shutdown.is_some() {
                     4
@@ -416,6 +443,51 @@ impl Backend for LibxlBackend {
     fn set_event_sink(&self, sink: EventSink) {
         *lock(&self.sink) = Some(sink);
     }
+
+    fn check_save(&self) -> Result<(), RpcError> {
+        // The console daemon is the domains' xenstored, through which guests are asked to suspend.
+        Ok(())
+    }
+
+    fn save(&self, domid: u32, out: &mut std::fs::File, after: AfterSave) -> Result<(), RpcError> {
+        let cur = self.current(domid);
+        // On its own connection: the guest may take its time to suspend, and the daemon's other calls (and
+        // the toolstack's lock) go on meanwhile.
+        let t = self.target.connect().map_err(xl_err)?;
+        let mut ts = Toolstack::new(t, Registry::new(&self.registry));
+        ts.xenstore = true;
+        let opts = SaveOptions {
+            after: match after {
+                AfterSave::Stop => libxl_rs::save::AfterSave::Stop,
+                AfterSave::Continue => libxl_rs::save::AfterSave::Continue,
+            },
+            suspend_timeout: SUSPEND_TIMEOUT,
+        };
+        let mut store = &*self.consoles;
+        ts.save(cur, out, &mut store, &opts).map_err(save_err)?;
+        if after == AfterSave::Stop {
+            self.consoles.remove(cur);
+            lock(&self.aliases).remove(&domid);
+        }
+        Ok(())
+    }
+
+    fn restore(
+        &self,
+        def: &Domain,
+        input: &mut std::fs::File,
+        paused: bool,
+    ) -> Result<u32, RpcError> {
+        let cfg = domain_config(def)?;
+        let mut store = &*self.consoles;
+        // The console daemon introduces the domain to its xenstore with the saved nodes and serves its
+        // console and xenstore rings from where their indices stand, as for a created domain.
+        let domid = lock(&self.ts)
+            .restore(&cfg, std::io::BufReader::new(input), &mut store, paused)
+            .map_err(save_err)?;
+        lock(&self.aliases).remove(&u32::from(domid));
+        Ok(u32::from(domid))
+    }
 }
 
 #[cfg(test)]
@@ -450,6 +522,51 @@ mod tests {
             (Action::Destroy, Action::Restart, Action::Preserve)
         );
         assert_eq!(cfg.uuid[0], 0x4d);
+    }
+
+    #[test]
+    fn a_suspended_domain_is_no_exit_and_gets_no_events() {
+        assert!(exit_events(Some(schedop::SHUTDOWN_SUSPEND), None).is_empty());
+        assert_eq!(
+            exit_events(Some(schedop::SHUTDOWN_POWEROFF), None),
+            vec![(ev::SHUTDOWN, 0), (ev::STOPPED, ev::STOPPED_SHUTDOWN)]
+        );
+        assert_eq!(
+            exit_events(Some(schedop::SHUTDOWN_CRASH), None),
+            vec![(ev::CRASHED, 0), (ev::STOPPED, ev::STOPPED_CRASHED)]
+        );
+        assert_eq!(
+            exit_events(None, None),
+            vec![(ev::STOPPED, ev::STOPPED_DESTROYED)]
+        );
+        assert!(exit_events(Some(schedop::SHUTDOWN_REBOOT), Some(4)).is_empty());
+    }
+
+    #[test]
+    fn save_failures_are_libvirt_operation_failures_with_the_reason() {
+        let e = save_err(XlError::NoSuspend(3));
+        assert_eq!(e.code, code::OPERATION_FAILED);
+        assert!(
+            e.message
+                .starts_with("operation failed: guest does not support suspend"),
+            "{}",
+            e.message
+        );
+        let e = save_err(XlError::Timeout("domain 3 to suspend".into()));
+        assert_eq!(e.code, code::OPERATION_FAILED);
+        assert!(
+            e.message
+                .contains("timed out waiting for domain 3 to suspend"),
+            "{}",
+            e.message
+        );
+        let e = save_err(XlError::SaveImage("it ends too early (truncated)".into()));
+        assert_eq!(e.code, code::OPERATION_FAILED);
+        assert!(e.message.contains("truncated"), "{}", e.message);
+        assert_eq!(
+            save_err(XlError::NoSuchDomain("3".into())).code,
+            code::OPERATION_INVALID
+        );
     }
 
     #[test]

@@ -335,17 +335,30 @@ impl Backend for TestBackend {
             Err(libvirt_driver::backend::save_unsupported())
         }
     }
-    fn save(&self, domid: u32, path: &Path) -> Result<(), RpcError> {
+    fn save(
+        &self,
+        domid: u32,
+        out: &mut std::fs::File,
+        _after: libvirt_driver::backend::AfterSave,
+    ) -> Result<(), RpcError> {
         self.check_save()?;
         assert!(self.running.lock().unwrap().contains(&domid));
-        std::fs::write(path, format!("memory of domain {domid}")).unwrap();
+        write!(out, "memory of domain {domid}").unwrap();
         Ok(())
     }
-    fn restore(&self, def: &Domain, path: &Path, paused: bool) -> Result<u32, RpcError> {
+    fn restore(
+        &self,
+        def: &Domain,
+        input: &mut std::fs::File,
+        paused: bool,
+    ) -> Result<u32, RpcError> {
+        use std::os::fd::AsRawFd;
         self.check_save()?;
-        let saved = std::fs::read_to_string(path).unwrap();
+        let mut saved = String::new();
+        input.read_to_string(&mut saved).unwrap();
         assert!(saved.starts_with("memory of domain"), "{saved}");
-        self.restored.lock().unwrap().push(path.to_path_buf());
+        let path = std::fs::read_link(format!("/proc/self/fd/{}", input.as_raw_fd())).unwrap();
+        self.restored.lock().unwrap().push(path);
         self.create(def, paused)
     }
 }

@@ -4,6 +4,7 @@ pub mod builder;
 pub mod config;
 pub mod console;
 pub mod lifecycle;
+pub mod save;
 pub mod transport;
 pub mod xenstore;
 pub mod xl_cli;

@@ -1,6 +1,7 @@
 //! The control domain's xenstore (Xen's xenstored, the part guests need): one tree of nodes, the wire protocol
 //! guests speak on their xenstore ring (`public/io/xs_wire.h`), watches, and the toolstack's writes such as
-//! `control/shutdown`, which is how a Xen guest is asked to power off or reboot cleanly.
+//! `control/shutdown`, which is how a Xen guest is asked to power off, reboot or suspend (to be saved)
+//! cleanly, and what a save image keeps of a domain ([`Store::nodes`], [`Store::restore`]).
 //!
 //! [`Store`] is the pure state machine (tested on the host); [`XsRing`] moves bytes between a guest's ring page
 //! and it. The console daemon ([`crate::console::service`]) serves both rings of every domain in one sweep.
@@ -112,6 +113,81 @@ impl Store {
             .retain(|p, _| p != &home && !p.starts_with(&format!("{home}/")));
         self.watches.retain(|w| w.0 != domid);
         self.events.remove(&domid);
+    }
+
+    /// Asks the guest of `domid` to `reason` ("poweroff", "reboot", "suspend") by writing it into
+    /// `control/shutdown`, as Xen's toolstack does; false, with nothing written, when the guest has not
+    /// announced `control/feature-<reason>` (it has no PV driver that would act on it).
+    pub fn request_shutdown(&mut self, domid: u16, reason: &str) -> bool {
+        let home = Self::home(domid);
+        let able = self.get(&format!("{home}/control/feature-{reason}")) == Some(b"1");
+        if able {
+            self.set(&format!("{home}/control/shutdown"), reason.as_bytes());
+        }
+        able
+    }
+
+    /// Withdraws a `reason` request the guest has not taken yet (it clears `control/shutdown` when it does):
+    /// a guest that comes too late finds nothing to act on.
+    pub fn withdraw_shutdown(&mut self, domid: u16, reason: &str) {
+        let node = format!("{}/control/shutdown", Self::home(domid));
+        if self.get(&node) == Some(reason.as_bytes()) {
+            self.set(&node, b"");
+        }
+    }
+
+    /// Every node under the home of `domid`, as paths relative to it with their values (what a save image
+    /// keeps of the domain's xenstore).
+    pub fn nodes(&self, domid: u16) -> Vec<(String, Vec<u8>)> {
+        let prefix = format!("{}/", Self::home(domid));
+        self.nodes
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .map(|(p, v)| (p[prefix.len()..].to_string(), v.clone()))
+            .collect()
+    }
+
+    /// Introduces a restored domain (see [`Store::introduce`]) and writes back the nodes its guest had, as
+    /// [`Store::nodes`] listed them, so its drivers find their features and settings again. The nodes the
+    /// toolstack owns keep their new values (`name`, `domid`), a pending `control/shutdown` is not carried
+    /// over (the guest would act on it again), and paths that do not stay inside the home are refused.
+    pub fn restore(
+        &mut self,
+        domid: u16,
+        name: &str,
+        memory_kib: u64,
+        nodes: &[(String, Vec<u8>)],
+    ) -> Result<(), String> {
+        let home = Self::home(domid);
+        let mut paths = Vec::with_capacity(nodes.len());
+        for (rel, value) in nodes {
+            let ok = !rel.is_empty()
+                && rel.len() <= 2048
+                && value.len() <= PAYLOAD_MAX
+                && rel.split('/').all(|c| {
+                    !c.is_empty()
+                        && c != "."
+                        && c != ".."
+                        && c.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+                });
+            if !ok {
+                return Err(format!(
+                    "the xenstore node \"{}\" cannot be restored",
+                    rel.escape_debug()
+                ));
+            }
+            paths.push((format!("{home}/{rel}"), value));
+        }
+        self.release(domid);
+        self.introduce(domid, name, memory_kib);
+        for (path, value) in paths {
+            let rel = &path[home.len() + 1..];
+            if rel == "name" || rel == "domid" || rel == "control/shutdown" {
+                continue;
+            }
+            self.set(&path, value);
+        }
+        Ok(())
     }
 
     fn absolute(domid: u16, path: &str) -> Option<String> {
@@ -595,5 +671,94 @@ mod tests {
         wr32(&mut page, REQ_PROD, at + bad.len() as u32);
         ring.serve(&mut s, 3, &mut page);
         assert_eq!(s.get("/local/domain/3/name"), Some(&b"linux"[..]));
+    }
+
+    #[test]
+    fn a_saved_subtree_comes_back_under_the_new_domain() {
+        let mut s = Store::new();
+        s.introduce(3, "linux", 1024);
+        // The guest's PV drivers announce themselves.
+        for node in ["control/feature-suspend", "control/feature-poweroff"] {
+            let mut p = node.as_bytes().to_vec();
+            p.extend_from_slice(b"\x001");
+            assert_eq!(req(&mut s, XS_WRITE, &p).1, b"OK\0");
+        }
+        assert!(s.request_shutdown(3, "suspend"));
+        assert!(!s.request_shutdown(3, "reboot"), "not announced");
+        let saved = s.nodes(3);
+        assert!(saved.contains(&("control/feature-suspend".to_string(), b"1".to_vec())));
+        assert!(saved.contains(&("control/shutdown".to_string(), b"suspend".to_vec())));
+        assert!(saved.contains(&("name".to_string(), b"linux".to_vec())));
+        s.release(3);
+        s.restore(9, "linux", 1024, &saved).expect("restore");
+        assert_eq!(
+            s.get("/local/domain/9/control/feature-suspend"),
+            Some(&b"1"[..])
+        );
+        assert_eq!(s.get("/local/domain/9/domid"), Some(&b"9"[..]), "new ID");
+        assert_eq!(
+            s.get("/local/domain/9/control/shutdown"),
+            Some(&b""[..]),
+            "no pending request"
+        );
+        assert_eq!(s.get("/local/domain/3/name"), None);
+        // It still answers shutdown requests.
+        assert!(s.request_shutdown(9, "poweroff"));
+        // Paths that would leave the home are refused, and nothing is written.
+        for bad in ["", "../4/name", "a//b", "/local/domain/4/x", "a/./b"] {
+            let e = s
+                .restore(10, "x", 1, &[(bad.to_string(), b"v".to_vec())])
+                .expect_err("refused");
+            assert!(e.contains("cannot be restored"), "{e}");
+            assert_eq!(s.get("/local/domain/10"), None);
+        }
+    }
+
+    #[test]
+    fn a_request_not_taken_yet_can_be_withdrawn() {
+        let mut s = Store::new();
+        s.introduce(3, "linux", 1024);
+        s.set("/local/domain/3/control/feature-suspend", b"1");
+        assert!(s.request_shutdown(3, "suspend"));
+        s.withdraw_shutdown(3, "suspend");
+        assert_eq!(s.get("/local/domain/3/control/shutdown"), Some(&b""[..]));
+        // One the guest replaced is left alone.
+        s.set("/local/domain/3/control/shutdown", b"poweroff");
+        s.withdraw_shutdown(3, "suspend");
+        assert_eq!(
+            s.get("/local/domain/3/control/shutdown"),
+            Some(&b"poweroff"[..])
+        );
+    }
+
+    #[test]
+    fn a_restored_ring_is_served_from_its_current_indices() {
+        // Restored memory: the indices are wherever the guest left them (here about to wrap), and the guest
+        // has not consumed the last responses (Linux's xb_init_comms moves rsp_cons up itself).
+        let mut s = Store::new();
+        s.introduce(3, "linux", 1024);
+        let mut page = vec![0u8; 4096];
+        let start = u32::MAX - 5;
+        wr32(&mut page, REQ_CONS, start);
+        wr32(&mut page, RSP_CONS, start - 100);
+        wr32(&mut page, RSP_PROD, start);
+        let msg = message(XS_READ, 4, 0, b"name\0");
+        for (i, b) in msg.iter().enumerate() {
+            page[start.wrapping_add(i as u32) as usize % RING] = *b;
+        }
+        wr32(&mut page, REQ_PROD, start.wrapping_add(msg.len() as u32));
+        let mut ring = XsRing::default();
+        assert!(ring.serve(&mut s, 3, &mut page));
+        assert_eq!(rd32(&page, REQ_CONS), start.wrapping_add(msg.len() as u32));
+        assert_eq!(rd32(&page, RSP_CONS), start - 100, "the guest's index");
+        let answer = message(XS_READ, 4, 0, b"linux");
+        assert_eq!(
+            rd32(&page, RSP_PROD),
+            start.wrapping_add(answer.len() as u32)
+        );
+        let got: Vec<u8> = (0..answer.len() as u32)
+            .map(|i| page[RING + start.wrapping_add(i) as usize % RING])
+            .collect();
+        assert_eq!(got, answer);
     }
 }

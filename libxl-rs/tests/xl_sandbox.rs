@@ -17,6 +17,8 @@ use xen_abi::ctlframe::{self, Decoded, Hello};
 use xen_abi::ctlserver::{self, Backend};
 use xen_abi::domctl::{self, dominf, GetDomainInfo};
 use xen_abi::errno::Errno;
+use xen_abi::hvmsave::{self, HvmHwCpu};
+use xen_abi::plain::Plain;
 use xen_abi::sysctl::Physinfo;
 use xen_abi::xen::VcpuHvmContext;
 
@@ -33,6 +35,10 @@ struct Dom {
     params: BTreeMap<u32, u64>,
     requests: Vec<u32>,
     e820: usize,
+    /// HVM context records loaded by the toolstack or given by a test as the guest's state.
+    hvm: Option<Vec<u8>>,
+    /// `XEN_DOMCTL_resumedomain` calls.
+    resumed: u32,
 }
 
 struct Model {
@@ -90,7 +96,7 @@ impl Backend for Model {
     }
     fn set_paused(&mut self, domid: u16, paused: bool) -> Result<(), Errno> {
         let d = self.doms.get_mut(&domid).ok_or(Errno::Esrch)?;
-        if !paused && domid != 0 && d.vcpu0.is_none() {
+        if !paused && domid != 0 && d.vcpu0.is_none() && d.hvm.is_none() {
             return Err(Errno::Einval);
         }
         d.paused = paused;
@@ -115,7 +121,7 @@ impl Backend for Model {
             nr_online_vcpus: if *id == 0 {
                 2
             } else {
-                u32::from(d.vcpu0.is_some())
+                u32::from(d.vcpu0.is_some() || d.hvm.is_some())
             },
             handle: d.create.handle,
             ..GetDomainInfo::default()
@@ -242,6 +248,68 @@ impl Backend for Model {
         // The model's guests never write their rings.
         0
     }
+    fn get_hvm_context(&mut self, domid: u16, out: &mut [u8]) -> Result<usize, (Errno, usize)> {
+        let d = self.doms.get(&domid).ok_or((Errno::Esrch, 0))?;
+        if !d.paused && d.shutdown.is_none() {
+            return Err((Errno::Ebusy, 0));
+        }
+        let ctx = match &d.hvm {
+            Some(c) => c.clone(),
+            None => {
+                let cpu = HvmHwCpu {
+                    rip: d.vcpu0.map_or(0, |c| u64::from(c.x86_32.eip)),
+                    ..HvmHwCpu::default()
+                };
+                context(&[(0, cpu)])
+            }
+        };
+        match out.get_mut(..ctx.len()) {
+            Some(o) => {
+                o.copy_from_slice(&ctx);
+                Ok(ctx.len())
+            }
+            None => Err((Errno::Enobufs, ctx.len())),
+        }
+    }
+    fn set_hvm_context(&mut self, domid: u16, records: &[u8]) -> Result<(), Errno> {
+        let d = self.doms.get_mut(&domid).ok_or(Errno::Esrch)?;
+        let cpus: Vec<u16> = hvmsave::parse(records)
+            .map_err(|_| Errno::Einval)?
+            .filter(|r| r.typecode == hvmsave::CPU)
+            .map(|r| r.instance)
+            .collect();
+        if cpus.iter().any(|i| u32::from(*i) >= d.create.max_vcpus) {
+            return Err(Errno::Einval);
+        }
+        d.hvm = Some(records.to_vec());
+        Ok(())
+    }
+    fn resume_domain(&mut self, domid: u16) -> Result<(), Errno> {
+        let d = self.doms.get_mut(&domid).ok_or(Errno::Esrch)?;
+        if d.shutdown != Some(xen_abi::hypercall::schedop::SHUTDOWN_SUSPEND) {
+            return Err(Errno::Einval);
+        }
+        d.shutdown = None;
+        d.resumed += 1;
+        Ok(())
+    }
+}
+
+/// An HVM context with a CPU record for each of `cpus`.
+fn context(cpus: &[(u16, HvmHwCpu)]) -> Vec<u8> {
+    let mut buf = vec![0u8; 64 + cpus.len() * (8 + std::mem::size_of::<HvmHwCpu>())];
+    let header = hvmsave::HvmSaveHeader {
+        magic: hvmsave::FILE_MAGIC,
+        version: hvmsave::FILE_VERSION,
+        ..hvmsave::HvmSaveHeader::default()
+    };
+    let mut w = hvmsave::Writer::new(&mut buf, &header);
+    for (id, cpu) in cpus {
+        w.push(hvmsave::CPU, *id, cpu.as_bytes());
+    }
+    let n = w.finish().expect("room");
+    buf.truncate(n);
+    buf
 }
 
 fn serve(model: Arc<Mutex<Model>>, mut s: UnixStream) {
@@ -652,4 +720,183 @@ fn domains_the_toolstack_did_not_create_are_listed_without_a_name() {
     // It is not found by name, but by ID.
     assert!(!sb.xl(&["pause", "(null)"]).status.success());
     assert!(sb.xl(&["list", "4"]).status.success());
+}
+
+/// The xenstored plus the guest's PV drivers: asked to suspend, the guest clears the request and its vCPU 0
+/// calls `SCHEDOP_shutdown(SHUTDOWN_suspend)`, which the model records as Xen does.
+struct SuspendingGuest {
+    store: libxl_rs::xenstore::Store,
+    model: Arc<Mutex<Model>>,
+}
+
+impl libxl_rs::save::GuestStore for SuspendingGuest {
+    fn request_suspend(&mut self, domid: u16) -> Result<bool, libxl_rs::transport::Error> {
+        let asked = self.store.request_shutdown(domid, "suspend");
+        if asked {
+            self.store.withdraw_shutdown(domid, "suspend");
+            let mut m = self.model.lock().expect("model");
+            let d = m.doms.get_mut(&domid).expect("domain");
+            d.shutdown = Some(xen_abi::hypercall::schedop::SHUTDOWN_SUSPEND);
+            // The hypercall's return value in vCPU 0's rax starts as 0 (the suspend went through).
+            if let Some(ctx) = d.hvm.as_deref() {
+                let cpus: Vec<(u16, HvmHwCpu)> = hvmsave::parse(ctx)
+                    .expect("records")
+                    .filter(|r| r.typecode == hvmsave::CPU)
+                    .filter_map(|r| Some((r.instance, HvmHwCpu::read_from(r.data)?)))
+                    .map(|(i, mut c)| {
+                        if i == 0 {
+                            c.gprs[hvmsave::GPR_RAX] = 0;
+                        }
+                        (i, c)
+                    })
+                    .collect();
+                d.hvm = Some(context(&cpus));
+            }
+            if let Some(p) = m.port {
+                m.raise(p);
+            }
+        }
+        Ok(asked)
+    }
+    fn cancel_suspend(&mut self, domid: u16) {
+        self.store.withdraw_shutdown(domid, "suspend");
+    }
+    fn nodes(&mut self, domid: u16) -> Result<Vec<(String, Vec<u8>)>, libxl_rs::transport::Error> {
+        Ok(self.store.nodes(domid))
+    }
+    fn restore_domain(
+        &mut self,
+        domid: u16,
+        name: &str,
+        memory_kib: u64,
+        nodes: &[(String, Vec<u8>)],
+    ) -> Result<(), libxl_rs::transport::Error> {
+        self.store
+            .restore(domid, name, memory_kib, nodes)
+            .map_err(libxl_rs::transport::Error::Config)
+    }
+    fn release(&mut self, domid: u16) {
+        self.store.release(domid);
+    }
+}
+
+#[test]
+fn save_and_restore_over_the_sandbox_transport() {
+    use libxl_rs::lifecycle::{DomainConfig, Registry, Toolstack};
+    use libxl_rs::save::{AfterSave, SaveOptions};
+    use libxl_rs::transport::any::Target;
+
+    let sb = Sandbox::start("save");
+    let cfg_path = write_cfg(&sb.dir, "saved", "");
+    let xl_cfg =
+        libxl_rs::xlcfg::XlConfig::parse(&std::fs::read_to_string(&cfg_path).expect("cfg"))
+            .expect("parse");
+    let cfg = DomainConfig::from_xlcfg(&xl_cfg, &sb.dir).expect("config");
+    let t = Target::Sandbox(sb.dir.clone()).connect().expect("connect");
+    let mut ts = Toolstack::new(t, Registry::new(sb.dir.join("state")));
+    ts.xenstore = true;
+    let mut guest = SuspendingGuest {
+        store: libxl_rs::xenstore::Store::new(),
+        model: sb.model.clone(),
+    };
+    let id = ts.create(&cfg, false).expect("create");
+    guest.store.introduce(id, "saved", 16384);
+    guest
+        .store
+        .set(&format!("/local/domain/{id}/control/feature-suspend"), b"1");
+    // The guest's state: memory, and its vCPU somewhere in its kernel.
+    let data: Vec<u8> = (0..8192u32).map(|i| (i % 241) as u8 + 1).collect();
+    sb.guest_write(id, 0x40_0000, &data);
+    sb.guest_write(id, 0x50_0000, &[0u8; 4096]);
+    let running = HvmHwCpu {
+        rip: 0xffff_ffff_8100_2000,
+        ..HvmHwCpu::default()
+    };
+    sb.model
+        .lock()
+        .expect("model")
+        .doms
+        .get_mut(&id)
+        .expect("dom")
+        .hvm = Some(context(&[(0, running)]));
+
+    // A snapshot: the image is written and the guest goes on with rax = 1 (a cancelled suspend).
+    let snap = sb.dir.join("snap.img");
+    let mut f = File::create(&snap).expect("create image");
+    let cont = SaveOptions {
+        after: AfterSave::Continue,
+        ..SaveOptions::default()
+    };
+    ts.save(id, &mut f, &mut guest, &cont).expect("snapshot");
+    {
+        let m = sb.model.lock().expect("model");
+        let d = &m.doms[&id];
+        assert_eq!((d.shutdown, d.resumed, d.paused), (None, 1, false));
+        let cpu = hvmsave::parse(d.hvm.as_deref().expect("ctx"))
+            .expect("records")
+            .find(|r| r.typecode == hvmsave::CPU)
+            .and_then(|r| HvmHwCpu::read_from(r.data))
+            .expect("cpu");
+        assert_eq!((cpu.rip, cpu.gprs[hvmsave::GPR_RAX]), (running.rip, 1));
+    }
+
+    // Save and stop: the domain is gone, its frames free.
+    let img = sb.dir.join("saved.img");
+    let mut f = File::create(&img).expect("create image");
+    ts.save(id, &mut f, &mut guest, &SaveOptions::default())
+        .expect("save");
+    assert!(!sb.model.lock().expect("model").doms.contains_key(&id));
+
+    // Restore: a new domain with the same memory, rings and vCPU state, running.
+    let new = ts
+        .restore(&cfg, File::open(&img).expect("open"), &mut guest, false)
+        .expect("restore");
+    assert_ne!(new, id);
+    // Page by page: the new domain's frames are not contiguous in the RAM file.
+    let back = [
+        sb.guest_read(new, 0x40_0000, 4096),
+        sb.guest_read(new, 0x40_1000, 4096),
+    ]
+    .concat();
+    let diff = back.iter().zip(&data).position(|(a, b)| a != b);
+    assert!(
+        diff.is_none(),
+        "restored memory differs at {diff:?}: {:?}",
+        &back[diff.unwrap_or(0)..][..16]
+    );
+    assert!(
+        sb.guest_read(new, 0x50_0000, 4096).iter().all(|b| *b == 0),
+        "zeroed"
+    );
+    let m = sb.model.lock().expect("model");
+    let d = &m.doms[&new];
+    assert!(!d.paused);
+    assert_eq!(d.create.handle, cfg.uuid);
+    assert_eq!(d.e820, 3);
+    assert_eq!(
+        d.params[&xen_abi::memres::HVM_PARAM_CONSOLE_PFN],
+        4094,
+        "the same ring frame"
+    );
+    let cpu = hvmsave::parse(d.hvm.as_deref().expect("ctx"))
+        .expect("records")
+        .find(|r| r.typecode == hvmsave::CPU)
+        .and_then(|r| HvmHwCpu::read_from(r.data))
+        .expect("cpu");
+    assert_eq!((cpu.rip, cpu.gprs[hvmsave::GPR_RAX]), (running.rip, 0));
+    drop(m);
+    assert_eq!(
+        guest
+            .store
+            .get(&format!("/local/domain/{new}/control/feature-suspend")),
+        Some(&b"1"[..])
+    );
+    // `xl list` shows it under its name.
+    let out = text(&sb.xl(&["list", "saved"])).0;
+    let id_text = new.to_string();
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().take(2).eq(["saved", id_text.as_str()])),
+        "{out}"
+    );
 }

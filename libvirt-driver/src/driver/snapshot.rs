@@ -800,9 +800,12 @@ impl Driver {
                 self.backend.pause(domid)?;
                 out.events.push((lifecycle::SUSPENDED, detail::SUSPENDED));
             }
-            let taken = self
-                .backend
-                .save(domid, &mem_path)
+            let taken = std::fs::File::create(&mem_path)
+                .map_err(|e| io_error(&crate::Error::Io(mem_path.clone(), e)))
+                .and_then(|mut f| {
+                    self.backend
+                        .save(domid, &mut f, crate::backend::AfterSave::Continue)
+                })
                 .and_then(|()| images_create(&name, &images));
             if let Err(e) = taken {
                 let _ = std::fs::remove_file(&mem_path);
@@ -1030,7 +1033,9 @@ impl Driver {
                     Some(f) => std::path::PathBuf::from(f),
                     None => self.store.snapshot_memory_path(&dom_name, name),
                 };
-                self.backend.restore(&def, &mem, paused)
+                std::fs::File::open(&mem)
+                    .map_err(|e| io_error(&crate::Error::Io(mem.clone(), e)))
+                    .and_then(|mut f| self.backend.restore(&def, &mut f, paused))
             } else {
                 self.backend.create(&def, paused)
             };

@@ -1,6 +1,9 @@
 //! The PVH domain builder: creates a domain through a [`Transport`], gives it RAM, loads an ELF32 or ELF64
 //! kernel with the Xen PVH entry note, places the initrd as module 0, writes `hvm_start_info` with the memory
 //! map and command line, sets vCPU 0's entry state and the console/xenstore ring pages, then unpauses it.
+//! The domain's shape ([`Layout`]: vCPUs, RAM extents, memory map) and the steps that create it
+//! ([`create_domain`], [`setup_memory`], [`connect_rings`]) are shared with restoring a saved domain
+//! (`crate::save`), which fills the memory from the save file instead of loading a kernel.
 //!
 //! Guest-physical layout (4 KiB frames):
 //!
@@ -144,6 +147,257 @@ fn image_err(what: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// The ACPI tables' page of a PVH domain with `mem_bytes` of RAM: the third frame from the top.
+fn acpi_gpa(mem_bytes: u64) -> u64 {
+    mem_bytes - 3 * PAGE
+}
+
+/// The console ring's page, followed by the xenstore ring's: the last two frames of RAM.
+fn rings_gpa(mem_bytes: u64) -> u64 {
+    mem_bytes - 2 * PAGE
+}
+
+/// One range of guest RAM, populated from `first_gfn` with extents of `1 << order` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RamRange {
+    /// The first frame (aligned to the extent size).
+    pub first_gfn: u64,
+    /// Frames in the range (a multiple of the extent size).
+    pub frames: u64,
+    /// The extent order (9 = 2 MiB superpages, 0 = single frames).
+    pub order: u32,
+}
+
+/// A domain's shape in the hypervisor and its guest-physical layout: what building and restoring both
+/// create, so a restored domain gets exactly the memory, extents and memory map of the one that was saved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The domain's UUID.
+    pub uuid: [u8; 16],
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Memory limit in KiB.
+    pub max_memkb: u64,
+    /// The RAM, in the extents it is populated with.
+    pub ram: Vec<RamRange>,
+    /// The memory map the guest sees (start info and `XENMEM_memory_map`).
+    pub memmap: Vec<HvmMemmapEntry>,
+}
+
+/// The highest extent order populate_physmap takes.
+pub const MAX_ORDER: u32 = 18;
+
+impl Layout {
+    /// The layout of a PVH domain with `memory_mib` of RAM from frame 0 (2 MiB extents where they fit,
+    /// single frames for the rest), the ACPI tables' page and the console and xenstore rings at its top.
+    pub fn pvh(uuid: [u8; 16], vcpus: u32, memory_mib: u64, max_memory_mib: u64) -> Self {
+        let mem_bytes = memory_mib << 20;
+        let pages = mem_bytes / PAGE;
+        let big = pages / SUPERPAGE * SUPERPAGE;
+        let mut ram = Vec::new();
+        if big > 0 {
+            ram.push(RamRange {
+                first_gfn: 0,
+                frames: big,
+                order: SUPERPAGE_ORDER,
+            });
+        }
+        if pages > big {
+            ram.push(RamRange {
+                first_gfn: big,
+                frames: pages - big,
+                order: 0,
+            });
+        }
+        let acpi_gpa = acpi_gpa(mem_bytes);
+        let special = rings_gpa(mem_bytes);
+        let memmap = vec![
+            HvmMemmapEntry {
+                addr: 0,
+                size: acpi_gpa,
+                kind: memmap_type::RAM,
+                reserved: 0,
+            },
+            HvmMemmapEntry {
+                addr: acpi_gpa,
+                size: PAGE,
+                kind: memmap_type::ACPI,
+                reserved: 0,
+            },
+            HvmMemmapEntry {
+                addr: special,
+                size: 2 * PAGE,
+                kind: memmap_type::RESERVED,
+                reserved: 0,
+            },
+        ];
+        Self {
+            uuid,
+            vcpus,
+            max_memkb: max_memory_mib * 1024,
+            ram,
+            memmap,
+        }
+    }
+
+    /// Frames of RAM.
+    pub fn ram_frames(&self) -> u64 {
+        self.ram.iter().map(|r| r.frames).sum()
+    }
+
+    /// Whether frame `gfn` is RAM of this layout.
+    pub fn is_ram(&self, gfn: u64) -> bool {
+        self.ram
+            .iter()
+            .any(|r| gfn >= r.first_gfn && gfn - r.first_gfn < r.frames)
+    }
+
+    /// Checks a layout that came from outside (a save file): vCPUs, extents aligned and inside the memory
+    /// limit, ranges apart, a memory map the hypervisor takes.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.vcpus == 0 || self.vcpus > 128 {
+            return bad(format!("{} vCPUs cannot be built", self.vcpus));
+        }
+        if self.ram.is_empty() {
+            return bad("the domain has no RAM".into());
+        }
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for r in &self.ram {
+            let extent = 1u64 << r.order.min(63);
+            let end = r.first_gfn.checked_add(r.frames);
+            if r.order > MAX_ORDER
+                || r.frames == 0
+                || r.first_gfn % extent != 0
+                || r.frames % extent != 0
+                || end.is_none_or(|e| e > 1 << 40)
+            {
+                return bad(format!("RAM range {r:?} cannot be populated"));
+            }
+            ranges.push((r.first_gfn, r.first_gfn + r.frames));
+        }
+        ranges.sort_unstable();
+        if ranges.windows(2).any(|w| w[1].0 < w[0].1) {
+            return bad("RAM ranges overlap".into());
+        }
+        if self.ram_frames().saturating_mul(4) > self.max_memkb {
+            return bad(format!(
+                "{} KiB of RAM exceed the memory limit of {} KiB",
+                self.ram_frames() * 4,
+                self.max_memkb
+            ));
+        }
+        if self.memmap.is_empty() || self.memmap.len() > memres::MAX_E820 {
+            return bad(format!(
+                "a memory map of {} entries cannot be set",
+                self.memmap.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `XEN_DOMCTL_createdomain` for a PVH domain of `layout` (HVM container with HAP, only the local APIC
+/// emulated); returns its ID. It starts paused, without memory.
+pub fn create_domain<T: Transport>(t: &mut T, layout: &Layout) -> Result<u16, Error> {
+    let create = domctl::CreateDomain {
+        handle: layout.uuid,
+        flags: domctl::cdf::HVM | domctl::cdf::HAP,
+        max_vcpus: layout.vcpus,
+        max_evtchn_port: 1023,
+        max_grant_frames: -1,
+        max_maptrack_frames: -1,
+        arch: domctl::ArchDomainConfig {
+            emulation_flags: domctl::X86_EMU_LAPIC,
+            misc_flags: 0,
+        },
+        ..domctl::CreateDomain::default()
+    };
+    let mut d = XenDomctl::new(domctl::cmd::CREATEDOMAIN, 0, &create);
+    t.domctl(&mut d, None)?;
+    Ok(d.domain)
+}
+
+/// `XEN_DOMCTL_destroydomain`, for a domain that could not be finished (errors are ignored: the caller
+/// reports why it gave up).
+pub fn destroy_quietly<T: Transport>(t: &mut T, domid: u16) {
+    let mut d = XenDomctl::new(
+        domctl::cmd::DESTROYDOMAIN,
+        domid,
+        &domctl::MaxVcpus::default(),
+    );
+    let _ = t.domctl(&mut d, None);
+}
+
+/// Gives a new domain the memory of `layout`: its limit, its RAM in the layout's extents, and the memory
+/// map `XENMEM_memory_map` returns (as libxl sets it).
+pub fn setup_memory<T: Transport>(t: &mut T, domid: u16, layout: &Layout) -> Result<(), Error> {
+    let mut d = XenDomctl::new(
+        domctl::cmd::MAX_MEM,
+        domid,
+        &domctl::MaxMem {
+            max_memkb: layout.max_memkb,
+        },
+    );
+    t.domctl(&mut d, None)?;
+    for r in &layout.ram {
+        let starts: Vec<u64> = (r.first_gfn..r.first_gfn + r.frames)
+            .step_by(1 << r.order)
+            .collect();
+        for chunk in starts.chunks(POPULATE_BATCH) {
+            t.populate_physmap_order(domid, chunk, r.order)?;
+        }
+    }
+    let e820: Vec<xen_abi::xen::E820Entry> = layout
+        .memmap
+        .iter()
+        .map(|m| xen_abi::xen::E820Entry {
+            addr: m.addr,
+            size: m.size,
+            kind: m.kind,
+        })
+        .collect();
+    t.set_memory_map(domid, &e820)
+}
+
+/// The console and xenstore rings' event channels: fresh ports in the guest that the control domain binds
+/// to, advertised with the rings' frames in the HVM params (`xenstore_gfn` only when a xenstored serves
+/// it). Returns (console port, xenstore port).
+pub fn connect_rings<T: Transport>(
+    t: &mut T,
+    domid: u16,
+    console_gfn: u64,
+    xenstore_gfn: Option<u64>,
+) -> Result<(u32, u32), Error> {
+    let console_port = t.evtchn_alloc_unbound(domid, 0)?;
+    let xenstore_port = t.evtchn_alloc_unbound(domid, 0)?;
+    t.hvm_set_param(domid, memres::HVM_PARAM_CONSOLE_PFN, console_gfn)?;
+    t.hvm_set_param(
+        domid,
+        memres::HVM_PARAM_CONSOLE_EVTCHN,
+        u64::from(console_port),
+    )?;
+    if let Some(gfn) = xenstore_gfn {
+        t.hvm_set_param(domid, memres::HVM_PARAM_STORE_PFN, gfn)?;
+        t.hvm_set_param(
+            domid,
+            memres::HVM_PARAM_STORE_EVTCHN,
+            u64::from(xenstore_port),
+        )?;
+    }
+    Ok((console_port, xenstore_port))
+}
+
+/// `XEN_DOMCTL_unpausedomain`.
+pub fn unpause<T: Transport>(t: &mut T, domid: u16) -> Result<(), Error> {
+    let mut d = XenDomctl::new(
+        domctl::cmd::UNPAUSEDOMAIN,
+        domid,
+        &domctl::MaxVcpus::default(),
+    );
+    t.domctl(&mut d, None)
+}
+
 /// Builds and (unless `spec.paused`) starts a PVH domain; on failure the half-built domain is destroyed.
 pub fn build<T: Transport>(t: &mut T, spec: &BuildSpec) -> Result<Built, Error> {
     if spec.vcpus == 0 {
@@ -157,35 +411,14 @@ pub fn build<T: Transport>(t: &mut T, spec: &BuildSpec) -> Result<Built, Error> 
     }
     let image = ElfImage::parse(&spec.kernel).map_err(|e| image_err("the kernel", e))?;
     let mem_bytes = spec.memory_mib << 20;
-    let special = mem_bytes - 2 * PAGE;
-    let entry = xen_abi::pvh::check_layout(&image, IMAGE_MIN_GPA, special)
+    let entry = xen_abi::pvh::check_layout(&image, IMAGE_MIN_GPA, rings_gpa(mem_bytes))
         .map_err(|e| image_err("the kernel", e))?;
-
-    let create = domctl::CreateDomain {
-        handle: spec.uuid,
-        flags: domctl::cdf::HVM | domctl::cdf::HAP,
-        max_vcpus: spec.vcpus,
-        max_evtchn_port: 1023,
-        max_grant_frames: -1,
-        max_maptrack_frames: -1,
-        arch: domctl::ArchDomainConfig {
-            emulation_flags: domctl::X86_EMU_LAPIC,
-            misc_flags: 0,
-        },
-        ..domctl::CreateDomain::default()
-    };
-    let mut d = XenDomctl::new(domctl::cmd::CREATEDOMAIN, 0, &create);
-    t.domctl(&mut d, None)?;
-    let domid = d.domain;
-    match populate_and_load(t, domid, spec, &image, entry, mem_bytes) {
+    let layout = Layout::pvh(spec.uuid, spec.vcpus, spec.memory_mib, spec.max_memory_mib);
+    let domid = create_domain(t, &layout)?;
+    match populate_and_load(t, domid, spec, &layout, &image, entry, mem_bytes) {
         Ok(b) => Ok(b),
         Err(e) => {
-            let mut d = XenDomctl::new(
-                domctl::cmd::DESTROYDOMAIN,
-                domid,
-                &domctl::MaxVcpus::default(),
-            );
-            let _ = t.domctl(&mut d, None);
+            destroy_quietly(t, domid);
             Err(e)
         }
     }
@@ -195,29 +428,12 @@ fn populate_and_load<T: Transport>(
     t: &mut T,
     domid: u16,
     spec: &BuildSpec,
+    layout: &Layout,
     image: &ElfImage<'_>,
     entry: u64,
     mem_bytes: u64,
 ) -> Result<Built, Error> {
-    let mut d = XenDomctl::new(
-        domctl::cmd::MAX_MEM,
-        domid,
-        &domctl::MaxMem {
-            max_memkb: spec.max_memory_mib * 1024,
-        },
-    );
-    t.domctl(&mut d, None)?;
-    // 2 MiB extents where they fit (as libxc populates with superpages), single frames for the rest.
-    let pages = mem_bytes / PAGE;
-    let big = pages / SUPERPAGE * SUPERPAGE;
-    let extents: Vec<u64> = (0..big).step_by(SUPERPAGE as usize).collect();
-    for chunk in extents.chunks(POPULATE_BATCH) {
-        t.populate_physmap_order(domid, chunk, SUPERPAGE_ORDER)?;
-    }
-    let rest: Vec<u64> = (big..pages).collect();
-    for chunk in rest.chunks(POPULATE_BATCH) {
-        t.populate_physmap(domid, chunk)?;
-    }
+    setup_memory(t, domid, layout)?;
 
     let mut kernel_end = IMAGE_MIN_GPA;
     for seg in image.load_segments() {
@@ -229,9 +445,8 @@ fn populate_and_load<T: Transport>(
         kernel_end = kernel_end.max(seg.paddr + seg.memsz);
     }
 
-    // The ACPI tables' page, then the console and xenstore rings, at the top of RAM.
-    let acpi_gpa = mem_bytes - 3 * PAGE;
-    let special = mem_bytes - 2 * PAGE;
+    let acpi_gpa = acpi_gpa(mem_bytes);
+    let special = rings_gpa(mem_bytes);
     let console_gfn = special / PAGE;
     let xenstore_gfn = console_gfn + 1;
     let mut modules = Vec::new();
@@ -254,31 +469,11 @@ fn populate_and_load<T: Transport>(
         });
         ramdisk = Some((at, size));
     }
-    let memmap = vec![
-        HvmMemmapEntry {
-            addr: 0,
-            size: acpi_gpa,
-            kind: memmap_type::RAM,
-            reserved: 0,
-        },
-        HvmMemmapEntry {
-            addr: acpi_gpa,
-            size: PAGE,
-            kind: memmap_type::ACPI,
-            reserved: 0,
-        },
-        HvmMemmapEntry {
-            addr: special,
-            size: 2 * PAGE,
-            kind: memmap_type::RESERVED,
-            reserved: 0,
-        },
-    ];
     let mut page = vec![0u8; PAGE as usize];
     let si = xen_abi::pvh::write_start_info(
         &mut page,
         START_INFO_GPA,
-        &memmap,
+        &layout.memmap,
         &modules,
         spec.cmdline.as_bytes(),
     )
@@ -292,33 +487,8 @@ fn populate_and_load<T: Transport>(
     copy_to_guest(t, domid, START_INFO_GPA, &page, 0)?;
     // Empty rings.
     copy_to_guest(t, domid, special, &[], 2 * PAGE)?;
-    // The same map for XENMEM_memory_map, as libxl sets it.
-    let e820: Vec<xen_abi::xen::E820Entry> = memmap
-        .iter()
-        .map(|m| xen_abi::xen::E820Entry {
-            addr: m.addr,
-            size: m.size,
-            kind: m.kind,
-        })
-        .collect();
-    t.set_memory_map(domid, &e820)?;
-    // The rings' event channels: ports in the guest that the control domain binds to.
-    let console_port = t.evtchn_alloc_unbound(domid, 0)?;
-    let xenstore_port = t.evtchn_alloc_unbound(domid, 0)?;
-    t.hvm_set_param(domid, memres::HVM_PARAM_CONSOLE_PFN, console_gfn)?;
-    t.hvm_set_param(
-        domid,
-        memres::HVM_PARAM_CONSOLE_EVTCHN,
-        u64::from(console_port),
-    )?;
-    if spec.xenstore {
-        t.hvm_set_param(domid, memres::HVM_PARAM_STORE_PFN, xenstore_gfn)?;
-        t.hvm_set_param(
-            domid,
-            memres::HVM_PARAM_STORE_EVTCHN,
-            u64::from(xenstore_port),
-        )?;
-    }
+    let (console_port, xenstore_port) =
+        connect_rings(t, domid, console_gfn, spec.xenstore.then_some(xenstore_gfn))?;
 
     let mut ctx = pvh_entry_context(entry, si).as_bytes().to_vec();
     let mut d = XenDomctl::new(
@@ -332,13 +502,7 @@ fn populate_and_load<T: Transport>(
     );
     t.domctl(&mut d, Some((domctl::VCPUCONTEXT_CTXT_OFFSET, &mut ctx)))?;
     if !spec.paused {
-        let mut d = XenDomctl::new(
-            domctl::cmd::UNPAUSEDOMAIN,
-            domid,
-            &domctl::MaxVcpus::default(),
-        );
-        d.set_payload(&domctl::MaxVcpus::default());
-        t.domctl(&mut d, None)?;
+        unpause(t, domid)?;
     }
     Ok(Built {
         domid,
@@ -348,7 +512,7 @@ fn populate_and_load<T: Transport>(
         xenstore_gfn,
         console_port,
         xenstore_port,
-        memmap,
+        memmap: layout.memmap.clone(),
     })
 }
 

@@ -254,3 +254,39 @@ fn the_store_is_advertised_only_when_a_xenstored_serves_it() {
         u64::from(b.xenstore_port)
     );
 }
+
+#[test]
+fn layouts_use_superpages_where_they_fit_and_outside_ones_are_checked() {
+    let l = Layout::pvh([1; 16], 2, 17, 32);
+    assert_eq!(
+        l.ram,
+        vec![
+            RamRange {
+                first_gfn: 0,
+                frames: 4096,
+                order: 9
+            },
+            RamRange {
+                first_gfn: 4096,
+                frames: 256,
+                order: 0
+            }
+        ]
+    );
+    assert_eq!((l.ram_frames(), l.max_memkb), (4352, 32 * 1024));
+    assert!(l.is_ram(4351) && !l.is_ram(4352));
+    assert_eq!(l.memmap[2].addr, (17 << 20) - 8192, "the rings at the top");
+    l.validate().expect("a built layout is valid");
+    let refused = |f: &dyn Fn(&mut Layout)| {
+        let mut bad = l.clone();
+        f(&mut bad);
+        bad.validate().expect_err("refused").to_string()
+    };
+    assert!(refused(&|b| b.vcpus = 0).contains("vCPUs"));
+    assert!(refused(&|b| b.ram[0].first_gfn = 3).contains("cannot be populated"));
+    assert!(refused(&|b| b.ram[1].order = 30).contains("cannot be populated"));
+    assert!(refused(&|b| b.ram[1].first_gfn = 4000).contains("overlap"));
+    assert!(refused(&|b| b.max_memkb = 1024).contains("memory limit"));
+    assert!(refused(&|b| b.memmap.clear()).contains("memory map"));
+    assert!(refused(&|b| b.ram.clear()).contains("no RAM"));
+}

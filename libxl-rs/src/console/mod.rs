@@ -183,4 +183,38 @@ mod tests {
         assert!(!x.state.borrow().bound.contains_key(&local));
         assert!(x.unbind(local).is_err(), "closed twice");
     }
+
+    #[test]
+    fn a_restored_ring_is_read_from_where_its_indices_stand() {
+        let mut x = FakeXen::default();
+        let b = build(&mut x, &spec(kernel(true, 0x10_0000, &[0; 8]))).expect("built");
+        let c = Console::open(&mut x, b.domid).expect("console");
+        let page = c.gfn * 4096;
+        // Restored memory: the indices are where the guest left them, about to wrap.
+        let cons = u32::MAX - 2;
+        let msg = b"resumed\n";
+        for (i, ch) in msg.iter().enumerate() {
+            let at = cons.wrapping_add(i as u32) as usize % CONS_OUT_SIZE;
+            assert!(x.write_guest(b.domid, page + (CONS_IN_SIZE + at) as u64, &[*ch]));
+        }
+        let prod = cons.wrapping_add(msg.len() as u32);
+        x.write_guest(b.domid, page + CONS_OUT_CONS as u64, &cons.to_le_bytes());
+        x.write_guest(b.domid, page + CONS_OUT_PROD as u64, &prod.to_le_bytes());
+        x.write_guest(b.domid, page + CONS_IN_CONS as u64, &7u32.to_le_bytes());
+        x.write_guest(b.domid, page + CONS_IN_PROD as u64, &7u32.to_le_bytes());
+        assert_eq!(c.read(&mut x).expect("read"), msg);
+        assert_eq!(
+            x.read_guest(b.domid, page + CONS_OUT_CONS as u64, 4)
+                .expect("cons"),
+            prod.to_le_bytes()
+        );
+        // Input goes in after the guest's input index, which is not reset.
+        assert_eq!(c.write(&mut x, b"k").expect("write"), 1);
+        assert_eq!(x.read_guest(b.domid, page + 7, 1).expect("in"), b"k");
+        assert_eq!(
+            x.read_guest(b.domid, page + CONS_IN_PROD as u64, 4)
+                .expect("prod"),
+            8u32.to_le_bytes()
+        );
+    }
 }

@@ -41,7 +41,17 @@ enum Cmd {
     Remove(u16),
     Attach(u16, UnixStream, UnixStream),
     Shutdown(u16, &'static str, Sender<bool>),
+    Withdraw(u16, &'static str),
+    Nodes(u16, Sender<Vec<(String, Vec<u8>)>>),
+    Restore(u16, Restored, Sender<Result<(), String>>),
     Stop,
+}
+
+/// A restored domain's xenstore: its name, memory and the nodes its guest had.
+struct Restored {
+    name: String,
+    memory_kib: u64,
+    nodes: Vec<(String, Vec<u8>)>,
 }
 
 /// A handle on the daemon thread; dropping it stops the thread.
@@ -56,6 +66,9 @@ impl std::fmt::Debug for Cmd {
             Self::Add(d) => write!(f, "Add({d})"),
             Self::Introduce(d, ..) => write!(f, "Introduce({d})"),
             Self::Shutdown(d, r, _) => write!(f, "Shutdown({d}, {r})"),
+            Self::Withdraw(d, r) => write!(f, "Withdraw({d}, {r})"),
+            Self::Nodes(d, _) => write!(f, "Nodes({d})"),
+            Self::Restore(d, ..) => write!(f, "Restore({d})"),
             Self::Remove(d) => write!(f, "Remove({d})"),
             Self::Attach(d, ..) => write!(f, "Attach({d})"),
             Self::Stop => f.write_str("Stop"),
@@ -108,6 +121,42 @@ impl ConsoleService {
         rx.recv_timeout(Duration::from_secs(5)).unwrap_or(false)
     }
 
+    /// Withdraws a `reason` request the guest has not taken yet (see [`Store::withdraw_shutdown`]).
+    pub fn withdraw_shutdown(&self, domid: u16, reason: &'static str) {
+        let _ = self.tx.send(Cmd::Withdraw(domid, reason));
+    }
+
+    /// The xenstore nodes of `domid`, relative to its home (see [`Store::nodes`]).
+    pub fn nodes(&self, domid: u16) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        let (tx, rx) = mpsc::channel();
+        self.tx.send(Cmd::Nodes(domid, tx)).map_err(|_| stopped())?;
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| stopped())
+    }
+
+    /// Introduces a restored domain with the xenstore nodes its guest had (see [`Store::restore`]) and serves
+    /// its console and xenstore rings from now on, from wherever their indices stand.
+    pub fn restore(
+        &self,
+        domid: u16,
+        name: &str,
+        memory_kib: u64,
+        nodes: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), Error> {
+        let (tx, rx) = mpsc::channel();
+        let r = Restored {
+            name: name.to_string(),
+            memory_kib,
+            nodes,
+        };
+        self.tx
+            .send(Cmd::Restore(domid, r, tx))
+            .map_err(|_| stopped())?;
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| stopped())?
+            .map_err(Error::Config)
+    }
+
     /// Stops serving `domid`, before it is destroyed (its memory may be reused).
     pub fn remove(&self, domid: u16) {
         let _ = self.tx.send(Cmd::Remove(domid));
@@ -125,6 +174,13 @@ impl ConsoleService {
             })?;
         Ok(Attached { output, input })
     }
+}
+
+fn stopped() -> Error {
+    Error::io(
+        "asking the console daemon",
+        std::io::Error::new(ErrorKind::BrokenPipe, "the console daemon stopped"),
+    )
 }
 
 impl Drop for ConsoleService {
@@ -231,14 +287,18 @@ impl Core {
                 self.doms.entry(d).or_default();
             }
             Cmd::Shutdown(d, reason, reply) => {
-                let home = Store::home(d);
-                let able =
-                    self.store.get(&format!("{home}/control/feature-{reason}")) == Some(b"1");
-                if able {
-                    self.store
-                        .set(&format!("{home}/control/shutdown"), reason.as_bytes());
+                let _ = reply.send(self.store.request_shutdown(d, reason));
+            }
+            Cmd::Withdraw(d, reason) => self.store.withdraw_shutdown(d, reason),
+            Cmd::Nodes(d, reply) => {
+                let _ = reply.send(self.store.nodes(d));
+            }
+            Cmd::Restore(d, r, reply) => {
+                let done = self.store.restore(d, &r.name, r.memory_kib, &r.nodes);
+                if done.is_ok() {
+                    self.command(Cmd::Add(d));
                 }
-                let _ = reply.send(able);
+                let _ = reply.send(done);
             }
             Cmd::Remove(d) => {
                 if let Some(mut x) = self.doms.remove(&d) {
@@ -472,6 +532,7 @@ mod tests {
     use crate::builder::{
         build,
         tests::{kernel, spec},
+        BuildSpec,
     };
     use crate::transport::fake::FakeXen;
     use xen_abi::memres::{CONS_IN_PROD, CONS_IN_SIZE, CONS_OUT_PROD};
@@ -633,5 +694,86 @@ mod tests {
             core.sweep(&mut x);
         }
         assert_eq!(core.doms[&b.domid].history.len(), 7);
+    }
+
+    #[test]
+    fn restored_domains_get_their_nodes_back_and_are_served_where_their_rings_stand() {
+        let mut x = FakeXen::default();
+        let with_store = || BuildSpec {
+            xenstore: true,
+            ..spec(kernel(true, 0x10_0000, &[0; 8]))
+        };
+        let a = build(&mut x, &with_store()).expect("a");
+        let mut core = Core {
+            serve_all: true,
+            ..Core::default()
+        };
+        core.command(Cmd::Introduce(a.domid, "g".into(), 16384));
+        core.command(Cmd::Add(a.domid));
+        core.store.set(
+            &format!("{}/control/feature-suspend", Store::home(a.domid)),
+            b"1",
+        );
+        let (tx, rx) = mpsc::channel();
+        core.command(Cmd::Shutdown(a.domid, "suspend", tx));
+        assert!(rx.recv().expect("answer"));
+        let (tx, rx) = mpsc::channel();
+        core.command(Cmd::Nodes(a.domid, tx));
+        let nodes = rx.recv().expect("nodes");
+        assert!(nodes.contains(&("control/feature-suspend".into(), b"1".to_vec())));
+        // The restored domain: its xenstore ring's indices are not zero.
+        let b = build(&mut x, &with_store()).expect("b");
+        let page = b.xenstore_gfn * 4096;
+        let at = 700u32;
+        for off in [2048u64, 2052, 2056, 2060] {
+            x.write_guest(b.domid, page + off, &at.to_le_bytes());
+        }
+        let (tx, rx) = mpsc::channel();
+        let r = Restored {
+            name: "g".into(),
+            memory_kib: 16384,
+            nodes,
+        };
+        core.command(Cmd::Restore(b.domid, r, tx));
+        rx.recv().expect("answer").expect("restored");
+        assert!(core.doms.contains_key(&b.domid), "served");
+        let home = Store::home(b.domid);
+        assert_eq!(
+            core.store.get(&format!("{home}/control/feature-suspend")),
+            Some(&b"1"[..])
+        );
+        let mut msg = Vec::new();
+        for v in [crate::xenstore::XS_READ, 1, 0, 24] {
+            msg.extend_from_slice(&v.to_le_bytes());
+        }
+        msg.extend_from_slice(b"control/feature-suspend\0");
+        assert!(x.write_guest(b.domid, page + u64::from(at), &msg));
+        x.write_guest(b.domid, page + 2052, &(at + msg.len() as u32).to_le_bytes());
+        core.sweep(&mut x);
+        let rd = |o: u64| {
+            u32::from_le_bytes(
+                x.read_guest(b.domid, page + o, 4)
+                    .expect("index")
+                    .try_into()
+                    .expect("4 bytes"),
+            )
+        };
+        assert_eq!(rd(2048), at + msg.len() as u32, "request taken");
+        assert_eq!(rd(2056), at, "the guest's own index");
+        assert_eq!(rd(2060), at + 17, "answer after the old responses");
+        assert_eq!(
+            x.read_guest(b.domid, page + 1024 + u64::from(at) + 16, 1)
+                .expect("answer"),
+            b"1"
+        );
+        // A node that would leave the home is refused.
+        let (tx, rx) = mpsc::channel();
+        let r = Restored {
+            name: "h".into(),
+            memory_kib: 1,
+            nodes: vec![("../0/x".into(), vec![])],
+        };
+        core.command(Cmd::Restore(99, r, tx));
+        assert!(rx.recv().expect("answer").is_err());
     }
 }

@@ -447,19 +447,7 @@ impl<T: Transport> Toolstack<T> {
 
     /// Builds and starts (or leaves paused) a domain from `cfg`; returns its ID.
     pub fn create(&mut self, cfg: &DomainConfig, paused: bool) -> Result<u16, Error> {
-        self.prune()?;
-        if cfg.name == "Domain-0"
-            || self
-                .registry
-                .domids()
-                .iter()
-                .any(|id| self.registry.name_of(*id).as_deref() == Some(cfg.name.as_str()))
-        {
-            return Err(Error::Config(format!(
-                "domain '{}' already exists",
-                cfg.name
-            )));
-        }
+        self.check_new_name(&cfg.name)?;
         let read = |p: &Path| {
             std::fs::read(p).map_err(|e| Error::Image {
                 path: p.display().to_string(),
@@ -486,6 +474,21 @@ impl<T: Transport> Toolstack<T> {
             self.unpause(built.domid)?;
         }
         Ok(built.domid)
+    }
+
+    /// Refuses a name a live domain has (forgetting domains that are gone first).
+    pub(crate) fn check_new_name(&mut self, name: &str) -> Result<(), Error> {
+        self.prune()?;
+        if name == "Domain-0"
+            || self
+                .registry
+                .domids()
+                .iter()
+                .any(|id| self.registry.name_of(*id).as_deref() == Some(name))
+        {
+            return Err(Error::Config(format!("domain '{name}' already exists")));
+        }
+        Ok(())
     }
 
     /// `XEN_DOMCTL_destroydomain` and forgets the domain.
@@ -543,7 +546,8 @@ impl<T: Transport> Toolstack<T> {
     }
 
     /// Applies the `on_*` action of every recorded domain that has shut down (what a `VIRQ_DOM_EXC` asks
-    /// for); domains that vanished are forgotten.
+    /// for); domains that vanished are forgotten. A domain shut down to suspend is left alone and not
+    /// reported: it is being saved.
     pub fn handle_exits(&mut self) -> Result<Vec<ExitHandled>, Error> {
         let mut done = Vec::new();
         // One batched list instead of a getdomaininfo per domain: with hundreds of domains the watcher would
@@ -556,6 +560,9 @@ impl<T: Transport> Toolstack<T> {
         for id in self.registry.domids() {
             let reason = match live.get(&id) {
                 Some(None) => continue,
+                // A domain that suspended itself (Xen's cooperative save) is its saver's: it writes the
+                // domain's state, then destroys or resumes it. It has not stopped.
+                Some(Some(schedop::SHUTDOWN_SUSPEND)) => continue,
                 Some(Some(reason)) => *reason,
                 None => {
                     let Some(cfg) = self.registry.get(id) else {

@@ -148,6 +148,24 @@ fn on_actions_follow_the_shutdown_reason() {
 }
 
 #[test]
+fn a_suspended_domain_is_left_to_its_saver() {
+    let env = Env::new("susp");
+    let x = FakeXen::default();
+    let mut ts = env.ts(&x);
+    let c = env.cfg("name=\"s\"\nmemory=16\nkernel=\"vmlinuz\"\non_poweroff=\"destroy\"\n");
+    let id = ts.create(&c, false).expect("create");
+    // The guest suspends (SCHEDOP_shutdown with SHUTDOWN_suspend): no on_* action, no exit reported.
+    x.guest_shutdown(id, schedop::SHUTDOWN_SUSPEND);
+    assert!(ts.handle_exits().expect("handle").is_empty());
+    assert_eq!(ts.info(id).expect("still there").shutdown, Some(2));
+    assert_eq!(ts.lookup("s").expect("still named"), id);
+    // Once the saver destroys it, it is forgotten like any domain that vanished.
+    x.state.borrow_mut().domains.remove(&id);
+    let h = ts.handle_exits().expect("handle");
+    assert_eq!((h[0].domid, h[0].reason), (id, None));
+}
+
+#[test]
 fn watch_returns_when_the_domain_is_gone_and_follows_restarts() {
     let env = Env::new("watch");
     let x = FakeXen::default();

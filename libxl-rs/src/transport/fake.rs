@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use xen_abi::domctl::{self, dominf, GetDomainInfo, XenDomctl};
 use xen_abi::errno::Errno;
+use xen_abi::hvmsave::{self, HvmHwCpu};
 use xen_abi::memres::{self, MemoryReservation};
 use xen_abi::plain::Plain;
 use xen_abi::sysctl::{self, GetDomainInfoList, Physinfo, XenSysctl};
@@ -44,6 +45,71 @@ pub struct FakeDomain {
     pub unbound: Vec<(u32, u16)>,
     /// The e820 map set by the toolstack.
     pub e820: Vec<xen_abi::xen::E820Entry>,
+    /// The domain's HVM context records (`xen_abi::hvmsave`): what the toolstack loaded with
+    /// `sethvmcontext`, or what a test puts here as the state of a running guest. Without it,
+    /// `gethvmcontext` describes the vCPUs set with `setvcpucontext`.
+    pub hvm_context: Option<Vec<u8>>,
+    /// How often `XEN_DOMCTL_resumedomain` ran a suspended domain again.
+    pub resumed: u32,
+}
+
+impl FakeDomain {
+    /// The vCPUs that are up: those given an entry state, and those with a CPU record in the HVM context.
+    pub fn online_vcpus(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.vcpus.keys().copied().collect();
+        if let Some(records) = self
+            .hvm_context
+            .as_deref()
+            .and_then(|c| hvmsave::parse(c).ok())
+        {
+            v.extend(
+                records
+                    .filter(|r| r.typecode == hvmsave::CPU)
+                    .map(|r| u32::from(r.instance)),
+            );
+        }
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The HVM context `gethvmcontext` returns: the loaded or test-given records, else a header and one CPU
+    /// record per vCPU with an entry state (rip = its entry point, rbx = its start info).
+    pub fn context(&self) -> Vec<u8> {
+        if let Some(c) = &self.hvm_context {
+            return c.clone();
+        }
+        let cpus: Vec<(u32, HvmHwCpu)> = self
+            .vcpus
+            .iter()
+            .map(|(id, c)| {
+                let mut cpu = HvmHwCpu {
+                    rip: u64::from(c.x86_32.eip),
+                    ..HvmHwCpu::default()
+                };
+                cpu.gprs[1] = u64::from(c.x86_32.ebx);
+                (*id, cpu)
+            })
+            .collect();
+        context_of(&cpus)
+    }
+}
+
+/// An HVM context with the header and a CPU record for each of `cpus`.
+pub fn context_of(cpus: &[(u32, HvmHwCpu)]) -> Vec<u8> {
+    let mut buf = vec![0u8; 64 + cpus.len() * (hvmsave::DESC_LEN + size_of::<HvmHwCpu>())];
+    let header = hvmsave::HvmSaveHeader {
+        magic: hvmsave::FILE_MAGIC,
+        version: hvmsave::FILE_VERSION,
+        ..hvmsave::HvmSaveHeader::default()
+    };
+    let mut w = hvmsave::Writer::new(&mut buf, &header);
+    for (id, cpu) in cpus {
+        w.push(hvmsave::CPU, *id as u16, cpu.as_bytes());
+    }
+    let n = w.finish().unwrap_or(0);
+    buf.truncate(n);
+    buf
 }
 
 /// The model's state.
@@ -211,7 +277,7 @@ impl FakeXen {
             domctl::cmd::PAUSEDOMAIN | domctl::cmd::UNPAUSEDOMAIN => {
                 let p = d.cmd == domctl::cmd::PAUSEDOMAIN;
                 if let Some(dom) = st.domains.get_mut(&id) {
-                    if !p && dom.vcpus.is_empty() && id != 0 {
+                    if !p && dom.online_vcpus().is_empty() && id != 0 {
                         // Xen refuses to run a domain whose vCPU 0 was never initialised.
                         return neg(Errno::Einval);
                     }
@@ -250,6 +316,64 @@ impl FakeXen {
                     return neg(Errno::Einval);
                 }
                 dom.vcpus.insert(v.vcpu, ctx);
+                0
+            }
+            domctl::cmd::GETHVMCONTEXT => {
+                let mut h: domctl::HvmContext = d.payload();
+                let (Some(b), Some(dom)) = (buf1, st.domains.get(&id)) else {
+                    return neg(Errno::Efault);
+                };
+                // As the hypervisor offers it: only while the vCPUs cannot move (paused or suspended).
+                if !dom.paused && dom.shutdown.is_none() {
+                    return neg(Errno::Ebusy);
+                }
+                let c = dom.context();
+                h.size = c.len() as u32;
+                d.set_payload(&h);
+                match b.get_mut(..c.len()) {
+                    Some(out) => {
+                        out.copy_from_slice(&c);
+                        0
+                    }
+                    None => neg(Errno::Enobufs),
+                }
+            }
+            domctl::cmd::SETHVMCONTEXT => {
+                let h: domctl::HvmContext = d.payload();
+                let Some(b) = buf1 else {
+                    return neg(Errno::Efault);
+                };
+                let Some(c) = b.get(..h.size as usize) else {
+                    return neg(Errno::Efault);
+                };
+                let Some(dom) = st.domains.get_mut(&id) else {
+                    return neg(Errno::Esrch);
+                };
+                let Ok(records) = hvmsave::parse(c) else {
+                    return neg(Errno::Einval);
+                };
+                let max = dom.create.max_vcpus;
+                if records
+                    .filter(|r| r.typecode == hvmsave::CPU)
+                    .any(|r| u32::from(r.instance) >= max)
+                {
+                    return neg(Errno::Einval);
+                }
+                if !dom.paused && dom.shutdown.is_none() {
+                    return neg(Errno::Ebusy);
+                }
+                dom.hvm_context = Some(c.to_vec());
+                0
+            }
+            domctl::cmd::RESUMEDOMAIN => {
+                let Some(dom) = st.domains.get_mut(&id) else {
+                    return neg(Errno::Esrch);
+                };
+                if dom.shutdown != Some(xen_abi::hypercall::schedop::SHUTDOWN_SUSPEND) {
+                    return neg(Errno::Einval);
+                }
+                dom.shutdown = None;
+                dom.resumed += 1;
                 0
             }
             _ => neg(Errno::Enosys),
@@ -314,7 +438,11 @@ fn info(id: u16, d: &FakeDomain) -> GetDomainInfo {
         tot_pages: d.frames.len() as u64,
         max_pages: d.max_memkb / 4,
         cpu_time: d.cpu_time,
-        nr_online_vcpus: if id == 0 { 2 } else { d.vcpus.len() as u32 },
+        nr_online_vcpus: if id == 0 {
+            2
+        } else {
+            d.online_vcpus().len() as u32
+        },
         max_vcpu_id: if id == 0 {
             1
         } else {

@@ -74,6 +74,12 @@ pub enum Error {
     /// Waiting for something took too long.
     #[error("timed out waiting for {0}")]
     Timeout(String),
+    /// A domain cannot be saved because its guest cannot be asked to suspend.
+    #[error("domain {0} cannot be saved: its guest does not support suspend (it has not announced control/feature-suspend, so it has no PV suspend driver)")]
+    NoSuspend(u16),
+    /// A save image is malformed, truncated or not one.
+    #[error("the save image cannot be restored: {0}")]
+    SaveImage(String),
 }
 
 fn errno_name(ret: i64) -> String {
