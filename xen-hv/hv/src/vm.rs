@@ -694,12 +694,14 @@ impl Machine {
         let Some((dom, vid, timer)) = self.meta[v].as_ref().map(|m| (m.dom, m.id, m.timer)) else {
             return Flow::Stop(State::Dead);
         };
-        if self.domains[dom]
-            .as_ref()
-            .is_none_or(|d| d.state != DomState::Alive)
-        {
+        match self.domains[dom].as_ref().map(|d| d.state) {
+            Some(DomState::Alive) => {}
+            // Another vCPU suspended the domain: this one stops with its state kept.
+            Some(DomState::Shutdown(xen_abi::hypercall::schedop::SHUTDOWN_SUSPEND)) => {
+                return Flow::Stop(State::Down)
+            }
             // Another vCPU of the domain ended it.
-            return Flow::Stop(State::Dead);
+            _ => return Flow::Stop(State::Dead),
         }
         if let Some(d) = self.domains[dom].as_mut() {
             d.exits += 1;
