@@ -5,7 +5,6 @@
 //! fails with a libvirt error and nothing ever pretends to run.
 
 use std::io::{Read, Write};
-use std::path::Path;
 
 use crate::proto::{code, RpcError};
 use domain_xml::domain::Domain;
@@ -47,6 +46,15 @@ pub trait ConsoleIo: Send {
 /// Receives asynchronous backend events.
 pub type EventSink = Box<dyn Fn(BackendEvent) + Send + Sync>;
 
+/// What becomes of a domain once [`Backend::save`] has written its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterSave {
+    /// It is destroyed (`virsh save`, `managedsave`, a snapshot with `--halt`).
+    Stop,
+    /// It goes on as it was, running or paused (a snapshot of a running domain).
+    Continue,
+}
+
 /// Guest lifecycle operations, implemented by the hypervisor integration through libxl-rs.
 pub trait Backend: Send + Sync {
     /// The Xen version the hypervisor reports (major * 1e6 + minor * 1e3 + micro), if connected.
@@ -74,13 +82,25 @@ pub trait Backend: Send + Sync {
     fn check_save(&self) -> Result<(), RpcError> {
         Err(save_unsupported())
     }
-    /// Writes the memory and vCPU state of a paused domain to `path`; the domain stays paused.
-    fn save(&self, _domid: u32, _path: &Path) -> Result<(), RpcError> {
+    /// Writes the memory and vCPU state of a running or paused domain to `out` (positioned after the daemon's
+    /// header), then stops the domain or lets it go on as `after` says. The guest may be asked to cooperate
+    /// (Xen's suspend), so the domain must not be paused by the caller first.
+    fn save(
+        &self,
+        _domid: u32,
+        _out: &mut std::fs::File,
+        _after: AfterSave,
+    ) -> Result<(), RpcError> {
         Err(save_unsupported())
     }
-    /// Builds a domain from `def` and the state [`Backend::save`] wrote to `path`; returns its domain id. It
-    /// stays paused when `paused`, else it runs.
-    fn restore(&self, _def: &Domain, _path: &Path, _paused: bool) -> Result<u32, RpcError> {
+    /// Builds a domain from `def` and the state [`Backend::save`] wrote, read from `input` (positioned after the
+    /// daemon's header); returns its domain id. It stays paused when `paused`, else it runs.
+    fn restore(
+        &self,
+        _def: &Domain,
+        _input: &mut std::fs::File,
+        _paused: bool,
+    ) -> Result<u32, RpcError> {
         Err(save_unsupported())
     }
 }

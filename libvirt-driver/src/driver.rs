@@ -13,6 +13,7 @@ use crate::proto::{code, edomain, uuid_bytes, DomRef, RpcError};
 use crate::store::Store;
 use crate::xdr::{Dec, Enc};
 
+mod save;
 pub mod snapshot;
 
 /// Procedure numbers of the REMOTE program that the driver implements.
@@ -149,6 +150,18 @@ impl DomObj {
     }
     fn active(&self) -> bool {
         self.domid.is_some()
+    }
+    /// Records that the domain no longer runs, for `reason` (`VIR_DOMAIN_SHUTOFF_*`); a persistent definition
+    /// saved while it ran takes effect.
+    fn set_stopped(&mut self, store: &Store, reason: i32) {
+        store.delete_status(&self.def.name);
+        self.domid = None;
+        self.def.id = None;
+        if let Some(next) = self.next_def.take() {
+            self.def = next;
+        }
+        self.state = STATE_SHUTOFF;
+        self.reason = reason;
     }
 }
 
@@ -417,32 +430,27 @@ impl Driver {
             return;
         };
         match ev.event {
-            lifecycle::STOPPED => {
-                obj.domid = None;
-                obj.def.id = None;
-                if let Some(next) = obj.next_def.take() {
-                    obj.def = next;
-                }
-                obj.state = STATE_SHUTOFF;
-                // VIR_DOMAIN_SHUTOFF_* reasons are the STOPPED event details shifted by one (UNKNOWN is 0).
-                obj.reason = ev.detail + 1;
-                self.store.delete_status(&name);
-            }
+            // VIR_DOMAIN_SHUTOFF_* reasons are the STOPPED event details shifted by one (UNKNOWN is 0).
+            lifecycle::STOPPED => obj.set_stopped(&self.store, ev.detail + 1),
             lifecycle::SUSPENDED => obj.state = STATE_PAUSED,
             lifecycle::RESUMED | lifecycle::STARTED => obj.state = STATE_RUNNING,
             _ => {}
         }
         let dref = obj.dref();
-        let remove = !obj.persistent && obj.domid.is_none();
-        if remove {
-            // A transient domain's snapshots go with it, as libvirt's.
-            if !obj.snaps.is_empty() {
-                let _ = self.store.delete_snapshots(&name);
-            }
-            doms.remove(&name);
-        }
+        self.forget_if_transient(&mut doms, &name);
         drop(doms);
         self.emit_lifecycle(&dref, ev.event, ev.detail);
+    }
+
+    /// Forgets a transient domain that no longer runs, and its snapshots with it, as libvirt does.
+    fn forget_if_transient(&self, doms: &mut BTreeMap<String, DomObj>, name: &str) {
+        if doms.get(name).is_some_and(|d| !d.persistent && !d.active()) {
+            if let Some(d) = doms.remove(name) {
+                if !d.snaps.is_empty() {
+                    let _ = self.store.delete_snapshots(name);
+                }
+            }
+        }
     }
 
     /// Sends a lifecycle event to every matching registration.

@@ -2,57 +2,23 @@
 //! overlapping calls, many connections, console streams, running-domain state across restarts and snapshots of
 //! running domains through a backend that can (or cannot) save memory.
 
+#[allow(dead_code)]
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use domain_xml::domain::Domain;
-use libvirt_driver::backend::{Backend, ConsoleIo, EventSink, NoHypervisor, RunInfo};
+use common::{start, TempDir, TestBackend};
+use libvirt_driver::backend::NoHypervisor;
 use libvirt_driver::driver::{procs, Driver};
 use libvirt_driver::proto::{
     self, ptype, status, DomRef, Header, RpcError, PROG_KEEPALIVE, PROG_REMOTE,
 };
-use libvirt_driver::server::Server;
 use libvirt_driver::store::Store;
 use libvirt_driver::xdr::{Dec, Enc};
-
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "virtxend-proto-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn start(dir: &Path, backend: Arc<dyn Backend>) -> (Arc<Driver>, PathBuf) {
-    let store = Store::open(&dir.join("config"), &dir.join("state")).unwrap();
-    let driver = Driver::new(store, backend);
-    let sock = dir.join("sock");
-    let server = Server::bind(
-        driver.clone(),
-        &sock,
-        None,
-        libvirt_driver::auth::Auth::None,
-    )
-    .unwrap();
-    std::thread::spawn(move || server.run());
-    (driver, sock)
-}
 
 struct Client {
     s: UnixStream,
@@ -245,109 +211,6 @@ fn calls_before_open_are_refused() {
     let mut e = Enc::new();
     e.opt_str(Some("xen:///session")).u32(0);
     assert!(c.call(procs::CONNECT_OPEN, &e.buf).is_err());
-}
-
-/// A backend whose create takes a while and then runs the guest, with an echoing console.
-#[derive(Default)]
-struct TestBackend {
-    delay: Duration,
-    running: Mutex<Vec<u32>>,
-    /// Whether save/restore work (they write and read a state file).
-    saves: bool,
-    /// Memory images restored so far.
-    restored: Mutex<Vec<PathBuf>>,
-}
-
-struct Echo(UnixStream);
-impl ConsoleIo for Echo {
-    fn reader(&mut self) -> Box<dyn Read + Send> {
-        Box::new(self.0.try_clone().unwrap())
-    }
-    fn writer(&mut self) -> Box<dyn Write + Send> {
-        Box::new(self.0.try_clone().unwrap())
-    }
-}
-
-impl Backend for TestBackend {
-    fn hypervisor_version(&self) -> Option<u64> {
-        Some(4_017_000)
-    }
-    fn create(&self, _def: &Domain, _paused: bool) -> Result<u32, RpcError> {
-        std::thread::sleep(self.delay);
-        let mut r = self.running.lock().unwrap();
-        let id = r.len() as u32 + 1;
-        r.push(id);
-        Ok(id)
-    }
-    fn destroy(&self, domid: u32) -> Result<(), RpcError> {
-        self.running.lock().unwrap().retain(|d| *d != domid);
-        Ok(())
-    }
-    fn shutdown(&self, _: u32) -> Result<(), RpcError> {
-        Ok(())
-    }
-    fn reboot(&self, _: u32) -> Result<(), RpcError> {
-        Ok(())
-    }
-    fn pause(&self, _: u32) -> Result<(), RpcError> {
-        Ok(())
-    }
-    fn unpause(&self, _: u32) -> Result<(), RpcError> {
-        Ok(())
-    }
-    fn info(&self, domid: u32) -> Result<Option<RunInfo>, RpcError> {
-        Ok(self
-            .running
-            .lock()
-            .unwrap()
-            .contains(&domid)
-            .then_some(RunInfo {
-                state: 1,
-                reason: 1,
-                memory_kib: 262144,
-                vcpus: 1,
-                cpu_time_ns: 5,
-            }))
-    }
-    fn open_console(
-        &self,
-        _domid: u32,
-        _dev: Option<&str>,
-    ) -> Result<Box<dyn ConsoleIo>, RpcError> {
-        let (a, b) = UnixStream::pair().unwrap();
-        std::thread::spawn(move || {
-            let mut b2 = b.try_clone().unwrap();
-            let mut b = b;
-            let mut buf = [0u8; 1024];
-            while let Ok(n) = b.read(&mut buf) {
-                if n == 0 || b2.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Box::new(Echo(a)))
-    }
-    fn set_event_sink(&self, _sink: EventSink) {}
-    fn check_save(&self) -> Result<(), RpcError> {
-        if self.saves {
-            Ok(())
-        } else {
-            Err(libvirt_driver::backend::save_unsupported())
-        }
-    }
-    fn save(&self, domid: u32, path: &Path) -> Result<(), RpcError> {
-        self.check_save()?;
-        assert!(self.running.lock().unwrap().contains(&domid));
-        std::fs::write(path, format!("memory of domain {domid}")).unwrap();
-        Ok(())
-    }
-    fn restore(&self, def: &Domain, path: &Path, paused: bool) -> Result<u32, RpcError> {
-        self.check_save()?;
-        let saved = std::fs::read_to_string(path).unwrap();
-        assert!(saved.starts_with("memory of domain"), "{saved}");
-        self.restored.lock().unwrap().push(path.to_path_buf());
-        self.create(def, paused)
-    }
 }
 
 #[test]
@@ -646,6 +509,28 @@ fn redefining_a_running_domain_applies_at_the_next_boot() {
     );
 }
 
+/// A connection registered for lifecycle events of every domain.
+struct Events(Client);
+
+impl Events {
+    fn open(sock: &Path) -> Events {
+        let mut c = Client::open(sock);
+        c.call_ok(
+            procs::DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
+            &[0, 0, 0, 0, 0, 0, 0, 0],
+        );
+        Events(c)
+    }
+    /// The next lifecycle event: (domain name, event, detail).
+    fn next(&mut self) -> (String, i32, i32) {
+        let (_, p) = next_message(&mut self.0);
+        let mut d = Dec::new(&p);
+        d.i32().unwrap();
+        let dom = DomRef::decode(&mut d).unwrap();
+        (dom.name, d.i32().unwrap(), d.i32().unwrap())
+    }
+}
+
 fn snap_args(name: &str, dom: &DomRef, flags: u32) -> Vec<u8> {
     let mut e = Enc::new();
     e.str(name);
@@ -662,6 +547,15 @@ fn create_snapshot(c: &mut Client, dom: &DomRef, name: &str) -> Result<Vec<u8>, 
     ))
     .u32(0);
     c.call(185, &e.buf)
+}
+
+fn lookup(c: &mut Client, name: &str) -> DomRef {
+    let mut e = Enc::new();
+    e.str(name);
+    DomRef::decode(&mut Dec::new(
+        &c.call_ok(procs::DOMAIN_LOOKUP_BY_NAME, &e.buf),
+    ))
+    .unwrap()
 }
 
 fn state_of(c: &mut Client, dom: &DomRef) -> (i32, i32) {
@@ -697,10 +591,7 @@ fn running_domain_snapshot_is_refused_while_the_backend_cannot_save() {
 #[test]
 fn running_domain_snapshot_saves_memory_and_revert_restores_it() {
     let t = TempDir::new("snap-save");
-    let be = Arc::new(TestBackend {
-        saves: true,
-        ..TestBackend::default()
-    });
+    let be = Arc::new(TestBackend::saving());
     let (_d, sock) = start(&t.0, be.clone());
     let mut c = Client::open(&sock);
     let mut ev = Client::open(&sock);
@@ -721,12 +612,24 @@ fn running_domain_snapshot_saves_memory_and_revert_restores_it() {
     assert_eq!(event(), (2, 0));
 
     create_snapshot(&mut c, &dom, "m1").unwrap();
-    // Paused for the save and resumed: SUSPENDED and RESUMED with detail FROM_SNAPSHOT.
+    // Suspended for the save and going on: SUSPENDED and RESUMED with detail FROM_SNAPSHOT, the same domain
+    // still running (the backend was told to let it go on).
     assert_eq!(event(), (3, 5));
     assert_eq!(event(), (4, 2));
     assert_eq!(state_of(&mut c, &dom), (1, 1));
+    assert_eq!(
+        *be.saved.lock().unwrap(),
+        [(1, libvirt_driver::backend::AfterSave::Continue)]
+    );
+    assert_eq!(lookup(&mut c, "rs1").id, 1);
+    // The memory is a save image: the daemon's header and the domain XML, then the backend's state.
     let mem = t.0.join("config/snapshot/rs1/m1.save");
-    assert!(mem.exists());
+    let image = std::fs::read(&mem).unwrap();
+    assert_eq!(&image[..16], b"libvirt-xml\n \0 \r");
+    let xml_len = u32::from_le_bytes(image[20..24].try_into().unwrap()) as usize;
+    let image_xml = std::str::from_utf8(&image[64..64 + xml_len - 1]).unwrap();
+    assert!(image_xml.contains("<name>rs1</name>"), "{image_xml}");
+    assert!(image[64 + xml_len..].starts_with(b"TESTSTATE of domain 1\n"));
     let xml = c.call_ok(186, &snap_args("m1", &dom, 0));
     let xml = Dec::new(&xml).str().unwrap();
     assert!(
@@ -741,7 +644,7 @@ fn running_domain_snapshot_saves_memory_and_revert_restores_it() {
     assert_eq!(event(), (2, 3));
     // Running, reason VIR_DOMAIN_RUNNING_FROM_SNAPSHOT.
     assert_eq!(state_of(&mut c, &dom), (1, 4));
-    assert_eq!(*be.restored.lock().unwrap(), std::slice::from_ref(&mem));
+    assert_eq!(*be.restored.lock().unwrap(), ["TESTSTATE of domain 1"]);
     // With PAUSED it comes back paused.
     c.call_ok(192, &snap_args("m1", &dom, 2));
     assert_eq!(event(), (5, 6));
@@ -755,4 +658,87 @@ fn running_domain_snapshot_saves_memory_and_revert_restores_it() {
     assert!(!mem.exists());
     let err = c.call(192, &snap_args("m1", &dom, 0)).unwrap_err();
     assert_eq!(err.code, 72, "{err}");
+}
+
+#[test]
+fn a_running_domains_snapshot_with_disks_stops_it_for_the_disks_and_restores_it() {
+    let t = TempDir::new("snap-disks");
+    let disk = t.0.join("disk.qcow2");
+    let out = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("16M")
+        .output()
+        .expect("running qemu-img");
+    assert!(out.status.success(), "{out:?}");
+    let be = Arc::new(TestBackend::saving());
+    let (_d, sock) = start(&t.0, be.clone());
+    let mut c = Client::open(&sock);
+    let mut ev = Events::open(&sock);
+    let xml = format!(
+        "<domain type='xen'><name>sd1</name><memory>262144</memory><os><type>xen</type></os><devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{}'/><target dev='xvda' bus='xen'/></disk></devices></domain>",
+        disk.display()
+    );
+    let mut e = Enc::new();
+    e.str(&xml);
+    let dom = DomRef::decode(&mut Dec::new(&c.call_ok(procs::DOMAIN_DEFINE_XML, &e.buf))).unwrap();
+    assert_eq!(ev.next().1, 0);
+    c.call_ok(procs::DOMAIN_CREATE, &dom_args(&dom));
+    assert_eq!(ev.next().1, 2);
+    let tags = || {
+        let o = std::process::Command::new("qemu-img")
+            .args(["snapshot", "-l"])
+            .arg(&disk)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+
+    // The memory is written with the domain stopped, the disk snapshot taken, and the domain restored from
+    // that memory: to the client it was suspended and resumed.
+    create_snapshot(&mut c, &dom, "d1").unwrap();
+    assert_eq!(ev.next(), ("sd1".into(), 3, 5));
+    assert_eq!(ev.next(), ("sd1".into(), 4, 2));
+    assert_eq!(
+        *be.saved.lock().unwrap(),
+        [(1, libvirt_driver::backend::AfterSave::Stop)]
+    );
+    assert_eq!(*be.restored.lock().unwrap(), ["TESTSTATE of domain 1"]);
+    assert_eq!(state_of(&mut c, &dom), (1, 1));
+    assert_eq!(lookup(&mut c, "sd1").id, 2);
+    assert_eq!(*be.running.lock().unwrap(), [2]);
+    assert!(t.0.join("state/sd1.xml").exists());
+    assert!(tags().contains(" d1 "), "{}", tags());
+    assert!(t.0.join("config/snapshot/sd1/d1.save").exists());
+
+    // HALT: stopped for the save and left shut off.
+    let mut e = Enc::new();
+    dom.encode(&mut e);
+    e.str("<domainsnapshot><name>d2</name></domainsnapshot>")
+        .u32(8);
+    c.call_ok(185, &e.buf);
+    assert_eq!(ev.next(), ("sd1".into(), 3, 5));
+    assert_eq!(ev.next(), ("sd1".into(), 5, 6));
+    assert_eq!(state_of(&mut c, &dom), (5, 7));
+    assert!(be.running.lock().unwrap().is_empty());
+    assert!(tags().contains(" d2 "), "{}", tags());
+
+    // Reverting to d1 restores its memory.
+    c.call_ok(192, &snap_args("d1", &dom, 0));
+    assert_eq!(ev.next(), ("sd1".into(), 0, 3));
+    assert_eq!(ev.next(), ("sd1".into(), 2, 3));
+    assert_eq!(state_of(&mut c, &dom), (1, 4));
+    assert_eq!(
+        *be.restored.lock().unwrap(),
+        ["TESTSTATE of domain 1", "TESTSTATE of domain 1"]
+    );
+    // A snapshot whose memory file is damaged is refused before the running domain is touched.
+    std::fs::write(t.0.join("config/snapshot/sd1/d1.save"), vec![0u8; 100]).unwrap();
+    let id = lookup(&mut c, "sd1").id;
+    let err = c.call(192, &snap_args("d1", &dom, 0)).unwrap_err();
+    assert!(err.message.contains("image magic is incorrect"), "{err}");
+    assert_eq!(
+        (lookup(&mut c, "sd1").id, state_of(&mut c, &dom)),
+        (id, (1, 4))
+    );
 }
