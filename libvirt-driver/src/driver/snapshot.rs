@@ -746,6 +746,7 @@ impl Driver {
 
         let mut doms = lock(&self.doms);
         let obj = Self::find_by_ref(&mut doms, r)?;
+        obj.idle()?;
         if obj.snaps.list.contains_key(&name) {
             return Err(RpcError::libxl(
                 code::OPERATION_INVALID,
@@ -1080,6 +1081,7 @@ impl Driver {
         }
         let mut doms = lock(&self.doms);
         let obj = Self::find_by_ref(&mut doms, r)?;
+        obj.idle()?;
         let snap = obj.snaps.get(name)?.clone();
         if is_external(&snap) {
             return Err(config_unsupported(
@@ -1209,6 +1211,7 @@ impl Driver {
         }
         let mut doms = lock(&self.doms);
         let obj = Self::find_by_ref(&mut doms, r)?;
+        obj.idle()?;
         let snap = obj.snaps.get(name)?.clone();
         let descendants = obj.snaps.descendants(Some(name));
         let mut doomed: Vec<String> = Vec::new();
