@@ -25,6 +25,10 @@ pub struct Cli {
     /// snapshots inside the qcow2 images do.
     #[arg(long, default_value = "/var/lib/libvirt/libxl/snapshot")]
     pub snapshot_dir: PathBuf,
+    /// Directory of managed-save images (`<domain>.save`), which must survive a reboot (default: `save` beside
+    /// the snapshot directory, /var/lib/libvirt/libxl/save as libvirt's libxl driver).
+    #[arg(long)]
+    pub save_dir: Option<PathBuf>,
     /// Client authentication: `polkit` (the default when running as root, as libvirt's privileged daemons) or
     /// `none` (the default otherwise: the socket permissions are the access control).
     #[arg(long, value_enum)]
@@ -91,6 +95,15 @@ impl Cli {
 }
 
 impl Cli {
+    /// The managed-save directory in effect.
+    pub fn save_dir(&self) -> PathBuf {
+        self.save_dir.clone().unwrap_or_else(|| {
+            self.snapshot_dir
+                .parent()
+                .map_or_else(|| PathBuf::from("save"), |p| p.join("save"))
+        })
+    }
+
     /// The authentication mode in effect.
     pub fn auth_mode(&self) -> crate::auth::Auth {
         self.auth.unwrap_or_else(|| {

@@ -13,6 +13,7 @@ use crate::proto::{code, edomain, uuid_bytes, DomRef, RpcError};
 use crate::store::Store;
 use crate::xdr::{Dec, Enc};
 
+mod save;
 pub mod snapshot;
 
 /// Procedure numbers of the REMOTE program that the driver implements.
@@ -53,6 +54,8 @@ pub mod procs {
     pub const DOMAIN_UNDEFINE: i32 = 35;
     pub const LIST_DOMAINS: i32 = 37;
     pub const NUM_OF_DOMAINS: i32 = 51;
+    pub const DOMAIN_RESTORE: i32 = 54;
+    pub const DOMAIN_SAVE: i32 = 55;
     pub const GET_HOSTNAME: i32 = 59;
     pub const SUPPORTS_FEATURE: i32 = 60;
     pub const AUTH_LIST: i32 = 66;
@@ -66,8 +69,15 @@ pub mod procs {
     pub const DOMAIN_IS_ACTIVE: i32 = 150;
     pub const DOMAIN_IS_PERSISTENT: i32 = 151;
     pub const GET_LIB_VERSION: i32 = 157;
+    pub const DOMAIN_MANAGED_SAVE: i32 = 182;
     pub const DOMAIN_HAS_MANAGED_SAVE_IMAGE: i32 = 183;
     pub const DOMAIN_MANAGED_SAVE_REMOVE: i32 = 184;
+    pub const DOMAIN_SAVE_FLAGS: i32 = 232;
+    pub const DOMAIN_RESTORE_FLAGS: i32 = 233;
+    pub const DOMAIN_SAVE_IMAGE_GET_XML_DESC: i32 = 235;
+    pub const DOMAIN_SAVE_IMAGE_DEFINE_XML: i32 = 236;
+    pub const DOMAIN_MANAGED_SAVE_GET_XML_DESC: i32 = 388;
+    pub const DOMAIN_MANAGED_SAVE_DEFINE_XML: i32 = 389;
     pub const DOMAIN_CREATE_WITH_FLAGS: i32 = 196;
     pub const DOMAIN_ATTACH_DEVICE_FLAGS: i32 = 160;
     pub const DOMAIN_DETACH_DEVICE_FLAGS: i32 = 161;
@@ -137,6 +147,9 @@ struct DomObj {
     reason: i32,
     /// The domain's snapshots.
     snaps: snapshot::Snapshots,
+    /// A long operation (save, restore) running on the domain without the driver's lock: other state changes
+    /// are refused until it ends, and the backend's events for the domain are left to it.
+    job: Option<&'static str>,
 }
 
 impl DomObj {
@@ -149,6 +162,31 @@ impl DomObj {
     }
     fn active(&self) -> bool {
         self.domid.is_some()
+    }
+    /// Records that the domain no longer runs, for `reason` (`VIR_DOMAIN_SHUTOFF_*`); a persistent definition
+    /// saved while it ran takes effect.
+    fn set_stopped(&mut self, store: &Store, reason: i32) {
+        store.delete_status(&self.def.name);
+        self.domid = None;
+        self.def.id = None;
+        if let Some(next) = self.next_def.take() {
+            self.def = next;
+        }
+        self.state = STATE_SHUTOFF;
+        self.reason = reason;
+    }
+    /// Refuses a state change while a long operation runs on the domain.
+    fn idle(&self) -> Result<(), RpcError> {
+        match self.job {
+            None => Ok(()),
+            Some(job) => Err(RpcError::libxl(
+                code::OPERATION_INVALID,
+                format!(
+                    "Requested operation is not valid: domain '{}' is busy: {job} in progress",
+                    self.def.name
+                ),
+            )),
+        }
     }
 }
 
@@ -323,6 +361,7 @@ impl Driver {
                     state: STATE_SHUTOFF,
                     reason: 0,
                     snaps: Default::default(),
+                    job: None,
                 },
             );
         }
@@ -357,6 +396,7 @@ impl Driver {
                             state: info.state,
                             reason: info.reason,
                             snaps: Default::default(),
+                            job: None,
                         },
                     );
                 }
@@ -397,7 +437,7 @@ impl Driver {
             .collect();
         let mut errs = Vec::new();
         for n in names {
-            if let Err(e) = self.start(&n, false) {
+            if let Err(e) = self.start(&n, false, false) {
                 errs.push(format!("failed to autostart domain '{n}': {}", e.message));
             }
         }
@@ -416,33 +456,32 @@ impl Driver {
         let Some(obj) = doms.get_mut(&name) else {
             return;
         };
+        if obj.job.is_some() {
+            // A save stops the domain itself and records why; a domain that dies meanwhile is found by it.
+            return;
+        }
         match ev.event {
-            lifecycle::STOPPED => {
-                obj.domid = None;
-                obj.def.id = None;
-                if let Some(next) = obj.next_def.take() {
-                    obj.def = next;
-                }
-                obj.state = STATE_SHUTOFF;
-                // VIR_DOMAIN_SHUTOFF_* reasons are the STOPPED event details shifted by one (UNKNOWN is 0).
-                obj.reason = ev.detail + 1;
-                self.store.delete_status(&name);
-            }
+            // VIR_DOMAIN_SHUTOFF_* reasons are the STOPPED event details shifted by one (UNKNOWN is 0).
+            lifecycle::STOPPED => obj.set_stopped(&self.store, ev.detail + 1),
             lifecycle::SUSPENDED => obj.state = STATE_PAUSED,
             lifecycle::RESUMED | lifecycle::STARTED => obj.state = STATE_RUNNING,
             _ => {}
         }
         let dref = obj.dref();
-        let remove = !obj.persistent && obj.domid.is_none();
-        if remove {
-            // A transient domain's snapshots go with it, as libvirt's.
-            if !obj.snaps.is_empty() {
-                let _ = self.store.delete_snapshots(&name);
-            }
-            doms.remove(&name);
-        }
+        self.forget_if_transient(&mut doms, &name);
         drop(doms);
         self.emit_lifecycle(&dref, ev.event, ev.detail);
+    }
+
+    /// Forgets a transient domain that no longer runs, and its snapshots with it, as libvirt does.
+    fn forget_if_transient(&self, doms: &mut BTreeMap<String, DomObj>, name: &str) {
+        if doms.get(name).is_some_and(|d| !d.persistent && !d.active()) {
+            if let Some(d) = doms.remove(name) {
+                if !d.snaps.is_empty() {
+                    let _ = self.store.delete_snapshots(name);
+                }
+            }
+        }
     }
 
     /// Sends a lifecycle event to every matching registration.
@@ -586,6 +625,7 @@ impl Driver {
             state: STATE_SHUTOFF,
             reason: 0,
             snaps: Default::default(),
+            job: None,
         });
         if !obj.active() {
             obj.def = def;
@@ -612,15 +652,33 @@ impl Driver {
                 "Requested operation is not valid: cannot undefine transient domain",
             ));
         }
+        d.idle()?;
         let name = d.def.name.clone();
+        // Everything is checked before anything is removed.
+        let managed_save = self.store.has_managed_save(&name);
+        if managed_save && flags & 1 == 0 {
+            return Err(RpcError::libxl(
+                code::OPERATION_INVALID,
+                "Requested operation is not valid: Refusing to undefine while domain managed save image exists",
+            ));
+        }
         let nsnaps = d.snaps.len();
+        if !d.active() && nsnaps > 0 && flags & 2 == 0 {
+            return Err(RpcError::libxl(
+                code::OPERATION_INVALID,
+                format!("Requested operation is not valid: cannot delete inactive domain with {nsnaps} snapshots"),
+            ));
+        }
+        if managed_save {
+            // VIR_DOMAIN_UNDEFINE_MANAGED_SAVE.
+            self.store.delete_managed_save(&name).map_err(|e| {
+                RpcError::libxl(
+                    code::INTERNAL_ERROR,
+                    format!("internal error: Failed to remove domain managed save image: {e}"),
+                )
+            })?;
+        }
         if !d.active() && nsnaps > 0 {
-            if flags & 2 == 0 {
-                return Err(RpcError::libxl(
-                    code::OPERATION_INVALID,
-                    format!("Requested operation is not valid: cannot delete inactive domain with {nsnaps} snapshots"),
-                ));
-            }
             // VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA: the metadata goes, the data stays in the images.
             self.store.delete_snapshots(&name).map_err(|e| {
                 RpcError::libxl(code::OPERATION_FAILED, format!("operation failed: {e}"))
@@ -641,7 +699,9 @@ impl Driver {
         Ok(())
     }
 
-    fn start(&self, name: &str, paused: bool) -> Result<DomRef, RpcError> {
+    /// Starts an inactive domain: from its managed-save image when it has one (which `force_boot` discards
+    /// instead), else by booting it.
+    fn start(&self, name: &str, paused: bool, force_boot: bool) -> Result<DomRef, RpcError> {
         let def = {
             let doms = lock(&self.doms);
             let d = doms.get(name).ok_or_else(|| no_domain_name(name))?;
@@ -651,8 +711,20 @@ impl Driver {
                     "Requested operation is not valid: Domain is already running",
                 ));
             }
+            d.idle()?;
             d.def.clone()
         };
+        if self.store.has_managed_save(name) {
+            if !force_boot {
+                return self.start_managed_save(name, paused);
+            }
+            self.store.delete_managed_save(name).map_err(|e| {
+                RpcError::libxl(
+                    code::OPERATION_FAILED,
+                    format!("operation failed: cannot remove managed save file: {e}"),
+                )
+            })?;
+        }
         let domid = self.backend.create(&def, paused)?;
         let mut doms = lock(&self.doms);
         let d = doms.get_mut(name).ok_or_else(|| no_domain_name(name))?;
@@ -837,6 +909,13 @@ impl Driver {
                 "Requested operation is not valid: cannot rename domain with snapshots",
             ));
         }
+        if self.store.has_managed_save(&d.def.name) {
+            return Err(RpcError::libxl(
+                code::OPERATION_INVALID,
+                "Requested operation is not valid: domain with a managed saved state can't be renamed",
+            ));
+        }
+        d.idle()?;
         let old_name = d.def.name.clone();
         let old_ref = d.dref();
         let autostart = self.store.autostart(&old_name);
@@ -891,8 +970,10 @@ impl Driver {
                 pair(1, 2, d.active())
                     && pair(4, 8, d.persistent)
                     && (states == 0 || states & state_bit != 0)
-                    // No domain has a managed-save image or a checkpoint in this driver.
-                    && pair(0x100, 0x200, false)
+                    // Only a filter on managed save looks for the image files.
+                    && (flags & 0x300 == 0
+                        || pair(0x100, 0x200, self.store.has_managed_save(&d.def.name)))
+                    // No domain has a checkpoint in this driver.
                     && pair(0x400, 0x800, self.store.autostart(&d.def.name))
                     && pair(0x1000, 0x2000, !d.snaps.is_empty())
                     && pair(0x4000, 0x8000, false)
@@ -1342,7 +1423,7 @@ impl Driver {
                 // PAUSED 1, AUTODESTROY 2, BYPASS_CACHE 4, FORCE_BOOT 8, VALIDATE 16.
                 check_flags(flags, 0x1f)?;
                 let name = self.with_dom(&r, |x| Ok(x.def.name.clone()))?;
-                let nr = self.start(&name, flags & 1 != 0)?;
+                let nr = self.start(&name, flags & 1 != 0, flags & 8 != 0)?;
                 if proc_ == DOMAIN_CREATE_WITH_FLAGS {
                     nr.encode(&mut e);
                 }
@@ -1362,6 +1443,7 @@ impl Driver {
                     ));
                 }
                 if let Some(o) = lock(&self.doms).get(&def.name) {
+                    o.idle()?;
                     if o.active() {
                         return Err(RpcError::libxl(
                             code::OPERATION_INVALID,
@@ -1399,6 +1481,7 @@ impl Driver {
                     },
                     reason: 1,
                     snaps,
+                    job: None,
                 };
                 let r = obj.dref();
                 doms.insert(obj.def.name.clone(), obj);
@@ -1425,7 +1508,11 @@ impl Driver {
                 };
                 finish(&d)?;
                 ro("virDomainLifecycle")?;
-                let domid = self.running_domid(&r)?;
+                let domid = self.with_dom(&r, |x| {
+                    let id = x.domid.ok_or_else(not_running)?;
+                    x.idle()?;
+                    Ok(id)
+                })?;
                 let _ = flags;
                 match proc_ {
                     DOMAIN_DESTROY | DOMAIN_DESTROY_FLAGS => {
@@ -1593,24 +1680,6 @@ impl Driver {
                 })?;
                 e.i32(i32::from(v));
             }
-            DOMAIN_HAS_MANAGED_SAVE_IMAGE => {
-                let r = DomRef::decode(&mut d)?;
-                let flags = d.u32()?;
-                finish(&d)?;
-                check_flags(flags, 0)?;
-                // The driver has no managed save: no domain ever has an image.
-                self.with_dom(&r, |_| Ok(()))?;
-                e.i32(0);
-            }
-            DOMAIN_MANAGED_SAVE_REMOVE => {
-                let r = DomRef::decode(&mut d)?;
-                let flags = d.u32()?;
-                finish(&d)?;
-                ro("virDomainManagedSaveRemove")?;
-                check_flags(flags, 0)?;
-                // There is never an image to remove in this driver.
-                self.with_dom(&r, |_| Ok(()))?;
-            }
             DOMAIN_IS_UPDATED => {
                 let r = DomRef::decode(&mut d)?;
                 finish(&d)?;
@@ -1754,6 +1823,9 @@ impl Driver {
                     xen_conv::domain_xml_to_xl_cfg(&input)
                 };
                 e.str(&r.map_err(|er| conv_error(&er))?);
+            }
+            p if save::is_save_proc(p) => {
+                self.save_call(conn.readonly, p, &mut d, &mut e)?;
             }
             p if snapshot::is_snapshot_proc(p) => {
                 self.snapshot_call(conn.readonly, p, &mut d, &mut e)?;

@@ -2,9 +2,9 @@
 //! virt-install, virt-manager, python3-libvirt, Ansible) manage xen-hv guests unchanged.
 //!
 //! Layers: [`xdr`] (codec), [`proto`] (framing, header, errors), [`server`] (sockets, connections, streams),
-//! [`driver`] (domain state and the REMOTE procedures), [`store`] (persistent definitions), [`backend`]
-//! (guest lifecycle through libxl-rs; [`backend::NoHypervisor`] until the hypervisor integration lands) and
-//! [`host`] (node facts and capabilities).
+//! [`driver`] (domain state and the REMOTE procedures), [`store`] (persistent definitions), [`save_image`]
+//! (the files saved domains are kept in), [`backend`] (guest lifecycle through libxl-rs;
+//! [`backend::NoHypervisor`] until the hypervisor integration lands) and [`host`] (node facts and capabilities).
 
 use std::path::PathBuf;
 
@@ -17,6 +17,7 @@ pub mod driver;
 pub mod host;
 pub mod libxl_backend;
 pub mod proto;
+pub mod save_image;
 pub mod server;
 pub mod storage_rpc;
 pub mod store;
@@ -39,6 +40,9 @@ pub enum Error {
     /// The configuration file cannot be used.
     #[error("configuration")]
     Config(#[from] config::ConfigError),
+    /// A file is not a save image this daemon can read: foreign, truncated or of another version.
+    #[error("{0} is not a valid save image: {1}")]
+    SaveImage(PathBuf, String),
     /// Another daemon already serves the socket.
     #[error("socket {0} is in use by another daemon")]
     SocketInUse(PathBuf),

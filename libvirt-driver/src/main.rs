@@ -85,7 +85,9 @@ fn run(cli: &Cli) -> Result<(), libvirt_driver::Error> {
     } else {
         Vec::new()
     });
-    let store = Store::open(&cli.config_dir, &cli.state_dir)?.with_snapshot_dir(&cli.snapshot_dir);
+    let store = Store::open(&cli.config_dir, &cli.state_dir)?
+        .with_snapshot_dir(&cli.snapshot_dir)
+        .with_save_dir(&cli.save_dir());
     // Storage pools live beside the driver's directories, as libvirt's (/etc/libvirt/storage, /run/libvirt/storage).
     let parent = |p: &std::path::Path| {
         p.parent()

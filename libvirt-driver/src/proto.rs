@@ -113,6 +113,8 @@ pub mod code {
     pub const XML_ERROR: i32 = 27;
     /// Domain exists.
     pub const DOM_EXIST: i32 = 28;
+    /// A system call failed (`virReportSystemError`).
+    pub const SYSTEM_ERROR: i32 = 38;
     /// RPC error.
     pub const RPC: i32 = 39;
     /// No such domain.

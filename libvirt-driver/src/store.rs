@@ -1,7 +1,7 @@
 //! Persistent domain definitions (`<config-dir>/<name>.xml`, autostart symlinks in `<config-dir>/autostart/`),
-//! runtime status files for running domains (`<state-dir>/<name>.xml`) and snapshot metadata
+//! runtime status files for running domains (`<state-dir>/<name>.xml`), snapshot metadata
 //! (`<snapshot-dir>/<domain>/<snapshot>.xml`, one file per snapshot as libvirt keeps them), all written
-//! atomically.
+//! atomically, and managed-save images (`<save-dir>/<name>.save`, as libvirt's libxl driver keeps them).
 
 use std::fs;
 use std::io::Write;
@@ -19,6 +19,7 @@ pub struct Store {
     config_dir: PathBuf,
     state_dir: PathBuf,
     snapshot_dir: PathBuf,
+    save_dir: PathBuf,
 }
 
 /// Writes `data` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
@@ -41,8 +42,8 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
 }
 
 impl Store {
-    /// Opens (and creates) the directories; snapshot metadata goes to `<config-dir>/snapshot` (see
-    /// [`Store::with_snapshot_dir`]).
+    /// Opens (and creates) the directories; snapshot metadata goes to `<config-dir>/snapshot` and managed-save
+    /// images to `<config-dir>/save` (see [`Store::with_snapshot_dir`] and [`Store::with_save_dir`]).
     pub fn open(config_dir: &Path, state_dir: &Path) -> Result<Store, Error> {
         for d in [config_dir, &config_dir.join("autostart"), state_dir] {
             fs::create_dir_all(d).map_err(|e| Error::Io(d.to_path_buf(), e))?;
@@ -51,6 +52,7 @@ impl Store {
             config_dir: config_dir.to_path_buf(),
             state_dir: state_dir.to_path_buf(),
             snapshot_dir: config_dir.join("snapshot"),
+            save_dir: config_dir.join("save"),
         })
     }
 
@@ -59,6 +61,43 @@ impl Store {
     pub fn with_snapshot_dir(mut self, dir: &Path) -> Store {
         self.snapshot_dir = dir.to_path_buf();
         self
+    }
+
+    /// Keeps managed-save images under `dir` (created, mode 0700, when the first is written). They must outlive
+    /// a reboot: libvirt keeps them in `/var/lib/libvirt/libxl/save`.
+    pub fn with_save_dir(mut self, dir: &Path) -> Store {
+        self.save_dir = dir.to_path_buf();
+        self
+    }
+
+    /// Where a domain's managed-save image is kept.
+    pub fn managed_save_path(&self, domain: &str) -> PathBuf {
+        self.save_dir.join(format!("{domain}.save"))
+    }
+
+    /// Whether a domain has a managed-save image.
+    pub fn has_managed_save(&self, domain: &str) -> bool {
+        self.managed_save_path(domain).is_file()
+    }
+
+    /// Creates the managed-save directory if needed (mode 0700: images hold guests' memory).
+    pub fn create_save_dir(&self) -> Result<(), Error> {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.save_dir)
+            .map_err(|e| Error::Io(self.save_dir.clone(), e))
+    }
+
+    /// Removes a domain's managed-save image; none is no error.
+    pub fn delete_managed_save(&self, domain: &str) -> Result<(), Error> {
+        let p = self.managed_save_path(domain);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Io(p, e)),
+        }
     }
 
     fn snapshots_path(&self, domain: &str) -> PathBuf {

@@ -2,57 +2,24 @@
 //! overlapping calls, many connections, console streams, running-domain state across restarts and snapshots of
 //! running domains through a backend that can (or cannot) save memory.
 
+#[allow(dead_code)]
+mod common;
+
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use domain_xml::domain::Domain;
-use libvirt_driver::backend::{Backend, ConsoleIo, EventSink, NoHypervisor, RunInfo};
+use common::{start, TempDir, TestBackend};
+use libvirt_driver::backend::NoHypervisor;
 use libvirt_driver::driver::{procs, Driver};
 use libvirt_driver::proto::{
     self, ptype, status, DomRef, Header, RpcError, PROG_KEEPALIVE, PROG_REMOTE,
 };
-use libvirt_driver::server::Server;
 use libvirt_driver::store::Store;
 use libvirt_driver::xdr::{Dec, Enc};
-
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "virtxend-proto-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn start(dir: &Path, backend: Arc<dyn Backend>) -> (Arc<Driver>, PathBuf) {
-    let store = Store::open(&dir.join("config"), &dir.join("state")).unwrap();
-    let driver = Driver::new(store, backend);
-    let sock = dir.join("sock");
-    let server = Server::bind(
-        driver.clone(),
-        &sock,
-        None,
-        libvirt_driver::auth::Auth::None,
-    )
-    .unwrap();
-    std::thread::spawn(move || server.run());
-    (driver, sock)
-}
 
 struct Client {
     s: UnixStream,
@@ -245,122 +212,6 @@ fn calls_before_open_are_refused() {
     let mut e = Enc::new();
     e.opt_str(Some("xen:///session")).u32(0);
     assert!(c.call(procs::CONNECT_OPEN, &e.buf).is_err());
-}
-
-/// A backend whose create takes a while and then runs the guest, with an echoing console.
-#[derive(Default)]
-struct TestBackend {
-    delay: Duration,
-    running: Mutex<Vec<u32>>,
-    /// Whether save/restore work (they write and read a state file).
-    saves: bool,
-    /// Memory images restored so far.
-    restored: Mutex<Vec<PathBuf>>,
-}
-
-struct Echo(UnixStream);
-impl ConsoleIo for Echo {
-    fn reader(&mut self) -> Box<dyn Read + Send> {
-        Box::new(self.0.try_clone().unwrap())
-    }
-    fn writer(&mut self) -> Box<dyn Write + Send> {
-        Box::new(self.0.try_clone().unwrap())
-    }
-}
-
-impl Backend for TestBackend {
-    fn hypervisor_version(&self) -> Option<u64> {
-        Some(4_017_000)
-    }
-    fn create(&self, _def: &Domain, _paused: bool) -> Result<u32, RpcError> {
-        std::thread::sleep(self.delay);
-        let mut r = self.running.lock().unwrap();
-        let id = r.len() as u32 + 1;
-        r.push(id);
-        Ok(id)
-    }
-    fn destroy(&self, domid: u32) -> Result<(), RpcError> {
-        self.running.lock().unwrap().retain(|d| *d != domid);
-        Ok(())
-    }
-    fn shutdown(&self, _: u32) -> Result<(), RpcError> {
-        Ok(())
-    }
-    fn reboot(&self, _: u32) -> Result<(), RpcError> {
-        Ok(())
-    }
-    fn pause(&self, _: u32) -> Result<(), RpcError> {
-        Ok(())
-    }
-    fn unpause(&self, _: u32) -> Result<(), RpcError> {
-        Ok(())
-    }
-    fn info(&self, domid: u32) -> Result<Option<RunInfo>, RpcError> {
-        Ok(self
-            .running
-            .lock()
-            .unwrap()
-            .contains(&domid)
-            .then_some(RunInfo {
-                state: 1,
-                reason: 1,
-                memory_kib: 262144,
-                vcpus: 1,
-                cpu_time_ns: 5,
-            }))
-    }
-    fn open_console(
-        &self,
-        _domid: u32,
-        _dev: Option<&str>,
-    ) -> Result<Box<dyn ConsoleIo>, RpcError> {
-        let (a, b) = UnixStream::pair().unwrap();
-        std::thread::spawn(move || {
-            let mut b2 = b.try_clone().unwrap();
-            let mut b = b;
-            let mut buf = [0u8; 1024];
-            while let Ok(n) = b.read(&mut buf) {
-                if n == 0 || b2.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Box::new(Echo(a)))
-    }
-    fn set_event_sink(&self, _sink: EventSink) {}
-    fn check_save(&self) -> Result<(), RpcError> {
-        if self.saves {
-            Ok(())
-        } else {
-            Err(libvirt_driver::backend::save_unsupported())
-        }
-    }
-    fn save(
-        &self,
-        domid: u32,
-        out: &mut std::fs::File,
-        _after: libvirt_driver::backend::AfterSave,
-    ) -> Result<(), RpcError> {
-        self.check_save()?;
-        assert!(self.running.lock().unwrap().contains(&domid));
-        write!(out, "memory of domain {domid}").unwrap();
-        Ok(())
-    }
-    fn restore(
-        &self,
-        def: &Domain,
-        input: &mut std::fs::File,
-        paused: bool,
-    ) -> Result<u32, RpcError> {
-        use std::os::fd::AsRawFd;
-        self.check_save()?;
-        let mut saved = String::new();
-        input.read_to_string(&mut saved).unwrap();
-        assert!(saved.starts_with("memory of domain"), "{saved}");
-        let path = std::fs::read_link(format!("/proc/self/fd/{}", input.as_raw_fd())).unwrap();
-        self.restored.lock().unwrap().push(path);
-        self.create(def, paused)
-    }
 }
 
 #[test]
@@ -659,6 +510,28 @@ fn redefining_a_running_domain_applies_at_the_next_boot() {
     );
 }
 
+/// A connection registered for lifecycle events of every domain.
+struct Events(Client);
+
+impl Events {
+    fn open(sock: &Path) -> Events {
+        let mut c = Client::open(sock);
+        c.call_ok(
+            procs::DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
+            &[0, 0, 0, 0, 0, 0, 0, 0],
+        );
+        Events(c)
+    }
+    /// The next lifecycle event: (domain name, event, detail).
+    fn next(&mut self) -> (String, i32, i32) {
+        let (_, p) = next_message(&mut self.0);
+        let mut d = Dec::new(&p);
+        d.i32().unwrap();
+        let dom = DomRef::decode(&mut d).unwrap();
+        (dom.name, d.i32().unwrap(), d.i32().unwrap())
+    }
+}
+
 fn snap_args(name: &str, dom: &DomRef, flags: u32) -> Vec<u8> {
     let mut e = Enc::new();
     e.str(name);
@@ -675,6 +548,15 @@ fn create_snapshot(c: &mut Client, dom: &DomRef, name: &str) -> Result<Vec<u8>, 
     ))
     .u32(0);
     c.call(185, &e.buf)
+}
+
+fn lookup(c: &mut Client, name: &str) -> DomRef {
+    let mut e = Enc::new();
+    e.str(name);
+    DomRef::decode(&mut Dec::new(
+        &c.call_ok(procs::DOMAIN_LOOKUP_BY_NAME, &e.buf),
+    ))
+    .unwrap()
 }
 
 fn state_of(c: &mut Client, dom: &DomRef) -> (i32, i32) {
@@ -710,10 +592,7 @@ fn running_domain_snapshot_is_refused_while_the_backend_cannot_save() {
 #[test]
 fn running_domain_snapshot_saves_memory_and_revert_restores_it() {
     let t = TempDir::new("snap-save");
-    let be = Arc::new(TestBackend {
-        saves: true,
-        ..TestBackend::default()
-    });
+    let be = Arc::new(TestBackend::saving());
     let (_d, sock) = start(&t.0, be.clone());
     let mut c = Client::open(&sock);
     let mut ev = Client::open(&sock);
@@ -734,12 +613,24 @@ fn running_domain_snapshot_saves_memory_and_revert_restores_it() {
     assert_eq!(event(), (2, 0));
 
     create_snapshot(&mut c, &dom, "m1").unwrap();
-    // Paused for the save and resumed: SUSPENDED and RESUMED with detail FROM_SNAPSHOT.
+    // Suspended for the save and going on: SUSPENDED and RESUMED with detail FROM_SNAPSHOT, the same domain
+    // still running (the backend was told to let it go on).
     assert_eq!(event(), (3, 5));
     assert_eq!(event(), (4, 2));
     assert_eq!(state_of(&mut c, &dom), (1, 1));
+    assert_eq!(
+        *be.saved.lock().unwrap(),
+        [(1, libvirt_driver::backend::AfterSave::Continue)]
+    );
+    assert_eq!(lookup(&mut c, "rs1").id, 1);
+    // The memory is a save image: the daemon's header and the domain XML, then the backend's state.
     let mem = t.0.join("config/snapshot/rs1/m1.save");
-    assert!(mem.exists());
+    let image = std::fs::read(&mem).unwrap();
+    assert_eq!(&image[..16], b"libvirt-xml\n \0 \r");
+    let xml_len = u32::from_le_bytes(image[20..24].try_into().unwrap()) as usize;
+    let image_xml = std::str::from_utf8(&image[64..64 + xml_len - 1]).unwrap();
+    assert!(image_xml.contains("<name>rs1</name>"), "{image_xml}");
+    assert!(image[64 + xml_len..].starts_with(b"TESTSTATE of domain 1\n"));
     let xml = c.call_ok(186, &snap_args("m1", &dom, 0));
     let xml = Dec::new(&xml).str().unwrap();
     assert!(
@@ -754,7 +645,7 @@ fn running_domain_snapshot_saves_memory_and_revert_restores_it() {
     assert_eq!(event(), (2, 3));
     // Running, reason VIR_DOMAIN_RUNNING_FROM_SNAPSHOT.
     assert_eq!(state_of(&mut c, &dom), (1, 4));
-    assert_eq!(*be.restored.lock().unwrap(), std::slice::from_ref(&mem));
+    assert_eq!(*be.restored.lock().unwrap(), ["TESTSTATE of domain 1"]);
     // With PAUSED it comes back paused.
     c.call_ok(192, &snap_args("m1", &dom, 2));
     assert_eq!(event(), (5, 6));
@@ -768,4 +659,861 @@ fn running_domain_snapshot_saves_memory_and_revert_restores_it() {
     assert!(!mem.exists());
     let err = c.call(192, &snap_args("m1", &dom, 0)).unwrap_err();
     assert_eq!(err.code, 72, "{err}");
+}
+
+#[test]
+fn a_running_domains_snapshot_with_disks_stops_it_for_the_disks_and_restores_it() {
+    let t = TempDir::new("snap-disks");
+    let disk = t.0.join("disk.qcow2");
+    let out = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("16M")
+        .output()
+        .expect("running qemu-img");
+    assert!(out.status.success(), "{out:?}");
+    let be = Arc::new(TestBackend::saving());
+    let (_d, sock) = start(&t.0, be.clone());
+    let mut c = Client::open(&sock);
+    let mut ev = Events::open(&sock);
+    let xml = format!(
+        "<domain type='xen'><name>sd1</name><memory>262144</memory><os><type>xen</type></os><devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{}'/><target dev='xvda' bus='xen'/></disk></devices></domain>",
+        disk.display()
+    );
+    let mut e = Enc::new();
+    e.str(&xml);
+    let dom = DomRef::decode(&mut Dec::new(&c.call_ok(procs::DOMAIN_DEFINE_XML, &e.buf))).unwrap();
+    assert_eq!(ev.next().1, 0);
+    c.call_ok(procs::DOMAIN_CREATE, &dom_args(&dom));
+    assert_eq!(ev.next().1, 2);
+    let tags = || {
+        let o = std::process::Command::new("qemu-img")
+            .args(["snapshot", "-l"])
+            .arg(&disk)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+
+    // The memory is written with the domain stopped, the disk snapshot taken, and the domain restored from
+    // that memory: to the client it was suspended and resumed.
+    create_snapshot(&mut c, &dom, "d1").unwrap();
+    assert_eq!(ev.next(), ("sd1".into(), 3, 5));
+    assert_eq!(ev.next(), ("sd1".into(), 4, 2));
+    assert_eq!(
+        *be.saved.lock().unwrap(),
+        [(1, libvirt_driver::backend::AfterSave::Stop)]
+    );
+    assert_eq!(*be.restored.lock().unwrap(), ["TESTSTATE of domain 1"]);
+    assert_eq!(state_of(&mut c, &dom), (1, 1));
+    assert_eq!(lookup(&mut c, "sd1").id, 2);
+    assert_eq!(*be.running.lock().unwrap(), [2]);
+    assert!(t.0.join("state/sd1.xml").exists());
+    assert!(tags().contains(" d1 "), "{}", tags());
+    assert!(t.0.join("config/snapshot/sd1/d1.save").exists());
+
+    // HALT: stopped for the save and left shut off.
+    let mut e = Enc::new();
+    dom.encode(&mut e);
+    e.str("<domainsnapshot><name>d2</name></domainsnapshot>")
+        .u32(8);
+    c.call_ok(185, &e.buf);
+    assert_eq!(ev.next(), ("sd1".into(), 3, 5));
+    assert_eq!(ev.next(), ("sd1".into(), 5, 6));
+    assert_eq!(state_of(&mut c, &dom), (5, 7));
+    assert!(be.running.lock().unwrap().is_empty());
+    assert!(tags().contains(" d2 "), "{}", tags());
+
+    // Reverting to d1 restores its memory.
+    c.call_ok(192, &snap_args("d1", &dom, 0));
+    assert_eq!(ev.next(), ("sd1".into(), 0, 3));
+    assert_eq!(ev.next(), ("sd1".into(), 2, 3));
+    assert_eq!(state_of(&mut c, &dom), (1, 4));
+    assert_eq!(
+        *be.restored.lock().unwrap(),
+        ["TESTSTATE of domain 1", "TESTSTATE of domain 1"]
+    );
+    // A snapshot whose memory file is damaged is refused before the running domain is touched.
+    std::fs::write(t.0.join("config/snapshot/sd1/d1.save"), vec![0u8; 100]).unwrap();
+    let id = lookup(&mut c, "sd1").id;
+    let err = c.call(192, &snap_args("d1", &dom, 0)).unwrap_err();
+    assert!(err.message.contains("image magic is incorrect"), "{err}");
+    assert_eq!(
+        (lookup(&mut c, "sd1").id, state_of(&mut c, &dom)),
+        (id, (1, 4))
+    );
+}
+
+// Save, restore and managed save.
+
+fn dom_flags(d: &DomRef, flags: u32) -> Vec<u8> {
+    let mut e = Enc::new();
+    d.encode(&mut e);
+    e.u32(flags);
+    e.buf
+}
+
+fn save_args(d: &DomRef, to: &Path, dxml: Option<&str>, flags: u32) -> Vec<u8> {
+    let mut e = Enc::new();
+    d.encode(&mut e);
+    e.str(to.to_str().unwrap()).opt_str(dxml).u32(flags);
+    e.buf
+}
+
+fn restore_args(from: &Path, dxml: Option<&str>, flags: u32) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.str(from.to_str().unwrap()).opt_str(dxml).u32(flags);
+    e.buf
+}
+
+fn path_flags(p: &Path, flags: u32) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.str(p.to_str().unwrap()).u32(flags);
+    e.buf
+}
+
+fn image_xml(c: &mut Client, p: &Path, flags: u32) -> Result<String, RpcError> {
+    c.call(procs::DOMAIN_SAVE_IMAGE_GET_XML_DESC, &path_flags(p, flags))
+        .map(|r| Dec::new(&r).str().unwrap())
+}
+
+fn live_xml(c: &mut Client, d: &DomRef) -> String {
+    Dec::new(&c.call_ok(procs::DOMAIN_GET_XML_DESC, &dom_flags(d, 0)))
+        .str()
+        .unwrap()
+}
+
+fn has_managed_save(c: &mut Client, d: &DomRef) -> bool {
+    c.call_ok(procs::DOMAIN_HAS_MANAGED_SAVE_IMAGE, &dom_flags(d, 0)) == [0, 0, 0, 1]
+}
+
+/// The names `virConnectListAllDomains` returns for `flags`.
+fn list_names(c: &mut Client, flags: u32) -> Vec<String> {
+    let mut e = Enc::new();
+    e.i32(1).u32(flags);
+    let r = c.call_ok(procs::CONNECT_LIST_ALL_DOMAINS, &e.buf);
+    let mut d = Dec::new(&r);
+    (0..d.u32().unwrap())
+        .map(|_| DomRef::decode(&mut d).unwrap().name)
+        .collect()
+}
+
+/// The header flags word and the XML of an image file, and what follows.
+fn image_parts(p: &Path) -> (u32, String, Vec<u8>) {
+    let b = std::fs::read(p).unwrap();
+    assert_eq!(&b[..16], b"libvirt-xml\n \0 \r", "{}", p.display());
+    assert_eq!(u32::from_le_bytes(b[16..20].try_into().unwrap()), 2);
+    let len = u32::from_le_bytes(b[20..24].try_into().unwrap()) as usize;
+    assert!(b[28..64].iter().all(|x| *x == 0));
+    assert_eq!(b[64 + len - 1], 0, "the XML is NUL-terminated");
+    (
+        u32::from_le_bytes(b[24..28].try_into().unwrap()),
+        String::from_utf8(b[64..64 + len - 1].to_vec()).unwrap(),
+        b[64 + len..].to_vec(),
+    )
+}
+
+/// The files of a directory, hidden ones included (temporary files must not stay behind).
+fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn save_and_restore_stop_and_start_the_domain_with_libvirts_events_and_states() {
+    let t = TempDir::new("save");
+    let be = Arc::new(TestBackend::saving());
+    let (_d, sock) = start(&t.0, be.clone());
+    let mut c = Client::open(&sock);
+    let mut ev = Events::open(&sock);
+    let dom = c.define("sv1");
+    assert_eq!(ev.next(), ("sv1".into(), 0, 0));
+    c.call_ok(procs::DOMAIN_CREATE, &dom_args(&dom));
+    assert_eq!(ev.next(), ("sv1".into(), 2, 0));
+    let img_dir = t.0.join("images");
+    std::fs::create_dir(&img_dir).unwrap();
+    let img = img_dir.join("sv1.save");
+
+    // virDomainSave: the domain is written out and stops, reason SAVED, event STOPPED/SAVED.
+    let mut e = Enc::new();
+    dom.encode(&mut e);
+    e.str(img.to_str().unwrap());
+    c.call_ok(procs::DOMAIN_SAVE, &e.buf);
+    assert_eq!(ev.next(), ("sv1".into(), 5, 4));
+    assert_eq!(state_of(&mut c, &dom), (5, 5));
+    assert_eq!(lookup(&mut c, "sv1").id, -1);
+    assert!(!t.0.join("state/sv1.xml").exists());
+    assert_eq!(
+        *be.saved.lock().unwrap(),
+        [(1, libvirt_driver::backend::AfterSave::Stop)]
+    );
+    assert!(be.running.lock().unwrap().is_empty());
+    assert_eq!(files(&img_dir), ["sv1.save"]);
+    let (flags, xml, state) = image_parts(&img);
+    assert_eq!(flags, 0, "a running domain restores running");
+    assert!(
+        xml.contains("<name>sv1</name>") && !xml.contains(" id="),
+        "{xml}"
+    );
+    assert!(state.starts_with(b"TESTSTATE of domain 1\n"));
+    assert_eq!(
+        std::fs::metadata(&img).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // virDomainRestore: STARTED/RESTORED, running with reason RESTORED; the image stays.
+    let mut e = Enc::new();
+    e.str(img.to_str().unwrap());
+    c.call_ok(procs::DOMAIN_RESTORE, &e.buf);
+    assert_eq!(ev.next(), ("sv1".into(), 2, 2));
+    assert_eq!(state_of(&mut c, &dom), (1, 3));
+    assert_eq!(*be.restored.lock().unwrap(), ["TESTSTATE of domain 1"]);
+    let id = lookup(&mut c, "sv1").id;
+    assert_eq!(id, 2);
+    assert!(live_xml(&mut c, &dom).contains("<domain type='xen' id='2'>"));
+    assert!(t.0.join("state/sv1.xml").exists());
+    assert!(img.exists());
+    // A domain that runs cannot be restored again: libvirt's error, nothing changes.
+    let err = c
+        .call(procs::DOMAIN_RESTORE_FLAGS, &restore_args(&img, None, 0))
+        .unwrap_err();
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (
+            55,
+            "Requested operation is not valid: domain 'sv1' is already active"
+        )
+    );
+    assert_eq!(lookup(&mut c, "sv1").id, 2);
+
+    // SAVE_PAUSED records that the domain restores paused: SUSPENDED/RESTORED after STARTED/RESTORED.
+    c.call_ok(procs::DOMAIN_SAVE_FLAGS, &save_args(&dom, &img, None, 4));
+    assert_eq!(ev.next(), ("sv1".into(), 5, 4));
+    assert_eq!(image_parts(&img).0, 1);
+    c.call_ok(procs::DOMAIN_RESTORE_FLAGS, &restore_args(&img, None, 0));
+    assert_eq!(ev.next(), ("sv1".into(), 2, 2));
+    assert_eq!(ev.next(), ("sv1".into(), 3, 4));
+    assert_eq!(state_of(&mut c, &dom), (3, 1));
+    assert_eq!(be.restored_paused.lock().unwrap().last(), Some(&true));
+    // A paused domain saved as it is restores paused; RESTORE_RUNNING overrides that.
+    c.call_ok(procs::DOMAIN_SAVE_FLAGS, &save_args(&dom, &img, None, 0));
+    assert_eq!(ev.next(), ("sv1".into(), 5, 4));
+    assert_eq!(image_parts(&img).0, 1);
+    c.call_ok(procs::DOMAIN_RESTORE_FLAGS, &restore_args(&img, None, 2));
+    assert_eq!(ev.next(), ("sv1".into(), 2, 2));
+    assert_eq!(state_of(&mut c, &dom), (1, 3));
+    // RESTORE_PAUSED on an image that restores running: SUSPENDED/PAUSED.
+    c.call_ok(procs::DOMAIN_SAVE_FLAGS, &save_args(&dom, &img, None, 2));
+    assert_eq!(ev.next(), ("sv1".into(), 5, 4));
+    assert_eq!(image_parts(&img).0, 0);
+    c.call_ok(procs::DOMAIN_RESTORE_FLAGS, &restore_args(&img, None, 4));
+    assert_eq!(ev.next(), ("sv1".into(), 2, 2));
+    assert_eq!(ev.next(), ("sv1".into(), 3, 0));
+    assert_eq!(state_of(&mut c, &dom), (3, 1));
+
+    // Bad flags and paths are refused before anything happens.
+    for (flags, want) in [(6, "mutually exclusive"), (8, "unsupported flags")] {
+        let err = c
+            .call(
+                procs::DOMAIN_SAVE_FLAGS,
+                &save_args(&dom, &img, None, flags),
+            )
+            .unwrap_err();
+        assert_eq!(err.code, 8, "{err}");
+        assert!(err.message.contains(want), "{err}");
+    }
+    let err = c
+        .call(
+            procs::DOMAIN_SAVE_FLAGS,
+            &save_args(&dom, Path::new("relative.save"), None, 0),
+        )
+        .unwrap_err();
+    assert_eq!(err.code, 8, "{err}");
+    let err = c
+        .call(
+            procs::DOMAIN_SAVE_FLAGS,
+            &save_args(&dom, &t.0.join("no/such/dir/x.save"), None, 0),
+        )
+        .unwrap_err();
+    assert_eq!(err.code, 38, "{err}");
+    assert!(
+        err.message
+            .starts_with("Failed to create domain save file '")
+            && err.message.ends_with("x.save': No such file or directory"),
+        "{err}"
+    );
+    assert_eq!(state_of(&mut c, &dom), (3, 1));
+
+    // A shut-off domain cannot be saved.
+    c.call_ok(procs::DOMAIN_DESTROY, &dom_args(&dom));
+    assert_eq!(ev.next(), ("sv1".into(), 5, 1));
+    let err = c
+        .call(procs::DOMAIN_SAVE_FLAGS, &save_args(&dom, &img, None, 0))
+        .unwrap_err();
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (
+            55,
+            "Requested operation is not valid: domain is not running"
+        )
+    );
+
+    // A transient domain saved goes away, and restoring it brings it back transient.
+    let mut e = Enc::new();
+    e.str("<domain type='xen'><name>tr2</name><memory>262144</memory><os><type>xen</type></os></domain>")
+        .u32(0);
+    let tr = DomRef::decode(&mut Dec::new(&c.call_ok(procs::DOMAIN_CREATE_XML, &e.buf))).unwrap();
+    assert_eq!(ev.next().1, 2);
+    let tr_img = img_dir.join("tr2.save");
+    c.call_ok(procs::DOMAIN_SAVE_FLAGS, &save_args(&tr, &tr_img, None, 0));
+    assert_eq!(ev.next(), ("tr2".into(), 5, 4));
+    let mut e = Enc::new();
+    e.str("tr2");
+    assert_eq!(
+        c.call(procs::DOMAIN_LOOKUP_BY_NAME, &e.buf)
+            .unwrap_err()
+            .code,
+        42
+    );
+    c.call_ok(procs::DOMAIN_RESTORE_FLAGS, &restore_args(&tr_img, None, 0));
+    assert_eq!(ev.next(), ("tr2".into(), 2, 2));
+    let tr = lookup(&mut c, "tr2");
+    assert_eq!(
+        c.call_ok(procs::DOMAIN_IS_PERSISTENT, &dom_args(&tr)),
+        [0, 0, 0, 0]
+    );
+    assert_eq!(state_of(&mut c, &tr), (1, 3));
+    assert_eq!(files(&img_dir), ["sv1.save", "tr2.save"]);
+}
+
+#[test]
+fn a_failed_save_leaves_no_file_and_the_old_image_intact() {
+    let t = TempDir::new("save-fail");
+    let be = Arc::new(TestBackend::saving());
+    let (_d, sock) = start(&t.0, be.clone());
+    let mut c = Client::open(&sock);
+    let mut ev = Events::open(&sock);
+    let dom = c.define("sf1");
+    c.call_ok(procs::DOMAIN_CREATE, &dom_args(&dom));
+    assert_eq!(ev.next().1, 0);
+    assert_eq!(ev.next().1, 2);
+    let img = t.0.join("sf1.save");
+    std::fs::write(&img, b"an older image").unwrap();
+    let before = files(&t.0);
+
+    // The backend fails half-way: the error is the backend's, the domain still runs, nothing is written.
+    be.fail_save
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let err = c
+        .call(procs::DOMAIN_SAVE_FLAGS, &save_args(&dom, &img, None, 0))
+        .unwrap_err();
+    assert_eq!(err.code, 1, "{err}");
+    assert!(err.message.contains("Failed to save domain"), "{err}");
+    assert_eq!(state_of(&mut c, &dom), (1, 1));
+    assert_eq!(std::fs::read(&img).unwrap(), b"an older image");
+    assert_eq!(files(&t.0), before);
+    // The domain is not left busy.
+    c.call_ok(procs::DOMAIN_SUSPEND, &dom_args(&dom));
+    assert_eq!(ev.next().1, 3);
+    c.call_ok(procs::DOMAIN_RESUME, &dom_args(&dom));
+    assert_eq!(ev.next().1, 4);
+
+    // The guest dies during the save: shut off with reason FAILED, event STOPPED/FAILED, no image.
+    be.die_in_save
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let err = c
+        .call(procs::DOMAIN_MANAGED_SAVE, &dom_flags(&dom, 0))
+        .unwrap_err();
+    assert_eq!(err.code, 1, "{err}");
+    assert_eq!(ev.next(), ("sf1".into(), 5, 5));
+    assert_eq!(state_of(&mut c, &dom), (5, 6));
+    assert!(!has_managed_save(&mut c, &dom));
+    assert!(files(&t.0.join("save")).is_empty());
+    assert!(!t.0.join("state/sf1.xml").exists());
+    c.hostname_works();
+}
+
+#[test]
+fn bad_images_get_libvirt_errors_and_create_nothing() {
+    let t = TempDir::new("save-bad");
+    let be = Arc::new(TestBackend::saving());
+    let (_d, sock) = start(&t.0, be.clone());
+    let mut c = Client::open(&sock);
+    let garbage = t.0.join("garbage");
+    std::fs::write(&garbage, vec![0x5a; 4096]).unwrap();
+    let empty = t.0.join("empty");
+    std::fs::write(&empty, b"").unwrap();
+
+    let dom = c.define("bi1");
+    c.call_ok(procs::DOMAIN_CREATE, &dom_args(&dom));
+    let good = t.0.join("good.save");
+    c.call_ok(procs::DOMAIN_SAVE_FLAGS, &save_args(&dom, &good, None, 0));
+    c.call_ok(procs::DOMAIN_UNDEFINE, &dom_args(&dom));
+    let bytes = std::fs::read(&good).unwrap();
+    let xml_len = u32::from_le_bytes(bytes[20..24].try_into().unwrap()) as usize;
+    let cut_xml = t.0.join("cut-xml.save");
+    std::fs::write(&cut_xml, &bytes[..64 + xml_len / 2]).unwrap();
+    let cut_state = t.0.join("cut-state.save");
+    std::fs::write(&cut_state, &bytes[..bytes.len() - 100]).unwrap();
+    let mut newer = bytes.clone();
+    newer[16] = 9;
+    let newer_path = t.0.join("newer.save");
+    std::fs::write(&newer_path, &newer).unwrap();
+
+    for (file, code, want) in [
+        (&garbage, 9, "image magic is incorrect"),
+        (&empty, 9, "shorter than 64 bytes"),
+        (&cut_xml, 9, "the file is truncated"),
+        (&newer_path, 9, "image version is not supported"),
+        (&t.0, 9, "not a regular file"),
+        (
+            &t.0.join("missing.save"),
+            38,
+            "Failed to open domain image file",
+        ),
+    ] {
+        for proc_ in [
+            procs::DOMAIN_RESTORE_FLAGS,
+            procs::DOMAIN_SAVE_IMAGE_GET_XML_DESC,
+        ] {
+            let args = if proc_ == procs::DOMAIN_RESTORE_FLAGS {
+                restore_args(file, None, 0)
+            } else {
+                path_flags(file, 0)
+            };
+            let err = c.call(proc_, &args).unwrap_err();
+            assert_eq!(err.code, code, "{}: {err}", file.display());
+            assert!(err.message.contains(want), "{}: {err}", file.display());
+        }
+    }
+    // The header is fine but the backend's state is cut short: the backend says so.
+    let err = c
+        .call(
+            procs::DOMAIN_RESTORE_FLAGS,
+            &restore_args(&cut_state, None, 0),
+        )
+        .unwrap_err();
+    assert!(err.message.contains("not one this backend wrote"), "{err}");
+    // Nothing was created, no file was changed, and the daemon goes on.
+    let mut e = Enc::new();
+    e.str("bi1");
+    assert_eq!(
+        c.call(procs::DOMAIN_LOOKUP_BY_NAME, &e.buf)
+            .unwrap_err()
+            .code,
+        42
+    );
+    assert_eq!(std::fs::read(&garbage).unwrap(), vec![0x5a; 4096]);
+    assert!(be.restored.lock().unwrap().is_empty());
+    c.hostname_works();
+    // A good image still restores.
+    c.call_ok(procs::DOMAIN_RESTORE_FLAGS, &restore_args(&good, None, 0));
+    assert_eq!(lookup(&mut c, "bi1").id, 2);
+}
+
+#[test]
+fn a_backend_that_cannot_save_fails_cleanly_and_loses_nothing() {
+    let t = TempDir::new("save-unsupported");
+    let (_d, sock) = start(&t.0, Arc::new(TestBackend::default()));
+    let mut c = Client::open(&sock);
+    let dom = c.define("ns2");
+    c.call_ok(procs::DOMAIN_CREATE, &dom_args(&dom));
+    let img = t.0.join("ns2.save");
+    for (proc_, args) in [
+        (procs::DOMAIN_SAVE_FLAGS, save_args(&dom, &img, None, 0)),
+        (procs::DOMAIN_MANAGED_SAVE, dom_flags(&dom, 0)),
+    ] {
+        let err = c.call(proc_, &args).unwrap_err();
+        assert_eq!(err.code, 84, "{err}");
+        assert!(err.message.contains("saving and restoring"), "{err}");
+    }
+    assert_eq!(state_of(&mut c, &dom), (1, 1));
+    assert!(!img.exists());
+    assert!(!has_managed_save(&mut c, &dom));
+    // An image (here one a saving daemon wrote) is not restored either, and nothing is created.
+    let t2 = TempDir::new("save-unsupported2");
+    let (_d2, sock2) = start(&t2.0, Arc::new(TestBackend::saving()));
+    let mut c2 = Client::open(&sock2);
+    let d2 = c2.define("other");
+    c2.call_ok(procs::DOMAIN_CREATE, &dom_args(&d2));
+    c2.call_ok(procs::DOMAIN_SAVE_FLAGS, &save_args(&d2, &img, None, 0));
+    let err = c
+        .call(procs::DOMAIN_RESTORE_FLAGS, &restore_args(&img, None, 0))
+        .unwrap_err();
+    assert_eq!(err.code, 84, "{err}");
+    let mut e = Enc::new();
+    e.str("other");
+    assert_eq!(
+        c.call(procs::DOMAIN_LOOKUP_BY_NAME, &e.buf)
+            .unwrap_err()
+            .code,
+        42
+    );
+}
+
+#[test]
+fn save_image_xml_is_read_and_replaced_with_the_saved_state_kept() {
+    let t = TempDir::new("save-xml");
+    let be = Arc::new(TestBackend::saving());
+    let (_d, sock) = start(&t.0, be.clone());
+    let mut c = Client::open(&sock);
+    let dom = c.define("sx1");
+    c.call_ok(procs::DOMAIN_CREATE, &dom_args(&dom));
+    let img = t.0.join("sx1.save");
+    // SAVE_FLAGS with an XML: the image restores with it.
+    let uuid = libvirt_driver::proto::uuid_string(&dom.uuid);
+    let with_title = format!(
+        "<domain type='xen'><name>sx1</name><uuid>{uuid}</uuid><title>saved</title><memory>262144</memory><os><type>xen</type></os></domain>"
+    );
+    c.call_ok(
+        procs::DOMAIN_SAVE_FLAGS,
+        &save_args(&dom, &img, Some(&with_title), 0),
+    );
+    let xml = image_xml(&mut c, &img, 0).unwrap();
+    assert!(
+        xml.contains("<title>saved</title>") && xml.contains("<name>sx1</name>"),
+        "{xml}"
+    );
+    assert!(!xml.contains(" id="), "{xml}");
+    let state = image_parts(&img).2;
+
+    // SAVE_IMAGE_DEFINE_XML replaces the XML; the state that follows is unchanged.
+    let edited = with_title.replace("saved", "edited");
+    let mut e = Enc::new();
+    e.str(img.to_str().unwrap()).str(&edited).u32(4);
+    c.call_ok(procs::DOMAIN_SAVE_IMAGE_DEFINE_XML, &e.buf);
+    assert!(image_xml(&mut c, &img, 0)
+        .unwrap()
+        .contains("<title>edited</title>"));
+    let (flags, _, state2) = image_parts(&img);
+    assert_eq!((flags, state2 == state), (1, true));
+    assert_eq!(files(&t.0).iter().filter(|f| f.starts_with('.')).count(), 0);
+    // What does not describe the same guest is refused, and the image stays as it was.
+    let bytes = std::fs::read(&img).unwrap();
+    for (xml, code, want) in [
+        (
+            edited.replace("262144", "524288"),
+            67,
+            "Target domain max memory 524288 does not match source 262144",
+        ),
+        (
+            edited.replace("<name>sx1</name>", "<name>other</name>"),
+            67,
+            "Target domain name 'other' does not match source 'sx1'",
+        ),
+        (
+            edited.replace(&uuid, "00000000-0000-0000-0000-000000000001"),
+            67,
+            "Target domain uuid",
+        ),
+        (
+            "<domain type='xen'><name>sx1</nam></domain>".to_string(),
+            27,
+            "XML error",
+        ),
+    ] {
+        let mut e = Enc::new();
+        e.str(img.to_str().unwrap()).str(&xml).u32(0);
+        let err = c
+            .call(procs::DOMAIN_SAVE_IMAGE_DEFINE_XML, &e.buf)
+            .unwrap_err();
+        assert_eq!(err.code, code, "{err}");
+        assert!(err.message.contains(want), "{err}");
+    }
+    let mut e = Enc::new();
+    e.str(img.to_str().unwrap()).str(&edited).u32(6);
+    assert_eq!(
+        c.call(procs::DOMAIN_SAVE_IMAGE_DEFINE_XML, &e.buf)
+            .unwrap_err()
+            .code,
+        8
+    );
+    assert_eq!(std::fs::read(&img).unwrap(), bytes);
+
+    // The secure XML needs a read-write connection; the plain one does not.
+    let mut ro = Client::open(&t.0.join("sock-ro"));
+    assert!(image_xml(&mut ro, &img, 0).is_ok());
+    let err = image_xml(&mut ro, &img, 1).unwrap_err();
+    assert_eq!(err.code, 6, "{err}");
+    assert!(image_xml(&mut c, &img, 1).is_ok());
+
+    // RESTORE_FLAGS with an XML restores with that one (an XML without a UUID takes the image's).
+    let restored = edited
+        .replace("edited", "restored")
+        .replace(&format!("<uuid>{uuid}</uuid>"), "");
+    c.call_ok(
+        procs::DOMAIN_RESTORE_FLAGS,
+        &restore_args(&img, Some(&restored), 2),
+    );
+    assert!(live_xml(&mut c, &dom).contains("<title>restored</title>"));
+    assert_eq!(state_of(&mut c, &dom), (1, 3));
+    // The persistent definition is unchanged and applies from the next boot.
+    let inactive = Dec::new(&c.call_ok(procs::DOMAIN_GET_XML_DESC, &dom_flags(&dom, 2)))
+        .str()
+        .unwrap();
+    assert!(!inactive.contains("<title>"), "{inactive}");
+    assert_eq!(
+        c.call_ok(procs::DOMAIN_IS_UPDATED, &dom_args(&dom)),
+        [0, 0, 0, 1]
+    );
+    c.call_ok(procs::DOMAIN_DESTROY, &dom_args(&dom));
+    assert!(!live_xml(&mut c, &dom).contains("<title>"));
+}
+
+#[test]
+fn managed_save_is_restored_by_start_and_guards_undefine() {
+    let t = TempDir::new("managed");
+    let be = Arc::new(TestBackend::saving());
+    let (_d, sock) = start(&t.0, be.clone());
+    let mut c = Client::open(&sock);
+    let mut ev = Events::open(&sock);
+    let dom = c.define("ms1");
+    assert_eq!(ev.next().1, 0);
+    c.call_ok(procs::DOMAIN_CREATE, &dom_args(&dom));
+    assert_eq!(ev.next(), ("ms1".into(), 2, 0));
+    let image = t.0.join("save/ms1.save");
+
+    c.call_ok(procs::DOMAIN_MANAGED_SAVE, &dom_flags(&dom, 0));
+    assert_eq!(ev.next(), ("ms1".into(), 5, 4));
+    assert_eq!(state_of(&mut c, &dom), (5, 5));
+    assert!(has_managed_save(&mut c, &dom));
+    assert_eq!(files(&t.0.join("save")), ["ms1.save"]);
+    assert_eq!(
+        std::fs::metadata(t.0.join("save"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    assert_eq!(list_names(&mut c, 0x100), ["ms1"]);
+    assert!(list_names(&mut c, 0x200).is_empty());
+    let xml = Dec::new(&c.call_ok(procs::DOMAIN_MANAGED_SAVE_GET_XML_DESC, &dom_flags(&dom, 0)))
+        .str()
+        .unwrap();
+    assert!(xml.contains("<name>ms1</name>"), "{xml}");
+
+    // While the image exists: undefine and rename are refused, nothing is removed.
+    let err = c
+        .call(procs::DOMAIN_UNDEFINE_FLAGS, &dom_flags(&dom, 0))
+        .unwrap_err();
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (
+            55,
+            "Requested operation is not valid: Refusing to undefine while domain managed save image exists"
+        )
+    );
+    let mut e = Enc::new();
+    dom.encode(&mut e);
+    e.opt_str(Some("ms1-renamed")).u32(0);
+    let err = c.call(procs::DOMAIN_RENAME, &e.buf).unwrap_err();
+    assert!(err.message.contains("managed saved state"), "{err}");
+    assert!(image.exists() && t.0.join("config/ms1.xml").exists());
+
+    // MANAGED_SAVE_DEFINE_XML with PAUSED (no XML): the next start restores it paused.
+    let mut e = Enc::new();
+    dom.encode(&mut e);
+    e.opt_str(None).u32(4);
+    c.call_ok(procs::DOMAIN_MANAGED_SAVE_DEFINE_XML, &e.buf);
+    assert_eq!(image_parts(&image).0, 1);
+
+    // Start restores the image, then removes it.
+    c.call_ok(procs::DOMAIN_CREATE, &dom_args(&dom));
+    assert_eq!(ev.next(), ("ms1".into(), 2, 2));
+    assert_eq!(ev.next(), ("ms1".into(), 3, 4));
+    assert_eq!(state_of(&mut c, &dom), (3, 1));
+    assert_eq!(*be.restored.lock().unwrap(), ["TESTSTATE of domain 1"]);
+    assert!(!has_managed_save(&mut c, &dom));
+    assert!(files(&t.0.join("save")).is_empty());
+
+    // --force-boot discards the image and boots.
+    c.call_ok(procs::DOMAIN_MANAGED_SAVE, &dom_flags(&dom, 0));
+    assert_eq!(ev.next(), ("ms1".into(), 5, 4));
+    let r = c.call_ok(procs::DOMAIN_CREATE_WITH_FLAGS, &dom_flags(&dom, 8));
+    assert!(DomRef::decode(&mut Dec::new(&r)).unwrap().id > 0);
+    assert_eq!(ev.next(), ("ms1".into(), 2, 0));
+    assert_eq!(state_of(&mut c, &dom), (1, 1));
+    assert!(!has_managed_save(&mut c, &dom));
+    assert_eq!(be.restored.lock().unwrap().len(), 1);
+
+    // managedsave-remove, then the XML calls say there is no image.
+    c.call_ok(procs::DOMAIN_MANAGED_SAVE, &dom_flags(&dom, 0));
+    assert_eq!(ev.next().1, 5);
+    c.call_ok(procs::DOMAIN_MANAGED_SAVE_REMOVE, &dom_flags(&dom, 0));
+    assert!(!has_managed_save(&mut c, &dom));
+    c.call_ok(procs::DOMAIN_MANAGED_SAVE_REMOVE, &dom_flags(&dom, 0));
+    let err = c
+        .call(procs::DOMAIN_MANAGED_SAVE_GET_XML_DESC, &dom_flags(&dom, 0))
+        .unwrap_err();
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (
+            55,
+            "Requested operation is not valid: domain does not have managed save image"
+        )
+    );
+
+    // A shut-off domain has nothing to save.
+    let err = c
+        .call(procs::DOMAIN_MANAGED_SAVE, &dom_flags(&dom, 0))
+        .unwrap_err();
+    assert_eq!(err.code, 55, "{err}");
+
+    // UNDEFINE_MANAGED_SAVE removes the image with the definition.
+    c.call_ok(procs::DOMAIN_CREATE, &dom_args(&dom));
+    assert_eq!(ev.next().1, 2);
+    c.call_ok(procs::DOMAIN_MANAGED_SAVE, &dom_flags(&dom, 0));
+    assert_eq!(ev.next().1, 5);
+    c.call_ok(procs::DOMAIN_UNDEFINE_FLAGS, &dom_flags(&dom, 1));
+    assert_eq!(ev.next(), ("ms1".into(), 1, 0));
+    assert!(!image.exists());
+    assert!(list_names(&mut c, 0).is_empty());
+
+    // A transient domain cannot be managed-saved: libvirt's error, it goes on running.
+    let mut e = Enc::new();
+    e.str("<domain type='xen'><name>tr3</name><memory>262144</memory><os><type>xen</type></os></domain>")
+        .u32(0);
+    let tr = DomRef::decode(&mut Dec::new(&c.call_ok(procs::DOMAIN_CREATE_XML, &e.buf))).unwrap();
+    let err = c
+        .call(procs::DOMAIN_MANAGED_SAVE, &dom_flags(&tr, 0))
+        .unwrap_err();
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (
+            55,
+            "Requested operation is not valid: cannot do managed save for transient domain"
+        )
+    );
+    assert_eq!(state_of(&mut c, &tr), (1, 1));
+}
+
+#[test]
+fn a_corrupt_managed_save_image_is_kept_until_force_boot() {
+    let t = TempDir::new("managed-bad");
+    let be = Arc::new(TestBackend::saving());
+    let (_d, sock) = start(&t.0, be.clone());
+    let mut c = Client::open(&sock);
+    let dom = c.define("mb1");
+    std::fs::create_dir_all(t.0.join("save")).unwrap();
+    let image = t.0.join("save/mb1.save");
+    let junk = b"not an image, ".repeat(10);
+    std::fs::write(&image, &junk).unwrap();
+    assert!(has_managed_save(&mut c, &dom));
+    let err = c.call(procs::DOMAIN_CREATE, &dom_args(&dom)).unwrap_err();
+    assert_eq!(err.code, 9, "{err}");
+    assert!(
+        err.message.contains("image magic is incorrect") && err.message.contains("--force-boot"),
+        "{err}"
+    );
+    assert_eq!(state_of(&mut c, &dom), (5, 0));
+    assert_eq!(std::fs::read(&image).unwrap(), junk);
+    // Another domain's image is refused too.
+    let other = c.define("mb2");
+    c.call_ok(procs::DOMAIN_CREATE, &dom_args(&other));
+    c.call_ok(procs::DOMAIN_MANAGED_SAVE, &dom_flags(&other, 0));
+    std::fs::copy(t.0.join("save/mb2.save"), &image).unwrap();
+    let err = c.call(procs::DOMAIN_CREATE, &dom_args(&dom)).unwrap_err();
+    assert!(
+        err.message.contains("cannot restore domain 'mb1'")
+            && err.message.contains("belongs to domain 'mb2'"),
+        "{err}"
+    );
+    assert!(be.restored.lock().unwrap().is_empty());
+    c.call_ok(procs::DOMAIN_CREATE_WITH_FLAGS, &dom_flags(&dom, 8));
+    assert_eq!(state_of(&mut c, &dom), (1, 1));
+    assert!(!image.exists());
+}
+
+#[test]
+fn the_read_only_socket_refuses_every_save_change() {
+    let t = TempDir::new("save-ro");
+    let be = Arc::new(TestBackend::saving());
+    let (_d, sock) = start(&t.0, be.clone());
+    let mut c = Client::open(&sock);
+    let dom = c.define("ro1");
+    c.call_ok(procs::DOMAIN_CREATE, &dom_args(&dom));
+    let img = t.0.join("ro1.save");
+    c.call_ok(procs::DOMAIN_SAVE_FLAGS, &save_args(&dom, &img, None, 0));
+    let mut ro = Client::open(&t.0.join("sock-ro"));
+    let mut save = Enc::new();
+    dom.encode(&mut save);
+    save.str(img.to_str().unwrap());
+    let mut restore = Enc::new();
+    restore.str(img.to_str().unwrap());
+    let mut define = Enc::new();
+    define.str(img.to_str().unwrap()).str("<domain/>").u32(0);
+    let mut ms_define = Enc::new();
+    dom.encode(&mut ms_define);
+    ms_define.opt_str(None).u32(0);
+    for (proc_, args) in [
+        (procs::DOMAIN_SAVE, save.buf),
+        (procs::DOMAIN_SAVE_FLAGS, save_args(&dom, &img, None, 0)),
+        (procs::DOMAIN_RESTORE, restore.buf),
+        (procs::DOMAIN_RESTORE_FLAGS, restore_args(&img, None, 0)),
+        (procs::DOMAIN_SAVE_IMAGE_DEFINE_XML, define.buf),
+        (procs::DOMAIN_MANAGED_SAVE, dom_flags(&dom, 0)),
+        (procs::DOMAIN_MANAGED_SAVE_REMOVE, dom_flags(&dom, 0)),
+        (procs::DOMAIN_MANAGED_SAVE_DEFINE_XML, ms_define.buf),
+        (procs::DOMAIN_MANAGED_SAVE_GET_XML_DESC, dom_flags(&dom, 1)),
+    ] {
+        let err = ro.call(proc_, &args).unwrap_err();
+        assert_eq!(err.code, 6, "{proc_}: {err}");
+        assert!(err.message.contains("read only access prevents"), "{err}");
+    }
+    assert!(!has_managed_save(&mut ro, &dom));
+    assert!(image_xml(&mut ro, &img, 0).is_ok());
+    assert_eq!(state_of(&mut c, &dom), (5, 5));
+    assert!(be.restored.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_long_save_holds_up_neither_other_calls_nor_other_domains() {
+    let t = TempDir::new("save-long");
+    let be = Arc::new(TestBackend::saving());
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel();
+    *be.save_gate.lock().unwrap() = Some((started_tx, go_rx));
+    let (_d, sock) = start(&t.0, be.clone());
+    let mut c = Client::open(&sock);
+    let slow = c.define("slow");
+    let other = c.define("other");
+    c.call_ok(procs::DOMAIN_CREATE, &dom_args(&slow));
+    c.call_ok(procs::DOMAIN_CREATE, &dom_args(&other));
+    let img = t.0.join("slow.save");
+    let saver = {
+        let (sock, slow, img) = (sock.clone(), slow.clone(), img.clone());
+        std::thread::spawn(move || {
+            Client::open(&sock).call(procs::DOMAIN_SAVE_FLAGS, &save_args(&slow, &img, None, 0))
+        })
+    };
+    started_rx.recv().unwrap();
+    // The save is under way: lookups, lists and other domains are served...
+    assert_eq!(list_names(&mut c, 0).len(), 2);
+    assert_eq!(state_of(&mut c, &slow), (1, 1));
+    c.call_ok(procs::DOMAIN_SUSPEND, &dom_args(&other));
+    assert_eq!(state_of(&mut c, &other), (3, 1));
+    // ...and state changes of the domain being saved are refused.
+    for (proc_, args) in [
+        (procs::DOMAIN_DESTROY, dom_args(&slow)),
+        (procs::DOMAIN_SUSPEND, dom_args(&slow)),
+        (procs::DOMAIN_MANAGED_SAVE, dom_flags(&slow, 0)),
+        (procs::DOMAIN_UNDEFINE_FLAGS, dom_flags(&slow, 0)),
+    ] {
+        let err = c.call(proc_, &args).unwrap_err();
+        assert_eq!(err.code, 55, "{proc_}: {err}");
+        assert!(err.message.contains("busy: save in progress"), "{err}");
+    }
+    let err = create_snapshot(&mut c, &slow, "s").unwrap_err();
+    assert!(err.message.contains("busy"), "{err}");
+    go_tx.send(()).unwrap();
+    saver.join().unwrap().unwrap();
+    assert_eq!(state_of(&mut c, &slow), (5, 5));
+    c.call_ok(procs::DOMAIN_UNDEFINE_FLAGS, &dom_flags(&slow, 0));
 }

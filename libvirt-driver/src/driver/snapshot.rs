@@ -6,9 +6,12 @@
 //! - shut-off domains: internal snapshots of their qcow2 disks, taken, applied and deleted with
 //!   `qemu-img snapshot -c/-a/-d` as libvirt does for inactive domains; a disk in another format is refused
 //!   unless the snapshot leaves it out (`snapshot='no'`);
-//! - running domains: memory and vCPU state through [`Backend::save`] / [`Backend::restore`] plus the same disk
-//!   snapshots taken while the domain is paused. A backend that cannot save says so (libvirt's
-//!   OPERATION_UNSUPPORTED) before anything is touched.
+//! - running domains: memory and vCPU state through [`Backend::save`] / [`Backend::restore`], kept as a save
+//!   image (the daemon's header and the domain XML, then the backend's stream) so that `virsh restore` can use
+//!   it too, plus the same disk snapshots. Without disks the domain goes on after its memory is written; with
+//!   disks it stops for the save, its disks are snapshotted and it is restored from that memory, so memory and
+//!   disks are of one instant. A backend that cannot save says so (libvirt's OPERATION_UNSUPPORTED) before
+//!   anything is touched.
 //!
 //! External disk snapshots (overlay files) are parsed, kept when redefined, and refused for creation, revert
 //! and deletion with OPERATION_UNSUPPORTED.
@@ -24,10 +27,12 @@ use domain_xml::snapshot::{DomainSnapshot, SnapshotDisk, SnapshotDomain, Snapsho
 use domain_xml::FormatFlags;
 
 use super::{
-    check_flags, finish, lifecycle, lock, read_only, validate_against, DomObj, Driver,
+    check_flags, finish, lifecycle, lock, read_only, save, validate_against, DomObj, Driver,
     STATE_PAUSED, STATE_RUNNING, STATE_SHUTOFF,
 };
+use crate::backend::AfterSave;
 use crate::proto::{code, edomain, DomRef, RpcError};
+use crate::save_image::ImageHeader;
 use crate::xdr::{Dec, Enc};
 
 /// Snapshot procedure numbers of the REMOTE program.
@@ -457,6 +462,17 @@ fn images_delete(name: &str, images: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// How taking a running domain's memory went, with the lifecycle events it caused.
+enum Taken {
+    /// The memory (and disks) are taken and the domain goes on (or is halted, as asked).
+    Complete(Vec<(i32, i32)>),
+    /// Nothing is taken; the error says why.
+    Failed(Vec<(i32, i32)>, RpcError),
+    /// The snapshot is complete but the domain, stopped for it, could not be restored: the snapshot is recorded
+    /// and the error reported.
+    Unresumed(Vec<(i32, i32)>, RpcError),
+}
+
 /// What a snapshot operation changed, reported after the domain lock is released.
 #[derive(Default)]
 struct Outcome {
@@ -730,6 +746,7 @@ impl Driver {
 
         let mut doms = lock(&self.doms);
         let obj = Self::find_by_ref(&mut doms, r)?;
+        obj.idle()?;
         if obj.snaps.list.contains_key(&name) {
             return Err(RpcError::libxl(
                 code::OPERATION_INVALID,
@@ -786,6 +803,8 @@ impl Driver {
         };
         let dom_name = obj.def.name.clone();
         let mut out = Outcome::default();
+        // A running domain's snapshot that could not be completed, kept to report after the metadata is written.
+        let mut late_error = None;
         if let Some(domid) = obj.domid {
             let mem_path = match &memory.1 {
                 Some(f) => std::path::PathBuf::from(f),
@@ -795,42 +814,23 @@ impl Driver {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| io_error(&crate::Error::Io(dir.to_path_buf(), e)))?;
             }
-            let was_running = obj.state == STATE_RUNNING;
-            if was_running {
-                self.backend.pause(domid)?;
-                out.events.push((lifecycle::SUSPENDED, detail::SUSPENDED));
-            }
-            let taken = std::fs::File::create(&mem_path)
-                .map_err(|e| io_error(&crate::Error::Io(mem_path.clone(), e)))
-                .and_then(|mut f| {
-                    self.backend
-                        .save(domid, &mut f, crate::backend::AfterSave::Continue)
-                })
-                .and_then(|()| images_create(&name, &images));
-            if let Err(e) = taken {
-                let _ = std::fs::remove_file(&mem_path);
-                if was_running && self.backend.unpause(domid).is_ok() {
-                    out.events.push((lifecycle::RESUMED, detail::RESUMED));
+            match self.snapshot_memory(obj, domid, &name, &mem_path, &images, flags & HALT != 0) {
+                Taken::Complete(events) => out.events.extend(events),
+                Taken::Failed(events, e) => {
+                    out.events.extend(events);
+                    let dref = obj.dref();
+                    // A transient domain that is gone goes, unless its memory was kept for the user to restore.
+                    if !mem_path.exists() {
+                        self.forget_if_transient(&mut doms, &dom_name);
+                    }
+                    drop(doms);
+                    self.finish_outcome(&dref, out);
+                    return Err(e);
                 }
-                let dref = obj.dref();
-                drop(doms);
-                self.finish_outcome(&dref, out);
-                return Err(e);
-            }
-            if flags & HALT != 0 {
-                self.backend.destroy(domid)?;
-                obj.domid = None;
-                obj.def.id = None;
-                if let Some(next) = obj.next_def.take() {
-                    obj.def = next;
+                Taken::Unresumed(events, e) => {
+                    out.events.extend(events);
+                    late_error = Some(e);
                 }
-                obj.state = STATE_SHUTOFF;
-                obj.reason = 7; // VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT
-                self.store.delete_status(&dom_name);
-                out.events.push((lifecycle::STOPPED, detail::STOPPED));
-            } else if was_running {
-                self.backend.unpause(domid)?;
-                out.events.push((lifecycle::RESUMED, detail::RESUMED));
             }
         } else {
             images_create(&name, &images)?;
@@ -840,19 +840,142 @@ impl Driver {
             let old = obj.snaps.current.replace(name.clone());
             obj.snaps.list.insert(name.clone(), record);
             if let Err(e) = self.persist(&dom_name, &obj.snaps, &[], old.as_deref()) {
-                // Nothing of the snapshot stays behind when its metadata cannot be written.
+                // Nothing of the snapshot stays behind when its metadata cannot be written, unless the domain
+                // could not be resumed from its memory: then that memory is all that is left of it.
                 obj.snaps.list.remove(&name);
                 obj.snaps.current = old;
-                let _ = self.store.delete_snapshot(&dom_name, &name);
-                out.warnings.extend(images_delete(&name, &images));
+                if late_error.is_none() {
+                    let _ = self.store.delete_snapshot(&dom_name, &name);
+                    out.warnings.extend(images_delete(&name, &images));
+                    self.forget_if_transient(&mut doms, &dom_name);
+                }
                 drop(doms);
                 self.finish_outcome(&dref, out);
-                return Err(e);
+                return Err(late_error.unwrap_or(e));
             }
+        }
+        if late_error.is_none() {
+            // A transient domain halted for its snapshot goes, with its snapshots, as libvirt's; one that could
+            // not be resumed stays, so that reverting to the snapshot can bring it back.
+            self.forget_if_transient(&mut doms, &dom_name);
         }
         drop(doms);
         self.finish_outcome(&dref, out);
-        Ok((name, dref))
+        match late_error {
+            Some(e) => Err(e),
+            None => Ok((name, dref)),
+        }
+    }
+
+    /// Takes the memory (and the disks) of running domain `obj` (id `domid`) for snapshot `name`, the memory as
+    /// a save image at `mem_path`. The guest is suspended while its memory is written and goes on afterwards
+    /// (SUSPENDED and RESUMED, FROM_SNAPSHOT, when it was running), or stops for `halt`.
+    ///
+    /// With disks to snapshot, the domain is stopped for the save (the backend cannot hold it still between
+    /// writing the memory and taking the disks), the disks are snapshotted, and the domain is restored from the
+    /// memory just written: memory and disks are of one instant.
+    fn snapshot_memory(
+        &self,
+        obj: &mut DomObj,
+        domid: u32,
+        name: &str,
+        mem_path: &std::path::Path,
+        images: &[String],
+        halt: bool,
+    ) -> Taken {
+        let was_running = obj.state == STATE_RUNNING;
+        let mut events = Vec::new();
+        if was_running {
+            events.push((lifecycle::SUSPENDED, detail::SUSPENDED));
+        }
+        let resumed = |events: &mut Vec<(i32, i32)>| {
+            if was_running {
+                events.push((lifecycle::RESUMED, detail::RESUMED));
+            }
+        };
+        let header = ImageHeader {
+            xml: save::image_xml(&obj.def),
+            paused: !was_running,
+        };
+        let after = if halt || !images.is_empty() {
+            AfterSave::Stop
+        } else {
+            AfterSave::Continue
+        };
+        if let Err(e) = self.write_image(mem_path, &header, domid, after) {
+            if matches!(self.backend.info(domid), Ok(None)) {
+                obj.set_stopped(&self.store, save::reason::SHUTOFF_FAILED);
+                events.push((lifecycle::STOPPED, save::detail::STOPPED_FAILED));
+            } else {
+                resumed(&mut events);
+            }
+            return Taken::Failed(events, e);
+        }
+        if after == AfterSave::Continue {
+            resumed(&mut events);
+            return Taken::Complete(events);
+        }
+        // The domain is stopped; its memory is in `mem_path`.
+        let disks = images_create(name, images);
+        if halt && disks.is_ok() {
+            obj.set_stopped(&self.store, 7); // VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT
+            events.push((lifecycle::STOPPED, detail::STOPPED));
+            return Taken::Complete(events);
+        }
+        let restored = save::open_image(mem_path).and_then(|mut img| {
+            let def = Domain {
+                id: None,
+                ..obj.def.clone()
+            };
+            self.backend.restore(&def, &mut img.file, !was_running)
+        });
+        match (restored, disks) {
+            (Ok(new), disks) => {
+                obj.domid = Some(new);
+                obj.def.id = Some(i64::from(new));
+                let _ = self.store.save_status(&obj.def);
+                resumed(&mut events);
+                match disks {
+                    Ok(()) => Taken::Complete(events),
+                    Err(e) => {
+                        let _ = std::fs::remove_file(mem_path);
+                        Taken::Failed(events, e)
+                    }
+                }
+            }
+            (Err(e), Ok(())) => {
+                // The snapshot is complete; the domain is not running any more. Reverting to the snapshot
+                // brings it back.
+                obj.set_stopped(&self.store, save::reason::SHUTOFF_FAILED);
+                events.push((lifecycle::STOPPED, save::detail::STOPPED_FAILED));
+                Taken::Unresumed(
+                    events,
+                    RpcError {
+                        message: format!(
+                            "{}; snapshot '{name}' was taken, but the domain could not be resumed from it (revert to the snapshot to run it again)",
+                            e.message
+                        ),
+                        ..e
+                    },
+                )
+            }
+            (Err(e), Err(disk_error)) => {
+                obj.set_stopped(&self.store, save::reason::SHUTOFF_FAILED);
+                events.push((lifecycle::STOPPED, save::detail::STOPPED_FAILED));
+                Taken::Failed(
+                    events,
+                    RpcError {
+                        message: format!(
+                            "{}; the domain could not be resumed either ({}): its saved state stays in {} ('virsh restore' it)",
+                            disk_error.message,
+                            e.message,
+                            mem_path.display()
+                        ),
+                        ..disk_error
+                    },
+                )
+            }
+        }
     }
 
     /// `VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE`: records (or replaces) metadata without touching any disk.
@@ -958,6 +1081,7 @@ impl Driver {
         }
         let mut doms = lock(&self.doms);
         let obj = Self::find_by_ref(&mut doms, r)?;
+        obj.idle()?;
         let snap = obj.snaps.get(name)?.clone();
         if is_external(&snap) {
             return Err(config_unsupported(
@@ -997,9 +1121,27 @@ impl Driver {
                 "Requested operation is not valid: transient domain needs to request run or pause to revert to inactive snapshot",
             ));
         }
+        // Nothing is stopped or rolled back unless the backend can restore the memory and the saved memory is
+        // there, intact and this domain's.
+        let mut memory = None;
         if with_memory {
-            // Nothing is stopped or rolled back unless the backend can restore the memory.
             self.backend.check_save()?;
+            let mem = match snap.memory.as_ref().and_then(|m| m.1.clone()) {
+                Some(f) => std::path::PathBuf::from(f),
+                None => self.store.snapshot_memory_path(&obj.def.name, name),
+            };
+            let img = save::open_image(&mem)?;
+            if img.def.uuid.as_deref().and_then(crate::proto::uuid_bytes) != Some(obj.uuid) {
+                return Err(RpcError::libxl(
+                    code::OPERATION_FAILED,
+                    format!(
+                        "operation failed: the memory of snapshot '{name}' in {} belongs to domain '{}'",
+                        mem.display(),
+                        img.def.name
+                    ),
+                ));
+            }
+            memory = Some(img.file);
         }
         let images = internal_images(&def, &snap.disks)?;
         let dom_name = obj.def.name.clone();
@@ -1028,16 +1170,9 @@ impl Driver {
         let paused = flags & PAUSED != 0
             || (flags & RUNNING == 0 && snap.state.as_deref() == Some("paused"));
         if run {
-            let created = if with_memory {
-                let mem = match snap.memory.as_ref().and_then(|m| m.1.clone()) {
-                    Some(f) => std::path::PathBuf::from(f),
-                    None => self.store.snapshot_memory_path(&dom_name, name),
-                };
-                std::fs::File::open(&mem)
-                    .map_err(|e| io_error(&crate::Error::Io(mem.clone(), e)))
-                    .and_then(|mut f| self.backend.restore(&def, &mut f, paused))
-            } else {
-                self.backend.create(&def, paused)
+            let created = match memory.as_mut() {
+                Some(file) => self.backend.restore(&def, file, paused),
+                None => self.backend.create(&def, paused),
             };
             match created {
                 Ok(domid) => {
@@ -1076,6 +1211,7 @@ impl Driver {
         }
         let mut doms = lock(&self.doms);
         let obj = Self::find_by_ref(&mut doms, r)?;
+        obj.idle()?;
         let snap = obj.snaps.get(name)?.clone();
         let descendants = obj.snaps.descendants(Some(name));
         let mut doomed: Vec<String> = Vec::new();
