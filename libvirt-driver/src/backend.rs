@@ -83,13 +83,16 @@ pub trait Backend: Send + Sync {
         Err(save_unsupported())
     }
     /// Writes the memory and vCPU state of a running or paused domain to `out` (positioned after the daemon's
-    /// header), then stops the domain or lets it go on as `after` says. The guest may be asked to cooperate
-    /// (Xen's suspend), so the domain must not be paused by the caller first.
+    /// header), runs `frozen` while the guest is still suspended (a snapshot takes its disks there, so memory and
+    /// disks are of one instant), then stops the domain or lets it go on as `after` says. When `frozen` fails the
+    /// domain goes on and its error is returned. The guest may be asked to cooperate (Xen's suspend), so the
+    /// domain must not be paused by the caller first.
     fn save(
         &self,
         _domid: u32,
         _out: &mut std::fs::File,
         _after: AfterSave,
+        _frozen: &mut dyn FnMut() -> Result<(), RpcError>,
     ) -> Result<(), RpcError> {
         Err(save_unsupported())
     }

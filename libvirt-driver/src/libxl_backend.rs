@@ -449,7 +449,13 @@ impl Backend for LibxlBackend {
         Ok(())
     }
 
-    fn save(&self, domid: u32, out: &mut std::fs::File, after: AfterSave) -> Result<(), RpcError> {
+    fn save(
+        &self,
+        domid: u32,
+        out: &mut std::fs::File,
+        after: AfterSave,
+        frozen: &mut dyn FnMut() -> Result<(), RpcError>,
+    ) -> Result<(), RpcError> {
         let cur = self.current(domid);
         // On its own connection: the guest may take its time to suspend, and the daemon's other calls (and
         // the toolstack's lock) go on meanwhile.
@@ -464,7 +470,20 @@ impl Backend for LibxlBackend {
             suspend_timeout: SUSPEND_TIMEOUT,
         };
         let mut store = &*self.consoles;
-        ts.save(cur, out, &mut store, &opts).map_err(save_err)?;
+        // The caller's error is kept as it is; the toolstack only needs to know that it failed.
+        let mut caller_error = None;
+        let mut hook = || {
+            frozen().map_err(|e| {
+                let msg = e.message.clone();
+                caller_error = Some(e);
+                XlError::Config(msg)
+            })
+        };
+        let saved = ts.save_frozen(cur, out, &mut store, &opts, &mut hook);
+        if let Some(e) = caller_error {
+            return Err(e);
+        }
+        saved.map_err(save_err)?;
         if after == AfterSave::Stop {
             self.consoles.remove(cur);
             lock(&self.aliases).remove(&domid);

@@ -528,7 +528,7 @@ fn virsh_save_and_restore_through_the_libxl_backend() {
     f.write_all(HEADER).expect("header");
     std::thread::scope(|s| {
         s.spawn(|| suspend_when_asked(&sb, id));
-        be.save(u32::from(id), &mut f, AfterSave::Stop)
+        be.save(u32::from(id), &mut f, AfterSave::Stop, &mut || Ok(()))
             .expect("save");
     });
     assert!(!sb.model.lock().expect("model").doms.contains_key(&id));
@@ -584,13 +584,20 @@ fn virsh_save_and_restore_through_the_libxl_backend() {
     }
     assert!(!String::from_utf8_lossy(&got).contains("before"), "{got:?}");
 
-    // A snapshot: the guest goes on in the same domain, its suspend cancelled (rax = 1).
+    // A snapshot: the guest goes on in the same domain, its suspend cancelled (rax = 1). What the caller takes
+    // meanwhile (the disks) is taken while the guest is still suspended.
     let mut snap = File::create(sb.dir.join("snap.img")).expect("image");
+    let mut frozen_state = None;
     std::thread::scope(|s| {
         s.spawn(|| suspend_when_asked(&sb, new));
-        be.save(u32::from(new), &mut snap, AfterSave::Continue)
-            .expect("snapshot");
+        be.save(u32::from(new), &mut snap, AfterSave::Continue, &mut || {
+            let m = sb.model.lock().expect("model");
+            frozen_state = Some(m.doms[&new].shutdown);
+            Ok(())
+        })
+        .expect("snapshot");
     });
+    assert_eq!(frozen_state, Some(Some(2)), "the guest was suspended");
     {
         let m = sb.model.lock().expect("model");
         let d = &m.doms[&new];
@@ -646,7 +653,7 @@ fn a_guest_without_pv_suspend_is_refused_and_keeps_running() {
     let id = be.create(&sb.def("plain"), false).expect("create");
     let mut f = File::create(sb.dir.join("x.img")).expect("image");
     let e = be
-        .save(id, &mut f, AfterSave::Stop)
+        .save(id, &mut f, AfterSave::Stop, &mut || Ok(()))
         .expect_err("no suspend");
     assert_eq!(e.code, code::OPERATION_FAILED);
     assert!(

@@ -443,11 +443,12 @@ impl Driver {
         header: &ImageHeader,
         domid: u32,
         after: AfterSave,
+        frozen: &mut dyn FnMut() -> Result<(), RpcError>,
     ) -> Result<(), RpcError> {
         let mut f = AtomicFile::create(path)
             .map_err(|e| system_error("Failed to create domain save file", e))?;
         header.write(f.file(), path).map_err(image_error)?;
-        self.backend.save(domid, f.file(), after)?;
+        self.backend.save(domid, f.file(), after, frozen)?;
         f.persist().map_err(|e| {
             let PersistError { error, file } = *e;
             if after == AfterSave::Stop {
@@ -509,7 +510,7 @@ impl Driver {
         } else {
             Ok(())
         }
-        .and_then(|()| self.write_image(&path, &header, domid, AfterSave::Stop));
+        .and_then(|()| self.write_image(&path, &header, domid, AfterSave::Stop, &mut || Ok(())));
         // A failed save may have lost the domain (a guest that died while suspending, for one).
         let gone = written.is_err() && matches!(self.backend.info(domid), Ok(None));
         let mut doms = lock(&self.doms);

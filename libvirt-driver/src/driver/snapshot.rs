@@ -468,9 +468,6 @@ enum Taken {
     Complete(Vec<(i32, i32)>),
     /// Nothing is taken; the error says why.
     Failed(Vec<(i32, i32)>, RpcError),
-    /// The snapshot is complete but the domain, stopped for it, could not be restored: the snapshot is recorded
-    /// and the error reported.
-    Unresumed(Vec<(i32, i32)>, RpcError),
 }
 
 /// What a snapshot operation changed, reported after the domain lock is released.
@@ -803,8 +800,6 @@ impl Driver {
         };
         let dom_name = obj.def.name.clone();
         let mut out = Outcome::default();
-        // A running domain's snapshot that could not be completed, kept to report after the metadata is written.
-        let mut late_error = None;
         if let Some(domid) = obj.domid {
             let mem_path = match &memory.1 {
                 Some(f) => std::path::PathBuf::from(f),
@@ -827,10 +822,6 @@ impl Driver {
                     self.finish_outcome(&dref, out);
                     return Err(e);
                 }
-                Taken::Unresumed(events, e) => {
-                    out.events.extend(events);
-                    late_error = Some(e);
-                }
             }
         } else {
             images_create(&name, &images)?;
@@ -840,40 +831,28 @@ impl Driver {
             let old = obj.snaps.current.replace(name.clone());
             obj.snaps.list.insert(name.clone(), record);
             if let Err(e) = self.persist(&dom_name, &obj.snaps, &[], old.as_deref()) {
-                // Nothing of the snapshot stays behind when its metadata cannot be written, unless the domain
-                // could not be resumed from its memory: then that memory is all that is left of it.
+                // Nothing of the snapshot stays behind when its metadata cannot be written.
                 obj.snaps.list.remove(&name);
                 obj.snaps.current = old;
-                if late_error.is_none() {
-                    let _ = self.store.delete_snapshot(&dom_name, &name);
-                    out.warnings.extend(images_delete(&name, &images));
-                    self.forget_if_transient(&mut doms, &dom_name);
-                }
+                let _ = self.store.delete_snapshot(&dom_name, &name);
+                out.warnings.extend(images_delete(&name, &images));
+                self.forget_if_transient(&mut doms, &dom_name);
                 drop(doms);
                 self.finish_outcome(&dref, out);
-                return Err(late_error.unwrap_or(e));
+                return Err(e);
             }
         }
-        if late_error.is_none() {
-            // A transient domain halted for its snapshot goes, with its snapshots, as libvirt's; one that could
-            // not be resumed stays, so that reverting to the snapshot can bring it back.
-            self.forget_if_transient(&mut doms, &dom_name);
-        }
+        // A transient domain halted for its snapshot goes, with its snapshots, as libvirt's.
+        self.forget_if_transient(&mut doms, &dom_name);
         drop(doms);
         self.finish_outcome(&dref, out);
-        match late_error {
-            Some(e) => Err(e),
-            None => Ok((name, dref)),
-        }
+        Ok((name, dref))
     }
 
     /// Takes the memory (and the disks) of running domain `obj` (id `domid`) for snapshot `name`, the memory as
-    /// a save image at `mem_path`. The guest is suspended while its memory is written and goes on afterwards
-    /// (SUSPENDED and RESUMED, FROM_SNAPSHOT, when it was running), or stops for `halt`.
-    ///
-    /// With disks to snapshot, the domain is stopped for the save (the backend cannot hold it still between
-    /// writing the memory and taking the disks), the disks are snapshotted, and the domain is restored from the
-    /// memory just written: memory and disks are of one instant.
+    /// a save image at `mem_path`. The guest is suspended while its memory is written and its disks are
+    /// snapshotted (memory and disks are of one instant), and goes on afterwards (SUSPENDED and RESUMED when it
+    /// was running), or stops for `halt`. When the disks cannot be taken, the guest goes on and nothing is kept.
     fn snapshot_memory(
         &self,
         obj: &mut DomObj,
@@ -888,94 +867,32 @@ impl Driver {
         if was_running {
             events.push((lifecycle::SUSPENDED, detail::SUSPENDED));
         }
-        let resumed = |events: &mut Vec<(i32, i32)>| {
-            if was_running {
-                events.push((lifecycle::RESUMED, detail::RESUMED));
-            }
-        };
         let header = ImageHeader {
             xml: save::image_xml(&obj.def),
             paused: !was_running,
         };
-        let after = if halt || !images.is_empty() {
+        let after = if halt {
             AfterSave::Stop
         } else {
             AfterSave::Continue
         };
-        if let Err(e) = self.write_image(mem_path, &header, domid, after) {
+        let mut disks = || images_create(name, images);
+        if let Err(e) = self.write_image(mem_path, &header, domid, after, &mut disks) {
             if matches!(self.backend.info(domid), Ok(None)) {
                 obj.set_stopped(&self.store, save::reason::SHUTOFF_FAILED);
                 events.push((lifecycle::STOPPED, save::detail::STOPPED_FAILED));
-            } else {
-                resumed(&mut events);
+            } else if was_running {
+                events.push((lifecycle::RESUMED, detail::RESUMED));
             }
             return Taken::Failed(events, e);
         }
-        if after == AfterSave::Continue {
-            resumed(&mut events);
-            return Taken::Complete(events);
-        }
-        // The domain is stopped; its memory is in `mem_path`.
-        let disks = images_create(name, images);
-        if halt && disks.is_ok() {
+        if halt {
             obj.set_stopped(&self.store, 7); // VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT
             events.push((lifecycle::STOPPED, detail::STOPPED));
-            return Taken::Complete(events);
+        } else if was_running {
+            events.push((lifecycle::RESUMED, detail::RESUMED));
         }
-        let restored = save::open_image(mem_path).and_then(|mut img| {
-            let def = Domain {
-                id: None,
-                ..obj.def.clone()
-            };
-            self.backend.restore(&def, &mut img.file, !was_running)
-        });
-        match (restored, disks) {
-            (Ok(new), disks) => {
-                obj.domid = Some(new);
-                obj.def.id = Some(i64::from(new));
-                let _ = self.store.save_status(&obj.def);
-                resumed(&mut events);
-                match disks {
-                    Ok(()) => Taken::Complete(events),
-                    Err(e) => {
-                        let _ = std::fs::remove_file(mem_path);
-                        Taken::Failed(events, e)
-                    }
-                }
-            }
-            (Err(e), Ok(())) => {
-                // The snapshot is complete; the domain is not running any more. Reverting to the snapshot
-                // brings it back.
-                obj.set_stopped(&self.store, save::reason::SHUTOFF_FAILED);
-                events.push((lifecycle::STOPPED, save::detail::STOPPED_FAILED));
-                Taken::Unresumed(
-                    events,
-                    RpcError {
-                        message: format!(
-                            "{}; snapshot '{name}' was taken, but the domain could not be resumed from it (revert to the snapshot to run it again)",
-                            e.message
-                        ),
-                        ..e
-                    },
-                )
-            }
-            (Err(e), Err(disk_error)) => {
-                obj.set_stopped(&self.store, save::reason::SHUTOFF_FAILED);
-                events.push((lifecycle::STOPPED, save::detail::STOPPED_FAILED));
-                Taken::Failed(
-                    events,
-                    RpcError {
-                        message: format!(
-                            "{}; the domain could not be resumed either ({}): its saved state stays in {} ('virsh restore' it)",
-                            disk_error.message,
-                            e.message,
-                            mem_path.display()
-                        ),
-                        ..disk_error
-                    },
-                )
-            }
-        }
+        Taken::Complete(events)
     }
 
     /// `VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE`: records (or replaces) metadata without touching any disk.

@@ -182,7 +182,13 @@ impl Backend for TestBackend {
             Err(libvirt_driver::backend::save_unsupported())
         }
     }
-    fn save(&self, domid: u32, out: &mut std::fs::File, after: AfterSave) -> Result<(), RpcError> {
+    fn save(
+        &self,
+        domid: u32,
+        out: &mut std::fs::File,
+        after: AfterSave,
+        frozen: &mut dyn FnMut() -> Result<(), RpcError>,
+    ) -> Result<(), RpcError> {
         self.check_save()?;
         assert!(
             self.running.lock().unwrap().contains(&domid),
@@ -208,6 +214,9 @@ impl Backend for TestBackend {
             return failed(1000, out);
         }
         out.write_all(&body).unwrap();
+        // The guest is "suspended" here: what the caller takes meanwhile is of the same instant; when it fails,
+        // the domain goes on.
+        frozen()?;
         self.saved.lock().unwrap().push((domid, after));
         if after == AfterSave::Stop {
             self.destroy(domid)?;

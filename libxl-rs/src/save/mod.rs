@@ -486,6 +486,20 @@ impl<T: Transport> Toolstack<T> {
         store: &mut S,
         opts: &SaveOptions,
     ) -> Result<(), Error> {
+        self.save_frozen(domid, out, store, opts, &mut || Ok(()))
+    }
+
+    /// [`Toolstack::save`] that runs `frozen` once the image is written, while the guest is still suspended
+    /// (a snapshot takes the domain's disks there). When `frozen` fails the domain goes on as if nothing
+    /// happened and its error is returned.
+    pub fn save_frozen<W: SaveTarget, S: GuestStore>(
+        &mut self,
+        domid: u16,
+        out: &mut W,
+        store: &mut S,
+        opts: &SaveOptions,
+        frozen: &mut dyn FnMut() -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let cfg = self.registry.get(domid).ok_or_else(|| {
             Error::Config(format!(
                 "domain {domid} was not built by this toolstack, so its layout is unknown"
@@ -513,17 +527,20 @@ impl<T: Transport> Toolstack<T> {
             }
             return Err(e);
         }
-        let written = store.nodes(domid).and_then(|nodes| {
-            let mut w = BufWriter::with_capacity(1 << 20, &mut *out);
-            write_image(&mut self.transport, domid, &layout, &nodes, &mut w)?;
-            w.flush()
-                .map_err(|e| Error::io("writing the save image", e))?;
-            drop(w);
-            out.commit()
-                .map_err(|e| Error::io("writing the save image", e))
-        });
+        let written = store
+            .nodes(domid)
+            .and_then(|nodes| {
+                let mut w = BufWriter::with_capacity(1 << 20, &mut *out);
+                write_image(&mut self.transport, domid, &layout, &nodes, &mut w)?;
+                w.flush()
+                    .map_err(|e| Error::io("writing the save image", e))?;
+                drop(w);
+                out.commit()
+                    .map_err(|e| Error::io("writing the save image", e))
+            })
+            .and_then(|()| frozen());
         if let Err(e) = written {
-            // No image: the domain goes on as if nothing happened.
+            // No image (or the caller's part failed): the domain goes on as if nothing happened.
             let _ = resume_cancelled(&mut self.transport, domid, layout.vcpus);
             if was_paused {
                 let _ = self.pause(domid);
