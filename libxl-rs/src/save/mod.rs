@@ -210,25 +210,27 @@ pub fn write_image<T: Transport, W: Write>(
     stream::write_record(w, rec::LIBXC_CONTEXT, &[])?;
     stream::write_xc_headers(w, major, minor)?;
     for r in &layout.ram {
-        let mut gfn = r.first_gfn;
-        let end = r.first_gfn + r.frames;
-        while gfn < end {
-            let n = (end - gfn).min(MAX_PAGES_PER_RECORD as u64);
-            let gfns: Vec<u64> = (gfn..gfn + n).collect();
-            let m = t.map_foreign(domid, &gfns)?;
-            let mut pfns = Vec::new();
-            let mut data = Vec::new();
-            for (g, page) in gfns.iter().zip(m.chunks_exact(PAGE)) {
-                if !zero_page(page) {
-                    pfns.push(*g);
-                    data.extend_from_slice(page);
+        // Mapped in large windows (one control-channel request each on the sandbox), written in record-sized
+        // pieces.
+        let gfns: Vec<u64> = (r.first_gfn..r.first_gfn + r.frames).collect();
+        for map_gfns in gfns.chunks(MAP_WINDOW) {
+            let m = t.map_foreign(domid, map_gfns)?;
+            for (w_gfns, window) in map_gfns
+                .chunks(MAX_PAGES_PER_RECORD)
+                .zip(m.chunks(MAX_PAGES_PER_RECORD * PAGE))
+            {
+                let mut pfns = Vec::new();
+                let mut data = Vec::new();
+                for (g, page) in w_gfns.iter().zip(window.chunks_exact(PAGE)) {
+                    if !zero_page(page) {
+                        pfns.push(*g);
+                        data.extend_from_slice(page);
+                    }
+                }
+                if !pfns.is_empty() {
+                    stream::write_page_data(w, &pfns, &data)?;
                 }
             }
-            drop(m);
-            if !pfns.is_empty() {
-                stream::write_page_data(w, &pfns, &data)?;
-            }
-            gfn += n;
         }
     }
     stream::write_record(w, xc::HVM_PARAMS, &[&stream::encode_params(&params)])?;
@@ -352,6 +354,15 @@ fn fill<T: Transport, R: Read>(
 ) -> Result<Rings, Error> {
     builder::setup_memory(t, domid, layout)?;
     r.xc_headers()?;
+    // All of RAM mapped once, a mapping per range: pages land by frame number, and whatever no record wrote is
+    // zeroed at the end (fresh frames are not necessarily zero).
+    let mut ram = Vec::new();
+    for range in &layout.ram {
+        let gfns: Vec<u64> = (range.first_gfn..range.first_gfn + range.frames).collect();
+        for w in gfns.chunks(MAP_WINDOW) {
+            ram.push((w[0], w.len() as u64, t.map_foreign(domid, w)?));
+        }
+    }
     let mut written: HashSet<u64> = HashSet::new();
     let mut params = None;
     let mut context = None;
@@ -365,9 +376,15 @@ fn fill<T: Transport, R: Read>(
                         "it has a page at frame {p:#x}, outside the domain's memory"
                     )));
                 }
-                let mut m = t.map_foreign(domid, &pfns)?;
-                m.copy_from_slice(data);
-                drop(m);
+                for (pfn, page) in pfns.iter().zip(data.chunks_exact(PAGE)) {
+                    if let Some((first, _, m)) = ram
+                        .iter_mut()
+                        .find(|(first, frames, _)| *pfn >= *first && pfn - first < *frames)
+                    {
+                        let at = ((pfn - *first) as usize) * PAGE;
+                        m[at..at + PAGE].copy_from_slice(page);
+                    }
+                }
                 written.extend(pfns);
             }
             xc::HVM_PARAMS => params = Some(stream::decode_params(&body)?),
@@ -387,7 +404,14 @@ fn fill<T: Transport, R: Read>(
     let context = context.ok_or_else(|| bad("it has no vCPU state (HVM context)"))?;
     let params = params.ok_or_else(|| bad("it has no HVM parameters"))?;
     // The rest of RAM was all zeroes; fresh frames are not necessarily.
-    zero_unwritten(t, domid, layout, &written)?;
+    for (first, frames, m) in &mut ram {
+        for (i, page) in m.chunks_exact_mut(PAGE).enumerate().take(*frames as usize) {
+            if !written.contains(&(*first + i as u64)) {
+                page.fill(0);
+            }
+        }
+    }
+    drop(ram);
     let mut console_gfn = None;
     let mut store_gfn = None;
     for (index, value) in params {
@@ -440,36 +464,9 @@ fn fill<T: Transport, R: Read>(
     ))
 }
 
-/// Zeroes the RAM frames no page record filled, in runs.
-fn zero_unwritten<T: Transport>(
-    t: &mut T,
-    domid: u16,
-    layout: &Layout,
-    written: &HashSet<u64>,
-) -> Result<(), Error> {
-    fn flush<T: Transport>(t: &mut T, domid: u16, run: &mut Vec<u64>) -> Result<(), Error> {
-        if !run.is_empty() {
-            t.map_foreign(domid, run)?.fill(0);
-            run.clear();
-        }
-        Ok(())
-    }
-    let mut run: Vec<u64> = Vec::with_capacity(MAX_PAGES_PER_RECORD);
-    for r in &layout.ram {
-        for g in r.first_gfn..r.first_gfn + r.frames {
-            if written.contains(&g) {
-                flush(t, domid, &mut run)?;
-            } else {
-                run.push(g);
-                if run.len() == MAX_PAGES_PER_RECORD {
-                    flush(t, domid, &mut run)?;
-                }
-            }
-        }
-        flush(t, domid, &mut run)?;
-    }
-    Ok(())
-}
+/// Frames mapped at once while saving or restoring (8 MiB: one request on the sandbox's control channel, whose
+/// replies hold a few thousand runs).
+const MAP_WINDOW: usize = 2048;
 
 /// How often a save looks whether the guest has suspended, at most.
 const POLL_MAX: Duration = Duration::from_millis(100);
