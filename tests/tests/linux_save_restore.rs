@@ -279,3 +279,159 @@ fn snapshot_of_a_two_vcpu_linux_guest() {
         con.output()
     );
 }
+
+/// One QMP command on a fresh connection to `sock` (after the capabilities handshake); the reply line.
+fn qmp(sock: &Path, cmd: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let s = std::os::unix::net::UnixStream::connect(sock).expect("QMP socket");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let mut r = BufReader::new(s.try_clone().expect("clone"));
+    let mut w = s;
+    let mut line = String::new();
+    r.read_line(&mut line).expect("QMP greeting");
+    w.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
+        .expect("QMP");
+    line.clear();
+    r.read_line(&mut line).expect("QMP");
+    w.write_all(cmd.as_bytes()).expect("QMP");
+    w.write_all(b"\n").expect("QMP");
+    // Skip asynchronous events.
+    loop {
+        line.clear();
+        r.read_line(&mut line).expect("QMP reply");
+        if !line.contains("\"event\"") {
+            return line;
+        }
+    }
+}
+
+fn wait_qmp(sock: &Path, cmd: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if sock.exists() {
+            let reply = qmp(sock, cmd);
+            if reply.contains(want) {
+                return;
+            }
+            assert!(!reply.contains("\"failed\""), "{reply}");
+        }
+        assert!(Instant::now() < deadline, "no {want} from {cmd}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The same guest under QEMU's own PVH loader (no hypervisor), saved with QEMU's migration to a file and
+/// loaded back: (save seconds, restore seconds, image bytes).
+fn native_save_restore(dir: &Path) -> (f64, f64, u64) {
+    let (vmlinux, initramfs) = guest_kernel();
+    let image = dir.join("native.state");
+    let _ = std::fs::remove_file(&image);
+    let machine = |sock: &Path, incoming: bool| {
+        let mut m = e2e::qemu::Machine::new(e2e::Arch::X86_64, vmlinux.clone());
+        m.smp = 1;
+        m.mem_mib = 160;
+        m.initrd = Some(initramfs.clone());
+        m.append = "console=ttyS0 quiet".to_string();
+        m.extra = vec![
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", display(sock)),
+        ];
+        if incoming {
+            m.extra.push("-incoming".into());
+            m.extra.push(format!("exec:cat {}", display(&image)));
+        }
+        m
+    };
+    let sock = dir.join("qmp-a.sock");
+    let _ = std::fs::remove_file(&sock);
+    let mut s = Session::spawn(machine(&sock, false).command()).expect("QEMU");
+    assert!(
+        s.expect(PROMPT, Duration::from_secs(180)).is_some(),
+        "{}",
+        s.output()
+    );
+    let t0 = Instant::now();
+    let reply = qmp(
+        &sock,
+        &format!(
+            "{{\"execute\":\"migrate\",\"arguments\":{{\"uri\":\"exec:cat > {}\"}}}}",
+            display(&image)
+        ),
+    );
+    assert!(reply.contains("return"), "{reply}");
+    wait_qmp(&sock, "{\"execute\":\"query-migrate\"}", "\"completed\"");
+    let save = t0.elapsed().as_secs_f64();
+    drop(s);
+    let size = std::fs::metadata(&image).expect("state").len();
+    let sock = dir.join("qmp-b.sock");
+    let _ = std::fs::remove_file(&sock);
+    let t0 = Instant::now();
+    let mut s = Session::spawn(machine(&sock, true).command()).expect("QEMU");
+    wait_qmp(&sock, "{\"execute\":\"query-status\"}", "\"running\"");
+    let restore = t0.elapsed().as_secs_f64();
+    // The first byte typed into a freshly loaded serial port can be lost: start with an empty line.
+    s.send_line("").expect("typing");
+    std::thread::sleep(Duration::from_millis(500));
+    s.send_line("echo back-$((6*7))").expect("typing");
+    assert!(
+        s.expect("back-42", Duration::from_secs(60)).is_some(),
+        "{}",
+        s.output()
+    );
+    (save, restore, size)
+}
+
+#[test]
+#[ignore = "a benchmark: scripts/bench-save-restore runs it"]
+fn bench_save_restore() {
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let sb = Sandbox::up("linux-save-bench");
+    define(&sb, "linux", None);
+    let con = start_counting(&sb, "linux");
+    drop(con);
+    let image = sb.path("bench.save");
+    let (mut save, mut restore, mut nsave, mut nrestore) = (vec![], vec![], vec![], vec![]);
+    let (mut size, mut nsize) = (0, 0);
+    for _ in 0..rounds {
+        let t0 = Instant::now();
+        sb.virsh_ok(&["save", "linux", &display(&image)]);
+        save.push(t0.elapsed().as_secs_f64());
+        size = std::fs::metadata(&image).expect("image").len();
+        let t0 = Instant::now();
+        sb.virsh_ok(&["restore", &display(&image)]);
+        restore.push(t0.elapsed().as_secs_f64());
+        let (s, r, n) = native_save_restore(&sb.dir);
+        nsave.push(s);
+        nrestore.push(r);
+        nsize = n;
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "save and restore of a running 160 MiB Linux guest, median of {rounds} (TCG, 1 vCPU):"
+    );
+    println!(
+        "  xen-hv, virsh save:            {:.2} s  {save:.2?}, image {} MiB",
+        median(&mut save),
+        size >> 20
+    );
+    println!(
+        "  xen-hv, virsh restore:         {:.2} s  {restore:.2?}",
+        median(&mut restore)
+    );
+    println!(
+        "  QEMU migrate to a file:        {:.2} s  {nsave:.2?}, image {} MiB",
+        median(&mut nsave),
+        nsize >> 20
+    );
+    println!(
+        "  QEMU -incoming from the file:  {:.2} s  {nrestore:.2?}",
+        median(&mut nrestore)
+    );
+}
