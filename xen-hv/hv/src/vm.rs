@@ -1338,6 +1338,11 @@ pub fn cpu_loop(machine: &spin::Mutex<Option<Machine>>) {
                 Flow::Continue => {}
                 Flow::Stop(s) => break s,
             }
+            // A control request arrived (its interrupt ended the slice): serve it now rather than at the end of
+            // the slice.
+            if is_bsp() && arch::take_ctl_irq() {
+                m.poll_ctl();
+            }
             if m.ctl_paused(v) || m.suspended(v) || m.take_down_request(v) {
                 break State::Down;
             }

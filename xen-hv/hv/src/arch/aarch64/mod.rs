@@ -135,6 +135,12 @@ pub fn idle() {
     let _ = timer::handle_interrupts();
 }
 
+/// True (once) when the control channel signalled received bytes since the last call; the aarch64 machine has
+/// no control channel, so never.
+pub fn take_ctl_irq() -> bool {
+    false
+}
+
 /// One byte typed on the console, if any.
 pub fn console_read_byte() -> Option<u8> {
     pl011::try_read_byte()

@@ -126,6 +126,29 @@ isr_timer:
     pop %rax
     iretq
 
+    .global isr_com2
+isr_com2:
+    push %rax
+    push %rcx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    call hv_com2_interrupt
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rax
+    iretq
+
     .global isr_spurious
 isr_spurious:
     iretq
@@ -144,6 +167,7 @@ isr_table:
 extern "C" {
     static isr_table: [u64; 32];
     fn isr_timer();
+    fn isr_com2();
     fn isr_spurious();
 }
 
@@ -261,6 +285,8 @@ pub fn init(idx: usize) {
                 gate(isr_timer as unsafe extern "C" fn() as usize as u64, 0);
             (*idt)[SPURIOUS_VECTOR as usize] =
                 gate(isr_spurious as unsafe extern "C" fn() as usize as u64, 0);
+            (*idt)[super::com2::VECTOR as usize] =
+                gate(isr_com2 as unsafe extern "C" fn() as usize as u64, 0);
         }
 
         #[repr(C, packed)]

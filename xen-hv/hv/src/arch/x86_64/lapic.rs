@@ -96,6 +96,11 @@ pub fn counts_per_tick() -> u32 {
     INIT_COUNT.load(Ordering::Acquire)
 }
 
+/// This CPU's local APIC ID.
+pub fn id() -> u32 {
+    read(0x20) >> 24
+}
+
 /// Acknowledges the interrupt being handled.
 pub fn eoi() {
     write(EOI, 0);

@@ -96,6 +96,11 @@ pub fn idle() {
     unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
 }
 
+/// True (once) when the control channel signalled received bytes since the last call.
+pub fn take_ctl_irq() -> bool {
+    com2::take_irq()
+}
+
 /// One byte typed on the console, if any.
 pub fn console_read_byte() -> Option<u8> {
     serial::try_read_byte()
