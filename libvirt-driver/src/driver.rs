@@ -252,6 +252,17 @@ fn read_only(api: &str) -> RpcError {
     )
 }
 
+/// The guard of state-changing calls on a connection: `Err(read_only(api))` when it is read-only.
+fn writable(readonly: bool) -> impl Fn(&str) -> Result<(), RpcError> {
+    move |api| {
+        if readonly {
+            Err(read_only(api))
+        } else {
+            Ok(())
+        }
+    }
+}
+
 fn check_flags(flags: u32, allowed: u32) -> Result<(), RpcError> {
     let bad = flags & !allowed;
     if bad != 0 {
@@ -1167,13 +1178,7 @@ impl Driver {
         if !conn.opened {
             return Err(RpcError::rpc("internal error: connection not open"));
         }
-        let ro = |api: &str| {
-            if conn.readonly {
-                Err(read_only(api))
-            } else {
-                Ok(())
-            }
-        };
+        let ro = writable(conn.readonly);
         match proc_ {
             CONNECT_CLOSE => {
                 finish(&d)?;

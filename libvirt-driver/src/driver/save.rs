@@ -29,8 +29,8 @@ use domain_xml::FormatFlags;
 
 use super::procs;
 use super::{
-    check_flags, finish, lifecycle, lock, no_domain_name, not_running, read_only, xml_error,
-    DomObj, Driver, STATE_PAUSED, STATE_RUNNING,
+    check_flags, finish, lifecycle, lock, no_domain_name, not_running, writable, xml_error, DomObj,
+    Driver, STATE_PAUSED, STATE_RUNNING,
 };
 use crate::backend::AfterSave;
 use crate::proto::{code, edomain, uuid_bytes, uuid_string, DomRef, RpcError};
@@ -298,13 +298,7 @@ impl Driver {
         e: &mut Enc,
     ) -> Result<(), RpcError> {
         use procs::*;
-        let ro = |api: &str| {
-            if readonly {
-                Err(read_only(api))
-            } else {
-                Ok(())
-            }
-        };
+        let ro = writable(readonly);
         match proc_ {
             DOMAIN_SAVE | DOMAIN_SAVE_FLAGS => {
                 let r = DomRef::decode(d)?;

@@ -27,7 +27,7 @@ use domain_xml::snapshot::{DomainSnapshot, SnapshotDisk, SnapshotDomain, Snapsho
 use domain_xml::FormatFlags;
 
 use super::{
-    check_flags, finish, lifecycle, lock, read_only, save, validate_against, DomObj, Driver,
+    check_flags, finish, lifecycle, lock, save, validate_against, writable, DomObj, Driver,
     STATE_PAUSED, STATE_RUNNING, STATE_SHUTOFF,
 };
 use crate::backend::AfterSave;
@@ -502,13 +502,7 @@ impl Driver {
         e: &mut Enc,
     ) -> Result<(), RpcError> {
         use procs::*;
-        let ro = |api: &str| {
-            if readonly {
-                Err(read_only(api))
-            } else {
-                Ok(())
-            }
-        };
+        let ro = writable(readonly);
         match proc_ {
             CREATE_XML => {
                 let r = DomRef::decode(d)?;
