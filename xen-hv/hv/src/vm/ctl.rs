@@ -281,14 +281,7 @@ impl Machine {
                 return Err(e);
             }
             // Every vCPU with a processor record runs (vCPU 0 already does).
-            let d = self.domains[slot].as_ref().ok_or(Errno::Esrch)?;
-            let (vcpus, nr) = (d.vcpus, d.nr_vcpus);
-            for &v in &vcpus[..nr] {
-                let up = self.meta[v].as_ref().is_some_and(|m| m.initialised);
-                if up && self.sched.state(v) == State::Down {
-                    self.sched.set(v, State::Runnable);
-                }
-            }
+            self.set_vcpus(slot, false);
         }
         Ok(())
     }
@@ -705,14 +698,8 @@ impl Backend for Machine {
             };
         }
         d.state = DomState::Alive;
-        let (vcpus, nr) = (d.vcpus, d.nr_vcpus);
         if !paused {
-            for &v in &vcpus[..nr] {
-                let up = self.meta[v].as_ref().is_some_and(|m| m.initialised);
-                if up && self.sched.state(v) == State::Down {
-                    self.sched.set(v, State::Runnable);
-                }
-            }
+            self.set_vcpus(slot, false);
         }
         Ok(())
     }

@@ -103,8 +103,10 @@ isr_common:
     hlt
     jmp 2b
 
-    .global isr_timer
-isr_timer:
+/* An interrupt handler: saves the caller-saved registers around a call to a Rust function. */
+    .macro irq_stub name, handler
+    .global \name
+\name:
     push %rax
     push %rcx
     push %rdx
@@ -114,7 +116,7 @@ isr_timer:
     push %r9
     push %r10
     push %r11
-    call hv_timer_interrupt
+    call \handler
     pop %r11
     pop %r10
     pop %r9
@@ -125,29 +127,10 @@ isr_timer:
     pop %rcx
     pop %rax
     iretq
+    .endm
 
-    .global isr_com2
-isr_com2:
-    push %rax
-    push %rcx
-    push %rdx
-    push %rsi
-    push %rdi
-    push %r8
-    push %r9
-    push %r10
-    push %r11
-    call hv_com2_interrupt
-    pop %r11
-    pop %r10
-    pop %r9
-    pop %r8
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %rcx
-    pop %rax
-    iretq
+    irq_stub isr_timer, hv_timer_interrupt
+    irq_stub isr_com2, hv_com2_interrupt
 
     .global isr_spurious
 isr_spurious:
